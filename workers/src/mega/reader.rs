@@ -1,0 +1,210 @@
+//! Reads of the `Mega` table, through a small pool of read-only connections.
+//!
+//! Reads never go through the writer: in WAL mode readers see the last committed state
+//! without blocking the writer or each other. Every method here blocks on SQLite, so
+//! async callers run them off the runtime's workers (`spawn_blocking`: blocking I/O is
+//! what it is for).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::schema::{self, SchemaError};
+use super::ticket::NUMBER_MAX;
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// SQLite failed to run the query.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// A stored ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredTicket {
+    /// The row id given at insert.
+    pub id: i64,
+    /// `num1`..`num6` as stored.
+    pub numbers: [i64; 6],
+}
+
+/// What the table holds, in aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MegaStats {
+    /// Rows in the table.
+    pub rows: u64,
+    /// `plays[i]` is how many stored tickets hold number `i + 1`.
+    pub plays: [u64; NUMBER_MAX as usize],
+}
+
+/// A fixed pool of read-only connections.
+pub struct MegaReader {
+    /// Idle connections. A `std` mutex held only to pop or push: never across a query.
+    idle: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for MegaReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MegaReader").field("path", &self.path).finish()
+    }
+}
+
+impl MegaReader {
+    /// Opens `connections` read-only connections to a database that the writer has
+    /// already prepared (start the [`super::MegaWriter`] first).
+    pub fn open(path: &Path, connections: usize) -> Result<Self, SchemaError> {
+        let idle = (0..connections.max(1))
+            .map(|_| schema::open_for_reading(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            idle: Mutex::new(idle),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Runs `f` on an idle connection, or on a fresh one when all are busy (so a burst of
+    /// reads never waits on the pool; the extra connection is closed after use).
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T, ReadError>) -> Result<T, ReadError> {
+        let pooled = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => schema::open_for_reading(&self.path).map_err(|e| match e {
+                SchemaError::Sqlite(e) => ReadError::Sqlite(e),
+                other => ReadError::Sqlite(rusqlite::Error::InvalidPath(other.to_string().into())),
+            })?,
+        };
+        let result = f(&conn);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// The ticket with this id, if any.
+    pub fn get(&self, id: i64) -> Result<Option<StoredTicket>, ReadError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, num1, num2, num3, num4, num5, num6 FROM Mega WHERE id = ?1",
+            )?;
+            Ok(stmt.query_row([id], row_to_ticket).optional()?)
+        })
+    }
+
+    /// Up to `limit` tickets with id greater than `after_id`, in id order (keyset
+    /// pagination: pass the last id of a page to get the next).
+    pub fn page(&self, after_id: i64, limit: u32) -> Result<Vec<StoredTicket>, ReadError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, num1, num2, num3, num4, num5, num6 FROM Mega \
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(rusqlite::params![after_id, limit], row_to_ticket)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// The row count and how often each number was played. Scans the whole table.
+    pub fn stats(&self) -> Result<MegaStats, ReadError> {
+        self.with_conn(|conn| {
+            let mut stats = MegaStats {
+                rows: 0,
+                plays: [0; NUMBER_MAX as usize],
+            };
+            let mut stmt = conn.prepare_cached("SELECT num1, num2, num3, num4, num5, num6 FROM Mega")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                stats.rows += 1;
+                for i in 0..6 {
+                    let n: i64 = row.get(i)?;
+                    // Rows written by others may hold anything; count only valid numbers.
+                    if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| stats.plays.get_mut(i)) {
+                        *slot += 1;
+                    }
+                }
+            }
+            Ok(stats)
+        })
+    }
+}
+
+fn row_to_ticket(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTicket> {
+    Ok(StoredTicket {
+        id: row.get(0)?,
+        numbers: [row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{MegaTicket, MegaWriter, WriterConfig};
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        use std::task::{Context, Poll, Wake, Waker};
+        struct T(std::thread::Thread);
+        impl Wake for T {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(std::sync::Arc::new(T(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park();
+        }
+    }
+
+    #[test]
+    fn writes_are_acknowledged_with_ids_and_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let writer = MegaWriter::start(WriterConfig::new(&path)).expect("writer");
+        let handle = writer.handle();
+        let one = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
+        let two = MegaTicket::new([60, 59, 58, 57, 56, 55]).expect("ticket");
+        let first = block_on(handle.try_insert(one).expect("queued").committed()).expect("ok");
+        let many =
+            block_on(handle.try_insert_many(vec![two, one]).expect("queued").committed()).expect("ok");
+        assert_eq!(first.len(), 1);
+        assert_eq!(many.len(), 2);
+
+        let reader = MegaReader::open(&path, 2).expect("reader");
+        let stored = reader.get(many[0]).expect("read").expect("present");
+        assert_eq!(stored.numbers, [60, 59, 58, 57, 56, 55]);
+        assert_eq!(reader.get(-1).expect("read"), None);
+        let page = reader.page(first[0], 10).expect("page");
+        assert_eq!(page.iter().map(|t| t.id).collect::<Vec<_>>(), many);
+        let stats = reader.stats().expect("stats");
+        assert_eq!(stats.rows, 3);
+        assert_eq!(stats.plays[0], 2, "number 1 played twice");
+        assert_eq!(stats.plays[59], 1, "number 60 played once");
+        writer.shutdown();
+        assert!(handle.is_stopped());
+        assert_eq!(handle.try_insert(one).err(), Some(super::super::SubmitError::Closed));
+    }
+
+    #[test]
+    fn shutdown_commits_everything_queued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let writer = MegaWriter::start(WriterConfig::new(&path)).expect("writer");
+        let handle = writer.handle();
+        let ticket = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
+        let pending: Vec<_> = (0..500).map(|_| handle.try_insert(ticket).expect("queued")).collect();
+        writer.shutdown();
+        let ids: Vec<i64> = pending
+            .into_iter()
+            .map(|p| block_on(p.committed()).expect("committed before exit")[0])
+            .collect();
+        let reader = MegaReader::open(&path, 1).expect("reader");
+        assert_eq!(reader.stats().expect("stats").rows, 500);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
+    }
+}

@@ -1,0 +1,255 @@
+//! The compute pool: where CPU-heavy jobs run, away from any async runtime.
+//!
+//! A fixed rayon pool (not tokio's `spawn_blocking`, whose pool grows to hundreds of
+//! threads and whose tasks cannot be stopped) with two guards around it:
+//! - *admission*: at most `max_jobs` jobs admitted at once, running or waiting; the next
+//!   is refused at once with [`PoolError::Full`] so the caller can answer 503 rather than
+//!   queue without bound;
+//! - *cancellation*: each job carries a cancel flag that its [`RandomsJob`] handle raises
+//!   when dropped. Dropping a future does not stop work already on a rayon thread, so the
+//!   kernel polls the flag between chunks instead.
+//!
+//! The HTTP layer calls [`ComputePool::try_count_randoms`] and awaits the returned job.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::randoms::{self, Histogram, KernelError};
+
+/// Why the pool did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// `max_jobs` jobs are already admitted; try again later.
+    #[error("the compute pool is full ({max_jobs} jobs admitted)")]
+    Full {
+        /// The admission limit that was reached.
+        max_jobs: usize,
+    },
+    /// The job stopped early because its handle was dropped or cancelled.
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// The job ended without a result (its thread panicked): a bug, not a client error.
+    #[error("the compute job ended without a result")]
+    Lost,
+    /// The rayon pool could not be built at start-up.
+    #[error("could not build the compute pool: {0}")]
+    Build(#[from] rayon::ThreadPoolBuildError),
+}
+
+/// A fixed pool of compute threads with bounded admission.
+pub struct ComputePool {
+    pool: rayon::ThreadPool,
+    /// Jobs admitted and not yet finished (running or waiting for a thread). Shared with
+    /// each job's [`Admission`], which gives its slot back when the job really ends, not
+    /// when its client goes away: until then the job still occupies the pool.
+    admitted: Arc<AtomicUsize>,
+    max_jobs: usize,
+}
+
+impl std::fmt::Debug for ComputePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComputePool")
+            .field("threads", &self.threads())
+            .field("in_flight", &self.in_flight())
+            .field("max_jobs", &self.max_jobs)
+            .finish()
+    }
+}
+
+impl ComputePool {
+    /// Builds a pool of `threads` threads (`None`: one per core) admitting at most
+    /// `max_jobs` jobs at once.
+    pub fn new(threads: Option<usize>, max_jobs: usize) -> Result<Self, PoolError> {
+        let mut builder =
+            rayon::ThreadPoolBuilder::new().thread_name(|i| format!("loadlab-compute-{i}"));
+        if let Some(threads) = threads {
+            builder = builder.num_threads(threads);
+        }
+        Ok(Self {
+            pool: builder.build()?,
+            admitted: Arc::new(AtomicUsize::new(0)),
+            max_jobs,
+        })
+    }
+
+    /// The number of compute threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Jobs admitted and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
+    /// The admission limit.
+    pub fn max_jobs(&self) -> usize {
+        self.max_jobs
+    }
+
+    /// Admits a job counting `n` random draws from `seed`, or refuses it at once with
+    /// [`PoolError::Full`]. Await the returned job for the histogram; drop it to cancel.
+    pub fn try_count_randoms(&self, n: u64, seed: u64) -> Result<RandomsJob, PoolError> {
+        let admission = self.admit()?;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (reply, outcome) = oneshot::channel();
+        let flag = Arc::clone(&cancel);
+        self.pool.spawn(move || {
+            let started = Instant::now();
+            let result = randoms::count_randoms(n, seed, &flag);
+            let label = match &result {
+                Ok(_) => {
+                    metrics::counter!("randoms_numbers_total").increment(n);
+                    "completed"
+                }
+                Err(KernelError::Cancelled) => {
+                    metrics::counter!("randoms_cancelled_total").increment(1);
+                    "cancelled"
+                }
+            };
+            metrics::histogram!("randoms_job_duration_seconds", "outcome" => label)
+                .record(started.elapsed().as_secs_f64());
+            // Free the slot before replying, so a client that sends its next request as
+            // soon as it has this answer finds the slot free.
+            drop(admission);
+            // The receiver may be gone (client left): nothing to do then.
+            let _ = reply.send(result);
+        });
+        Ok(RandomsJob {
+            outcome,
+            cancel: CancelOnDrop(cancel),
+        })
+    }
+
+    fn admit(&self) -> Result<Admission, PoolError> {
+        let max_jobs = self.max_jobs;
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_jobs).then_some(n + 1)
+            })
+            .map_err(|_| {
+                metrics::counter!("randoms_rejected_total").increment(1);
+                PoolError::Full { max_jobs }
+            })?;
+        metrics::gauge!("randoms_jobs_in_flight").increment(1.0);
+        Ok(Admission(Arc::clone(&self.admitted)))
+    }
+}
+
+/// One admitted slot; gives it back when dropped.
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("randoms_jobs_in_flight").decrement(1.0);
+    }
+}
+
+/// Raises the cancel flag when dropped, so a handler future dropped by a client
+/// disconnect stops its job.
+#[derive(Debug)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An admitted random-count job. Await [`RandomsJob::outcome`]; dropping the job (or
+/// the future) cancels it.
+#[derive(Debug)]
+pub struct RandomsJob {
+    outcome: oneshot::Receiver<Result<Histogram, KernelError>>,
+    cancel: CancelOnDrop,
+}
+
+impl RandomsJob {
+    /// Waits for the histogram. Works under any async runtime (or `block_on`).
+    pub async fn outcome(mut self) -> Result<Histogram, PoolError> {
+        let result = (&mut self.outcome).await;
+        match result {
+            Ok(Ok(histogram)) => Ok(histogram),
+            Ok(Err(KernelError::Cancelled)) => Err(PoolError::Cancelled),
+            Err(_) => Err(PoolError::Lost),
+        }
+    }
+
+    /// A flag that reads `true` once the job is cancelled (for tests and diagnostics).
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        // A one-future executor is enough here; the crate has no runtime on purpose.
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Thread(std::thread::Thread);
+        impl Wake for Thread {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Thread(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            std::thread::park();
+        }
+    }
+
+    #[test]
+    fn a_job_returns_its_histogram() {
+        let pool = ComputePool::new(Some(2), 4).expect("pool");
+        let job = pool.try_count_randoms(10_000, 5).expect("admitted");
+        let histogram = block_on(job.outcome()).expect("completed");
+        assert_eq!(histogram.total(), 10_000);
+        assert_eq!(pool.in_flight(), 0);
+    }
+
+    #[test]
+    fn admission_stops_at_max_jobs_and_frees_slots() {
+        let pool = ComputePool::new(Some(1), 1).expect("pool");
+        // Occupy the only thread so the admitted job cannot start or finish yet.
+        let (release, wait) = mpsc::channel::<()>();
+        let (started, is_started) = mpsc::channel::<()>();
+        pool.pool.spawn(move || {
+            let _ = started.send(());
+            let _ = wait.recv();
+        });
+        is_started.recv().expect("blocker started");
+        let job = pool.try_count_randoms(10, 1).expect("first is admitted");
+        assert!(matches!(
+            pool.try_count_randoms(10, 1),
+            Err(PoolError::Full { max_jobs: 1 })
+        ));
+        release.send(()).expect("release");
+        block_on(job.outcome()).expect("completed");
+        assert!(pool.try_count_randoms(10, 1).is_ok(), "slot given back");
+    }
+
+    #[test]
+    fn dropping_a_job_cancels_it() {
+        let pool = ComputePool::new(Some(1), 2).expect("pool");
+        let job = pool.try_count_randoms(u64::MAX / 2, 1).expect("admitted");
+        let flag = job.cancel_flag();
+        drop(job);
+        assert!(flag.load(Ordering::Relaxed));
+        // The slot comes back once the kernel notices the flag.
+        while pool.in_flight() > 0 {
+            std::thread::yield_now();
+        }
+    }
+}

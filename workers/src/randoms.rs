@@ -1,0 +1,277 @@
+//! The random-histogram kernel: draw N integers uniformly in 1..=1000 and count them.
+//!
+//! Design, from measurements on a 2-core Zen 3 (see `../shared/FIELD-NOTES.md`):
+//! - a small fast PRNG (xoshiro256++, from `rand_xoshiro`, which is portable: the same
+//!   seed gives the same stream on every platform and crate version), using *both*
+//!   32-bit halves of each 64-bit output;
+//! - Lemire's multiply-shift reduction to 0..1000, with its (rare: p = 296 / 2^32)
+//!   rejection step so that every number is exactly equally likely;
+//! - the work split into fixed chunks of [`CHUNK_LEN`] draws, each with its own
+//!   generator seeded from `(seed, chunk index)`, counted locally and merged at the end.
+//!
+//! Because a chunk's draws depend only on the seed and its index, and merging is a sum,
+//! the same `(n, seed)` gives the same [`Histogram`] whatever the number of threads.
+//! Between chunks the kernel checks a cancel flag, so a job whose client went away stops
+//! within one chunk (well under a millisecond).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+
+/// The smallest number drawn.
+pub const NUMBER_MIN: u32 = 1;
+/// The largest number drawn.
+pub const NUMBER_MAX: u32 = 1000;
+/// How many distinct numbers can come up: the histogram's bins.
+pub const BINS: usize = (NUMBER_MAX - NUMBER_MIN + 1) as usize;
+/// Draws per chunk: the unit of parallel work, of determinism and of cancellation.
+///
+/// 2^20 draws take about 0.5-0.9 ms on one core: small enough to cancel promptly and to
+/// balance two cores, large enough that per-chunk set-up (seeding, a 4 KiB local count)
+/// is noise. Counts within a chunk fit in `u32`.
+pub const CHUNK_LEN: u64 = 1 << 20;
+
+/// Lemire's rejection threshold for a range of [`BINS`]: `2^32 mod BINS`.
+///
+/// A 32-bit draw `x` maps to `(x * BINS) >> 32`; it is rejected when the low 32 bits of
+/// the product fall below this, which makes every bin exactly equally likely.
+const REJECT_BELOW: u32 = ((1u64 << 32) % BINS as u64) as u32;
+
+/// Why a count did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    /// The cancel flag was raised before the last chunk was counted.
+    #[error("the job was cancelled before it finished")]
+    Cancelled,
+}
+
+/// How many times each number in [`NUMBER_MIN`]..=[`NUMBER_MAX`] came up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Histogram {
+    /// `counts[i]` is how often `NUMBER_MIN + i` came up. Boxed: 8 KiB moves around.
+    counts: Box<[u64; BINS]>,
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("total", &self.total())
+            .field("distinct", &self.iter().count())
+            .finish()
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: Box::new([0; BINS]),
+        }
+    }
+}
+
+impl Histogram {
+    /// The raw counts: index `i` holds the count of number `NUMBER_MIN + i`.
+    pub fn counts(&self) -> &[u64; BINS] {
+        &self.counts
+    }
+
+    /// The number of draws counted: the sum of all counts.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(number, count)` for every number that came up, in ascending order of number.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.counts
+            .iter()
+            .zip(NUMBER_MIN..)
+            .filter(|(count, _)| **count > 0)
+            .map(|(count, number)| (number, *count))
+    }
+
+    fn merge(mut self, other: &Histogram) -> Self {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *mine += theirs;
+        }
+        self
+    }
+}
+
+/// Counts `n` draws from `seed` on the current rayon pool (call it inside
+/// [`rayon::ThreadPool::install`] or from a pool thread to choose the pool).
+///
+/// Returns [`KernelError::Cancelled`] soon after `cancel` is raised: the flag is read
+/// before each chunk, so at most one chunk per thread is counted after it.
+pub fn count_randoms(n: u64, seed: u64, cancel: &AtomicBool) -> Result<Histogram, KernelError> {
+    let chunks = n.div_ceil(CHUNK_LEN);
+    (0..chunks)
+        .into_par_iter()
+        .try_fold(
+            || (Histogram::default(), Box::new([0u32; BINS])),
+            |(mut total, mut local), chunk| {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(KernelError::Cancelled);
+                }
+                let len = CHUNK_LEN.min(n - chunk * CHUNK_LEN);
+                local.fill(0);
+                count_chunk(seed, chunk, len, &mut local);
+                for (sum, part) in total.counts.iter_mut().zip(local.iter()) {
+                    *sum += u64::from(*part);
+                }
+                Ok((total, local))
+            },
+        )
+        .map(|folded| folded.map(|(total, _)| total))
+        .try_reduce(Histogram::default, |a, b| Ok(a.merge(&b)))
+}
+
+/// Counts `len` draws (at most [`CHUNK_LEN`]) of chunk `chunk` of the stream for `seed`
+/// into `counts`, adding to what is there.
+///
+/// This is the single-threaded hot loop, public for the benchmarks.
+pub fn count_chunk(seed: u64, chunk: u64, len: u64, counts: &mut [u32; BINS]) {
+    debug_assert!(len <= CHUNK_LEN, "a chunk holds at most CHUNK_LEN draws");
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(chunk_seed(seed, chunk));
+    // Two count arrays, one per 32-bit half, so consecutive increments rarely hit the
+    // same memory location back to back (a store-to-load dependency that halves speed).
+    let mut low = [0u32; BINS];
+    let mut high = [0u32; BINS];
+    let mut remaining = len;
+    while remaining >= 2 {
+        let draw = rng.next_u64();
+        let a = u64::from(draw as u32) * BINS as u64;
+        let b = (draw >> 32) * BINS as u64;
+        let a_ok = a as u32 >= REJECT_BELOW;
+        let b_ok = b as u32 >= REJECT_BELOW;
+        if a_ok & b_ok {
+            low[(a >> 32) as usize] += 1;
+            high[(b >> 32) as usize] += 1;
+            remaining -= 2;
+        } else {
+            // Rare (about 1 in 7 million halves): keep whichever half is acceptable.
+            if a_ok {
+                low[(a >> 32) as usize] += 1;
+                remaining -= 1;
+            }
+            if b_ok {
+                high[(b >> 32) as usize] += 1;
+                remaining -= 1;
+            }
+        }
+    }
+    while remaining > 0 {
+        let b = (rng.next_u64() >> 32) * BINS as u64;
+        if b as u32 >= REJECT_BELOW {
+            high[(b >> 32) as usize] += 1;
+            remaining -= 1;
+        }
+    }
+    for ((out, l), h) in counts.iter_mut().zip(low).zip(high) {
+        *out += l + h;
+    }
+}
+
+/// A random seed for callers that did not ask for one.
+///
+/// Not cryptographic, and need not be: it comes from the standard library's per-process
+/// random hasher keys (seeded by the OS) mixed with a counter, so concurrent jobs differ.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
+/// The generator seed of one chunk: a strong mix of the job seed and the chunk index,
+/// so that neighbouring chunks (and neighbouring job seeds) get unrelated streams.
+fn chunk_seed(seed: u64, chunk: u64) -> u64 {
+    splitmix64(seed ^ splitmix64(chunk.wrapping_add(0x632B_E59B_D9B4_E019)))
+}
+
+/// The SplitMix64 finaliser: a bijective 64-bit mix.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(n: u64, seed: u64) -> Histogram {
+        count_randoms(n, seed, &AtomicBool::new(false)).expect("not cancelled")
+    }
+
+    #[test]
+    fn counts_sum_to_n_for_awkward_sizes() {
+        for n in [0, 1, 2, 3, 999, CHUNK_LEN - 1, CHUNK_LEN, CHUNK_LEN + 1, 2 * CHUNK_LEN + 7] {
+            assert_eq!(count(n, 7).total(), n, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn zero_draws_give_an_empty_histogram() {
+        assert_eq!(count(0, 1).iter().count(), 0);
+    }
+
+    #[test]
+    fn numbers_stay_in_range_and_ascend() {
+        let histogram = count(100_000, 3);
+        let numbers: Vec<u32> = histogram.iter().map(|(number, _)| number).collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]));
+        assert!(numbers.iter().all(|n| (NUMBER_MIN..=NUMBER_MAX).contains(n)));
+        // 100 draws per bin on average: every number comes up.
+        assert_eq!(numbers.len(), BINS);
+    }
+
+    #[test]
+    fn same_seed_same_answer_whatever_the_thread_count() {
+        let n = 3 * CHUNK_LEN + 12_345;
+        let on = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool")
+                .install(|| count(n, 42))
+        };
+        let one = on(1);
+        assert_eq!(one, on(2));
+        assert_eq!(one, on(5));
+        assert_ne!(one, count(n, 43), "another seed gives another answer");
+    }
+
+    #[test]
+    fn chi_square_of_a_fixed_seed_is_plausible() {
+        // 10 million draws over 1000 bins: 999 degrees of freedom, mean 999, sd ~44.7.
+        // The bounds sit ~6 sd out: a correct kernel fails this with p < 1e-8, while a
+        // biased one (e.g. plain `x % 1000` on 16 bits) lands far outside.
+        let n = 10_000_000u64;
+        let expected = n as f64 / BINS as f64;
+        let histogram = count(n, 2024);
+        let chi2: f64 = histogram
+            .counts()
+            .iter()
+            .map(|&c| (c as f64 - expected).powi(2) / expected)
+            .sum();
+        assert!((730.0..1270.0).contains(&chi2), "chi-square {chi2}");
+    }
+
+    #[test]
+    fn a_raised_cancel_flag_stops_the_count() {
+        let cancel = AtomicBool::new(true);
+        assert_eq!(
+            count_randoms(10 * CHUNK_LEN, 1, &cancel),
+            Err(KernelError::Cancelled)
+        );
+    }
+
+    #[test]
+    fn the_rejection_threshold_is_two_to_the_32_mod_1000() {
+        assert_eq!(REJECT_BELOW, 296);
+    }
+}
