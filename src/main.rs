@@ -1,1 +1,55 @@
-fn main() {}
+//! The `loadlab` binary: parse the command line, start logging, dispatch.
+
+use anyhow::Context;
+use clap::Parser;
+use loadlab::app::{App, shutdown_signal};
+use loadlab::cli::{Cli, Command};
+use loadlab::config::Config;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    loadlab::telemetry::init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadlab: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::from_args(&args)?;
+            runtime()?.block_on(async {
+                let app = App::build(config)?;
+                let shutdown = CancellationToken::new();
+                let trigger = shutdown.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    tracing::info!("shutdown signal received: draining");
+                    trigger.cancel();
+                });
+                app.run_until_stopped(shutdown).await
+            })
+        }
+        Command::Front(args) => loadlab::front::run_standalone(&args),
+        Command::CheckConfig(args) => {
+            let config = Config::from_args(&args)?;
+            println!("{config:#?}");
+            println!("configuration OK");
+            Ok(())
+        }
+    }
+}
+
+/// The runtime of the front and the extra metrics listener; shards build their own.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("loadlab-main")
+        .build()
+        .context("building the tokio runtime")
+}

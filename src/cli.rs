@@ -1,0 +1,236 @@
+//! The command line: what a user types, parsed by clap, before validation.
+//!
+//! Every flag has a `LOADLAB_*` environment fallback; precedence is command line, then
+//! environment, then default. Nothing else in the crate reads `std::env`: [`crate::config`]
+//! turns these raw arguments into a validated [`crate::config::Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// loadlab: an HTTP service that stays responsive while it does heavy work, with a
+/// built-in load-balancing front and Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(name = "loadlab", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: port-sharded listeners, the front before them, the Mega writer.
+    Serve(ServeArgs),
+    /// Run only the front, balancing loadlab instances (or any HTTP upstreams) named in a
+    /// config file: how loadlab grows past one machine.
+    Front(FrontArgs),
+    /// Validate the `serve` flags (and the front config, if any), print the resulting
+    /// configuration, and exit without binding anything.
+    CheckConfig(ServeArgs),
+}
+
+/// Flags of `loadlab serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where the front listens: the service's public address.
+    #[arg(long, alias = "front-bind", env = "LOADLAB_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Number of port-sharded listeners, each with its own thread and single-threaded
+    /// runtime [default: number of cores].
+    #[arg(long, env = "LOADLAB_SHARDS")]
+    pub shards: Option<usize>,
+
+    /// First shard port; shard i listens on base + i (0: every shard on a free port).
+    #[arg(long, env = "LOADLAB_SHARD_BASE_PORT", default_value_t = 3000)]
+    pub shard_base_port: u16,
+
+    /// Host the shards listen on.
+    #[arg(long, env = "LOADLAB_SHARD_HOST", default_value = "127.0.0.1")]
+    pub shard_host: std::net::IpAddr,
+
+    /// Run without the front: clients talk to the shard ports directly.
+    #[arg(long, env = "LOADLAB_NO_FRONT")]
+    pub no_front: bool,
+
+    /// Front config (TOML: pools, weights, routes, health checks). Without it the front
+    /// balances round robin over all shards.
+    #[arg(long, env = "LOADLAB_FRONT_CONFIG")]
+    pub front_config: Option<PathBuf>,
+
+    /// Compute threads for /api/randoms [default: number of cores].
+    #[arg(long, env = "LOADLAB_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Draws when `cant` is absent (scientific notation accepted).
+    #[arg(long, env = "LOADLAB_RANDOMS_DEFAULT", default_value = "1e8")]
+    pub randoms_default: String,
+
+    /// Largest `cant` accepted.
+    #[arg(long, env = "LOADLAB_RANDOMS_MAX", default_value = "1e10")]
+    pub randoms_max: String,
+
+    /// Randoms jobs admitted at once (running or waiting); the next gets 503.
+    #[arg(long, env = "LOADLAB_RANDOMS_QUEUE", default_value_t = 64)]
+    pub randoms_queue: usize,
+
+    /// SQLite database file (its folder is created).
+    #[arg(long, env = "LOADLAB_DB", default_value = "data/loadlab.db")]
+    pub db: PathBuf,
+
+    /// How hard commits are synced: full (every commit reaches the disk before it is
+    /// acknowledged) or normal (survives a crash of loadlab, not of the machine).
+    #[arg(long, env = "LOADLAB_DB_SYNC", value_enum, default_value_t = DbSync::Full)]
+    pub db_sync: DbSync,
+
+    /// Rows the writer aims to commit per transaction.
+    #[arg(long, env = "LOADLAB_BATCH_MAX", default_value_t = 1024)]
+    pub batch_max: usize,
+
+    /// How long the writer waits for more inserts before committing (e.g. 0, 500us, 2ms).
+    #[arg(long, env = "LOADLAB_BATCH_LINGER", default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub batch_linger: Duration,
+
+    /// Insert requests that may wait for the writer; beyond this, 503.
+    #[arg(long, env = "LOADLAB_WRITER_QUEUE", default_value_t = 16_384)]
+    pub writer_queue: usize,
+
+    /// Most tickets in one POST /app/insert/batch.
+    #[arg(long, env = "LOADLAB_BATCH_REQUEST_MAX", default_value_t = 10_000)]
+    pub batch_request_max: usize,
+
+    /// Read-only SQLite connections kept open for reads.
+    #[arg(long, env = "LOADLAB_READ_CONNECTIONS", default_value_t = 4)]
+    pub read_connections: usize,
+
+    /// Largest request body, except the batch insert (bytes; KiB/MiB suffixes accepted).
+    #[arg(long, env = "LOADLAB_BODY_LIMIT", default_value = "64KiB", value_parser = parse_bytes)]
+    pub body_limit: usize,
+
+    /// Largest body of POST /app/insert/batch.
+    #[arg(long, env = "LOADLAB_BATCH_BODY_LIMIT", default_value = "4MiB", value_parser = parse_bytes)]
+    pub batch_body_limit: usize,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+
+    /// Also serve /metrics on this address (it is always on every listener too).
+    #[arg(long, env = "LOADLAB_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+}
+
+/// Flags of `loadlab front`.
+#[derive(Debug, Clone, Args)]
+pub struct FrontArgs {
+    /// The front config (TOML): pools of upstreams, weights, routes, health checks.
+    #[arg(long, env = "LOADLAB_FRONT_CONFIG")]
+    pub config: PathBuf,
+
+    /// Where the front listens (overrides `listen` in the config file).
+    #[arg(long, env = "LOADLAB_BIND")]
+    pub bind: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+
+    /// Also serve /metrics on this address (it is always on the front's own /metrics).
+    #[arg(long, env = "LOADLAB_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+}
+
+/// Limits applied at every listener (front and shards).
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Origins allowed by CORS (repeatable; `*` for any). None: no CORS headers at all.
+    #[arg(long = "cors-origin", env = "LOADLAB_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Time a client gets to send a request's headers before the connection is closed.
+    #[arg(long, env = "LOADLAB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time a request may take end to end before it is answered 504 (randoms of 1e10
+    /// take a few seconds).
+    #[arg(long, env = "LOADLAB_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Open connections per listener; further clients wait in the accept queue.
+    #[arg(long, env = "LOADLAB_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+}
+
+/// Front-to-upstream limits.
+#[derive(Debug, Clone, Args)]
+pub struct UpstreamArgs {
+    /// Time an upstream gets to answer (headers) before the front answers 504.
+    #[arg(long, env = "LOADLAB_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Time to establish a connection to an upstream before trying the next.
+    #[arg(long, env = "LOADLAB_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Idle keep-alive connections kept per upstream. Size it to the concurrency, or
+    /// connections churn (the nginx keepalive collapse measured in FIELD-NOTES).
+    #[arg(long, env = "LOADLAB_UPSTREAM_POOL", default_value_t = 1024)]
+    pub upstream_pool: usize,
+}
+
+/// `--db-sync` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DbSync {
+    /// `PRAGMA synchronous=FULL`.
+    Full,
+    /// `PRAGMA synchronous=NORMAL`.
+    Normal,
+}
+
+/// Parses a byte size: a plain number, or one with a `B`, `KiB`/`KB`/`K` or `MiB`/`MB`/`M`
+/// suffix (binary multiples either way).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let value: usize = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size: use a whole number of bytes, KiB or MiB"))?;
+    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        other => return Err(format!("unknown size unit `{other}`: use B, KiB or MiB")),
+    };
+    value
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse_with_and_without_units() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("64KiB"), Ok(65536));
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert!(parse_bytes("4GiB").is_err());
+        assert!(parse_bytes("lots").is_err());
+    }
+}

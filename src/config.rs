@@ -1,0 +1,201 @@
+//! [`Config`]: the validated configuration of `loadlab serve`, built once from the raw
+//! command line ([`crate::cli::ServeArgs`]), as ripgrep turns `LowArgs` into `HiArgs`.
+//!
+//! Everything a user can get wrong is checked here, before anything is bound or opened,
+//! so `loadlab check-config` can report it without side effects.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use loadlab_workers::mega::{SyncMode, WriterConfig};
+
+use crate::cli::{DbSync, EdgeArgs, ServeArgs, UpstreamArgs};
+use crate::count::parse_count;
+use crate::server::ConnectionLimits;
+
+/// The validated configuration of `loadlab serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the front listens (unused with `front: false`).
+    pub bind: SocketAddr,
+    /// Whether to run the front before the shards.
+    pub front: bool,
+    /// Front config file; `None`: one round-robin pool of all shards.
+    pub front_config: Option<PathBuf>,
+    /// Number of port-sharded listeners.
+    pub shards: usize,
+    /// Host the shards listen on.
+    pub shard_host: IpAddr,
+    /// First shard port; 0: every shard on an ephemeral port.
+    pub shard_base_port: u16,
+    /// Compute threads; `None`: one per core.
+    pub threads: Option<usize>,
+    /// Limits of `/api/randoms`.
+    pub randoms: RandomsLimits,
+    /// The Mega writer.
+    pub writer: WriterConfig,
+    /// Read-only SQLite connections kept open.
+    pub read_connections: usize,
+    /// Most tickets in one batch request.
+    pub batch_request_max: usize,
+    /// Largest body, except the batch insert.
+    pub body_limit_bytes: usize,
+    /// Largest batch insert body.
+    pub batch_body_limit_bytes: usize,
+    /// Limits at every listener.
+    pub edge: EdgeLimits,
+    /// Front-to-upstream limits.
+    pub upstream: UpstreamLimits,
+    /// Extra address serving only `/metrics`; `None`: none.
+    pub metrics_bind: Option<SocketAddr>,
+}
+
+/// Limits of `/api/randoms`.
+#[derive(Debug, Clone, Copy)]
+pub struct RandomsLimits {
+    /// Draws when `cant` is absent.
+    pub default_count: u64,
+    /// Largest `cant` accepted.
+    pub max_count: u64,
+    /// Jobs admitted at once.
+    pub max_jobs: usize,
+}
+
+/// Limits applied at every listener.
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// CORS allow-list; empty: no CORS headers. `*` allows any origin.
+    pub cors_origins: Vec<String>,
+    /// Time to answer a request end to end (504 after).
+    pub request_timeout: Duration,
+    /// Connection-level limits.
+    pub connections: ConnectionLimits,
+}
+
+/// Front-to-upstream limits.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLimits {
+    /// Time to the upstream's response headers (504 after).
+    pub response_timeout: Duration,
+    /// Time to connect to an upstream (next upstream after).
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per upstream.
+    pub pool_idle_per_upstream: usize,
+}
+
+impl Config {
+    /// Validates the raw `serve` arguments.
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = args.shards.unwrap_or(cores);
+        if shards == 0 || shards > 256 {
+            bail!("--shards must be between 1 and 256, got {shards}");
+        }
+        if args.shard_base_port != 0 && usize::from(args.shard_base_port) + shards - 1 > usize::from(u16::MAX) {
+            bail!("--shard-base-port {} + {shards} shards runs past port 65535", args.shard_base_port);
+        }
+        if args.threads == Some(0) {
+            bail!("--threads must be at least 1");
+        }
+        let max_count = parse_count(&args.randoms_max, u64::MAX)
+            .map_err(|e| anyhow::anyhow!("--randoms-max {e}"))?;
+        let default_count = parse_count(&args.randoms_default, max_count)
+            .map_err(|e| anyhow::anyhow!("--randoms-default {e}"))?;
+        if args.randoms_queue == 0 {
+            bail!("--randoms-queue must be at least 1");
+        }
+        if args.batch_max == 0 || args.writer_queue == 0 || args.batch_request_max == 0 {
+            bail!("--batch-max, --writer-queue and --batch-request-max must be at least 1");
+        }
+        if args.read_connections == 0 {
+            bail!("--read-connections must be at least 1");
+        }
+        if let Some(path) = &args.front_config {
+            if args.no_front {
+                bail!("--front-config has no effect with --no-front");
+            }
+            std::fs::metadata(path).with_context(|| format!("--front-config {}", path.display()))?;
+        }
+        Ok(Self {
+            bind: args.bind,
+            front: !args.no_front,
+            front_config: args.front_config.clone(),
+            shards,
+            shard_host: args.shard_host,
+            shard_base_port: args.shard_base_port,
+            threads: args.threads,
+            randoms: RandomsLimits {
+                default_count,
+                max_count,
+                max_jobs: args.randoms_queue,
+            },
+            writer: WriterConfig {
+                path: args.db.clone(),
+                sync: match args.db_sync {
+                    DbSync::Full => SyncMode::Full,
+                    DbSync::Normal => SyncMode::Normal,
+                },
+                batch_max_rows: args.batch_max,
+                batch_linger: args.batch_linger,
+                queue_capacity: args.writer_queue,
+            },
+            read_connections: args.read_connections,
+            batch_request_max: args.batch_request_max,
+            body_limit_bytes: args.body_limit,
+            batch_body_limit_bytes: args.batch_body_limit,
+            edge: EdgeLimits::from_args(&args.edge)?,
+            upstream: UpstreamLimits::from_args(&args.upstream),
+            metrics_bind: args.metrics_bind,
+        })
+    }
+
+    /// The address of shard `index` (port 0 when the base port is 0).
+    pub fn shard_addr(&self, index: usize) -> SocketAddr {
+        let port = if self.shard_base_port == 0 {
+            0
+        } else {
+            // Range checked in `from_args`.
+            self.shard_base_port + index as u16
+        };
+        SocketAddr::new(self.shard_host, port)
+    }
+}
+
+impl EdgeLimits {
+    /// Validates the edge flags.
+    pub fn from_args(args: &EdgeArgs) -> anyhow::Result<Self> {
+        for origin in &args.cors_origins {
+            if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
+                bail!("--cors-origin `{origin}` is not a valid origin");
+            }
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                bail!("--cors-origin `{origin}` must look like https://example.com (or be *)");
+            }
+        }
+        if args.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
+        Ok(Self {
+            cors_origins: args.cors_origins.clone(),
+            request_timeout: args.request_timeout,
+            connections: ConnectionLimits {
+                header_read_timeout: args.header_read_timeout,
+                max_connections: args.max_connections,
+                shutdown_grace: Duration::from_secs(30),
+            },
+        })
+    }
+}
+
+impl UpstreamLimits {
+    /// Converts the upstream flags.
+    pub fn from_args(args: &UpstreamArgs) -> Self {
+        Self {
+            response_timeout: args.upstream_timeout,
+            connect_timeout: args.connect_timeout,
+            pool_idle_per_upstream: args.upstream_pool,
+        }
+    }
+}

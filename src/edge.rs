@@ -1,0 +1,66 @@
+//! The edge: layers every listener (front and shards) puts around its routes.
+//!
+//! CORS with an allow-list (preflights answered here, other origins get no CORS
+//! headers, so browsers refuse them), a time limit per request, and JSON answers for
+//! unknown routes and methods. Body-size limits are per route (see [`crate::routes`]);
+//! connection limits and the header-read timeout live in [`crate::server`].
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::config::EdgeLimits;
+use crate::error::json_error;
+
+/// Wraps `router` in the edge layers.
+pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
+    let timeout = limits.request_timeout;
+    let mut router = router
+        .fallback(|req: Request| async move {
+            json_error(StatusCode::NOT_FOUND, format!("no route for {} {}", req.method(), req.uri().path()))
+        })
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+            request_timeout(timeout, req, next)
+        }));
+    if let Some(cors) = cors_layer(&limits.cors_origins) {
+        router = router.layer(cors);
+    }
+    router
+}
+
+/// Answers 503 JSON when a request outlives `limit`. Dropping the handler's future
+/// cancels its work (a randoms job's cancel flag is raised on drop).
+async fn request_timeout(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the request took longer than the {}s request timeout", limit.as_secs_f64()),
+        ),
+    }
+}
+
+/// The CORS layer for an allow-list; `None` when the list is empty (no CORS at all).
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::CONTENT_TYPE, header::ACCEPT])
+            .expose_headers(Any)
+            .max_age(Duration::from_secs(600)),
+    )
+}

@@ -1,0 +1,80 @@
+//! [`AppError`]: every way a request can fail, and how each is shown to the client.
+//!
+//! Handlers return `Result<_, AppError>`. Each variant is an outcome the client handles
+//! differently; `IntoResponse` maps it to a status and the JSON body `{"error": "..."}`.
+//! The extractors in [`crate::extract`] turn axum's rejections (bad JSON, bad query
+//! strings, bodies over the limit) into the same shape, so a client never sees plain
+//! text or an HTML error page from loadlab.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A failed request, as the client will see it.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request is malformed or breaks a rule; the message says which and why.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: no such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// 413: the body is over the route's limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: the body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503 with `Retry-After`: a bounded queue is full; the same request may succeed soon.
+    #[error("{what} is busy: try again shortly")]
+    Busy {
+        /// What is full ("the compute pool", "the write queue").
+        what: &'static str,
+        /// Seconds the client should wait before retrying.
+        retry_after_secs: u32,
+    },
+    /// 503: the service is shutting down or a component has stopped.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an I/O failure on our side. Logged and counted; the client gets a
+    /// generic message plus the cause.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::Busy { .. } | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let AppError::Internal(cause) = &self {
+            tracing::error!(%cause, "request failed");
+            metrics::counter!("http_internal_errors_total").increment(1);
+        }
+        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if let AppError::Busy { retry_after_secs, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+/// A JSON error response outside a handler (fallbacks, middleware): same shape.
+pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}

@@ -1,0 +1,47 @@
+//! The HTTP routes of a shard, one module per resource, and [`app`], which assembles
+//! them with the edge layers and request metrics.
+//!
+//! | route | handler |
+//! |---|---|
+//! | `GET /api/randoms` | [`randoms::randoms_count`] |
+//! | `GET /app/` | [`mega::app_index`] |
+//! | `POST /app/insert`, `POST /app/insert/batch` | [`mega::mega_insert`], [`mega::mega_insert_batch`] |
+//! | `GET /app/mega`, `/app/mega/{id}`, `/app/mega/stats` | [`mega::mega_page`], [`mega::mega_get`], [`mega::mega_stats`] |
+//! | `GET /healthz`, `GET /readyz` | [`health::health_live`], [`health::health_ready`] |
+//! | `GET /metrics` | [`crate::metrics::metrics_render`] |
+
+pub mod health;
+pub mod mega;
+pub mod randoms;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::metrics::{ShardLabel, metrics_render, track_requests};
+use crate::state::AppState;
+
+/// The router of one shard: every route, the edge layers, and request metrics labelled
+/// with `shard`.
+pub fn app(state: AppState, shard: ShardLabel) -> Router {
+    let config = state.config();
+    let routes = Router::new()
+        .route("/api/randoms", get(randoms::randoms_count))
+        .route("/app/", get(mega::app_index))
+        .route("/app", get(mega::app_index))
+        .route("/app/insert", post(mega::mega_insert))
+        .route(
+            "/app/insert/batch",
+            post(mega::mega_insert_batch).layer(DefaultBodyLimit::max(config.batch_body_limit_bytes)),
+        )
+        .route("/app/mega", get(mega::mega_page))
+        .route("/app/mega/stats", get(mega::mega_stats))
+        .route("/app/mega/{id}", get(mega::mega_get))
+        .route("/healthz", get(health::health_live))
+        .route("/readyz", get(health::health_ready))
+        .route("/metrics", get(metrics_render))
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .with_state(state.clone());
+    crate::edge::wrap(routes, &config.edge)
+        .layer(axum::middleware::from_fn_with_state(shard, track_requests))
+}

@@ -1,0 +1,93 @@
+//! `GET /api/randoms?cant=N[&seed=S][&pretty=true]`: N uniform draws in 1..=1000,
+//! counted on the compute pool; the reply maps each number that came up to its count,
+//! keys ascending.
+//!
+//! The handler only parses, admits and awaits: the counting runs on the rayon pool, so
+//! the async runtime stays free for every other request. If the client goes away the
+//! handler's future is dropped, which drops the job and raises its cancel flag.
+
+use std::fmt::Write as _;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use loadlab_workers::pool::PoolError;
+use loadlab_workers::randoms::{Histogram, random_seed};
+use serde::Deserialize;
+
+use crate::count::parse_count;
+use crate::error::AppError;
+use crate::extract::ApiQuery;
+use crate::state::AppState;
+
+/// The query string. Fields are strings so that every parse error is ours to word.
+#[derive(Debug, Deserialize)]
+pub struct RandomsQuery {
+    /// Draws; absent: the configured default.
+    cant: Option<String>,
+    /// Seed for a reproducible answer; absent: a random seed.
+    seed: Option<String>,
+    /// `true`/`1` to indent the JSON.
+    pretty: Option<String>,
+}
+
+/// `GET /api/randoms`.
+pub async fn randoms_count(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<RandomsQuery>,
+) -> Result<Response, AppError> {
+    let limits = state.config().randoms;
+    let count = match query.cant.as_deref() {
+        None => limits.default_count,
+        Some(cant) => parse_count(cant, limits.max_count).map_err(|e| AppError::BadRequest(format!("cant {e}")))?,
+    };
+    let seed = match query.seed.as_deref() {
+        None => random_seed(),
+        Some(seed) => seed.parse::<u64>().map_err(|_| {
+            AppError::BadRequest(format!("seed `{seed}` is not an integer from 0 to {}", u64::MAX))
+        })?,
+    };
+    let pretty = match query.pretty.as_deref() {
+        None | Some("false" | "0") => false,
+        Some("" | "true" | "1") => true,
+        Some(other) => {
+            return Err(AppError::BadRequest(format!("pretty must be true or false, got `{other}`")));
+        }
+    };
+    let job = state.pool().try_count_randoms(count, seed).map_err(|e| match e {
+        PoolError::Full { .. } => AppError::Busy {
+            what: "the compute pool",
+            retry_after_secs: 1,
+        },
+        other => AppError::Internal(other.to_string()),
+    })?;
+    let histogram = job.outcome().await.map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        render(&histogram, pretty),
+    )
+        .into_response())
+}
+
+/// The histogram as a JSON object, keys ascending. Written by hand: serde would need a
+/// map of string keys first, and this runs on the async runtime.
+fn render(histogram: &Histogram, pretty: bool) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    out.push('{');
+    for (i, (number, count)) in histogram.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Writing to a String cannot fail.
+        if pretty {
+            let _ = write!(out, "\n  \"{number}\": {count}");
+        } else {
+            let _ = write!(out, "\"{number}\":{count}");
+        }
+    }
+    if pretty && out.len() > 1 {
+        out.push('\n');
+    }
+    out.push('}');
+    out
+}

@@ -1,0 +1,80 @@
+//! [`AppState`]: what every shard's handlers share.
+//!
+//! One compute pool, one writer handle and one read pool serve all shards: the shards
+//! split the accept and HTTP work across threads, not the data.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use loadlab_workers::mega::{MegaReader, WriterHandle};
+use loadlab_workers::pool::ComputePool;
+
+use crate::config::Config;
+
+/// Shared, cheaply cloneable state of the service.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    pool: ComputePool,
+    writer: WriterHandle,
+    reader: MegaReader,
+    started: Instant,
+    listeners: Listeners,
+}
+
+/// Where the process listens, for `/info`.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    /// The front's address, if it runs.
+    pub front: Option<SocketAddr>,
+    /// Each shard's address, in shard order.
+    pub shards: Vec<SocketAddr>,
+}
+
+impl AppState {
+    /// Bundles the parts.
+    pub fn new(config: Config, pool: ComputePool, writer: WriterHandle, reader: MegaReader, listeners: Listeners) -> Self {
+        Self(Arc::new(Shared {
+            config,
+            pool,
+            writer,
+            reader,
+            started: Instant::now(),
+            listeners,
+        }))
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    /// The compute pool.
+    pub fn pool(&self) -> &ComputePool {
+        &self.0.pool
+    }
+
+    /// The Mega writer.
+    pub fn writer(&self) -> &WriterHandle {
+        &self.0.writer
+    }
+
+    /// The Mega read pool.
+    pub fn reader(&self) -> &MegaReader {
+        &self.0.reader
+    }
+
+    /// When the service started.
+    pub fn started(&self) -> Instant {
+        self.0.started
+    }
+
+    /// Where the process listens.
+    pub fn listeners(&self) -> &Listeners {
+        &self.0.listeners
+    }
+}

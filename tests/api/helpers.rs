@@ -1,0 +1,134 @@
+//! Test set-up: [`spawn_app`] builds a real loadlab on port 0 with a temp database and
+//! returns once it is bound (no sleeps: the listeners exist before serving starts).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use loadlab::app::App;
+use loadlab::cli::{Cli, Command, ServeArgs};
+use loadlab::config::Config;
+use tokio_util::sync::CancellationToken;
+
+/// A running app and what tests need to talk to it.
+pub struct TestApp {
+    /// Where clients go: the front, or the first shard without one.
+    pub addr: SocketAddr,
+    /// Each shard's address.
+    pub shards: Vec<SocketAddr>,
+    /// The front's address, if it runs.
+    pub front: Option<SocketAddr>,
+    /// The database file.
+    pub db_path: PathBuf,
+    /// A client with no connection reuse surprises: keep-alive on, no proxy.
+    pub client: reqwest::Client,
+    pub state: loadlab::state::AppState,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The `serve` arguments tests start from: one shard on port 0, no front, 2 compute
+/// threads, a temp database. `extra` flags are appended (later flags win).
+pub fn serve_args(db: &std::path::Path, extra: &[&str]) -> ServeArgs {
+    let mut argv: Vec<String> = [
+        "loadlab",
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--shard-base-port",
+        "0",
+        "--shards",
+        "1",
+        "--no-front",
+        "--threads",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.push("--db".into());
+    argv.push(db.display().to_string());
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    match Cli::try_parse_from(argv).expect("test arguments parse").command {
+        Command::Serve(args) => args,
+        other => panic!("expected serve, got {other:?}"),
+    }
+}
+
+/// Spawns an app with the default test arguments.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Spawns an app with extra `serve` flags.
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("loadlab.db");
+    let mut app = spawn_app_on(serve_args(&db, extra));
+    app._dir = Some(dir);
+    app
+}
+
+/// Spawns an app from full arguments (the caller owns the database's folder).
+pub fn spawn_app_on(args: ServeArgs) -> TestApp {
+    let config = Config::from_args(&args).expect("valid config");
+    let db_path = config.writer.path.clone();
+    let app = App::build(config).expect("app builds");
+    let addr = app.public_addr();
+    let shards = app.shard_addrs().to_vec();
+    let front = app.front_addr();
+    let state = app.state().clone();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        addr,
+        shards,
+        front,
+        db_path,
+        client: reqwest::Client::builder().no_proxy().build().expect("client"),
+        state,
+        shutdown,
+        task,
+        _dir: None,
+    }
+}
+
+impl TestApp {
+    /// `http://{addr}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("request sent")
+    }
+
+    /// Graceful shutdown; asserts the app stopped cleanly.
+    pub async fn stop(self) -> Option<tempfile::TempDir> {
+        self.shutdown.cancel();
+        self.task.await.expect("app task").expect("app stopped cleanly");
+        self._dir
+    }
+}
+
+/// A valid ticket body.
+pub fn ticket(numbers: [i64; 6]) -> serde_json::Value {
+    serde_json::json!({
+        "num1": numbers[0], "num2": numbers[1], "num3": numbers[2],
+        "num4": numbers[3], "num5": numbers[4], "num6": numbers[5],
+    })
+}
+
+/// Asserts `response` is a JSON error with `status`, returning its message.
+pub async fn expect_error(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let body: serde_json::Value = response.json().await.expect("a JSON body");
+    body["error"].as_str().expect("an `error` string").to_owned()
+}
