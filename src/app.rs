@@ -70,7 +70,8 @@ impl App {
             front: front.as_ref().map(|(l, _)| l.local_addr()).transpose()?,
             shards: shard_addrs,
         };
-        let state = AppState::new(config, pool, writer.handle(), reader, listeners);
+        let front_handle = front.as_ref().map(|(_, f)| f.clone());
+        let state = AppState::new(config, pool, writer.handle(), reader, listeners, front_handle);
         Ok(Self {
             state,
             writer,

@@ -11,6 +11,7 @@ use loadlab_workers::mega::{MegaReader, WriterHandle};
 use loadlab_workers::pool::ComputePool;
 
 use crate::config::Config;
+use crate::front::Front;
 
 /// Shared, cheaply cloneable state of the service.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ struct Shared {
     reader: MegaReader,
     started: Instant,
     listeners: Listeners,
+    /// The front, when this process runs one: `/info` shows its pools' health.
+    front: Option<Front>,
 }
 
 /// Where the process listens, for `/info`.
@@ -37,7 +40,14 @@ pub struct Listeners {
 
 impl AppState {
     /// Bundles the parts.
-    pub fn new(config: Config, pool: ComputePool, writer: WriterHandle, reader: MegaReader, listeners: Listeners) -> Self {
+    pub fn new(
+        config: Config,
+        pool: ComputePool,
+        writer: WriterHandle,
+        reader: MegaReader,
+        listeners: Listeners,
+        front: Option<Front>,
+    ) -> Self {
         Self(Arc::new(Shared {
             config,
             pool,
@@ -45,6 +55,7 @@ impl AppState {
             reader,
             started: Instant::now(),
             listeners,
+            front,
         }))
     }
 
@@ -76,5 +87,10 @@ impl AppState {
     /// Where the process listens.
     pub fn listeners(&self) -> &Listeners {
         &self.0.listeners
+    }
+
+    /// The front, when this process runs one.
+    pub fn front(&self) -> Option<&Front> {
+        self.0.front.as_ref()
     }
 }

