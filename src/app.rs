@@ -30,7 +30,9 @@ use crate::state::{AppState, Listeners};
 #[derive(Debug)]
 pub struct App {
     state: AppState,
-    writer: MegaWriter,
+    /// The writer thread's owner, stopped last on shutdown; `None` once
+    /// [`App::stop_writer`] stopped it early.
+    writer: Option<MegaWriter>,
     shards: Vec<StdListener>,
     front: Option<(StdListener, Front)>,
     metrics: Option<StdListener>,
@@ -74,7 +76,7 @@ impl App {
         let state = AppState::new(config, pool, writer.handle(), reader, listeners, front_handle);
         Ok(Self {
             state,
-            writer,
+            writer: Some(writer),
             shards,
             front,
             metrics,
@@ -99,6 +101,18 @@ impl App {
     /// The shared state (for tests that inspect the pool or the writer).
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// Stops the Mega writer now: it commits what is queued, checkpoints, and its thread
+    /// exits, while the listeners still serve once running. `/readyz` then answers 503
+    /// ("the Mega writer thread has stopped") and inserts answer 503, exactly as after a
+    /// writer crash, which tests cannot cause on demand: this is that path's test hook.
+    ///
+    /// Blocks the calling thread until the writer thread has exited (milliseconds).
+    pub fn stop_writer(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.shutdown();
+        }
     }
 
     /// Serves until `shutdown` is cancelled, then drains and stops everything.
@@ -158,7 +172,9 @@ impl App {
                 }
             }
             drop(state);
-            writer.shutdown();
+            if let Some(writer) = writer {
+                writer.shutdown();
+            }
             result
         })
         .await

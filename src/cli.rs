@@ -24,12 +24,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: port-sharded listeners, the front before them, the Mega writer.
+    // A flag given twice takes the last value, so scripts can append overrides.
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
     /// Run only the front, balancing loadlab instances (or any HTTP upstreams) named in a
     /// config file: how loadlab grows past one machine.
     Front(FrontArgs),
     /// Validate the `serve` flags (and the front config, if any), print the resulting
     /// configuration, and exit without binding anything.
+    #[command(args_override_self = true)]
     CheckConfig(ServeArgs),
 }
 

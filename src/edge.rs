@@ -38,10 +38,13 @@ pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
 async fn request_timeout(limit: Duration, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the request took longer than the {}s request timeout", limit.as_secs_f64()),
-        ),
+        Err(_) => {
+            metrics::counter!("http_request_timeouts_total").increment(1);
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the request took longer than the {}s request timeout", limit.as_secs_f64()),
+            )
+        }
     }
 }
 

@@ -73,14 +73,24 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Descriptions (the `# HELP` lines) of the metrics recorded outside this crate too.
+/// Descriptions (the `# HELP` lines) of every metric loadlab records, this crate's, the
+/// workers' and the front's: one list to check against the README's metric table.
+///
+/// Also sets `loadlab_build_info` and registers the HTTP error counters at zero: the
+/// `metrics` crate emits a counter only once it is touched, and a counter that appears
+/// only after the first error makes `rate()` and dashboards show "no data" instead of 0.
+/// The workers register their own counters the same way when they start.
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("loadlab_build_info", "Always 1; the `version` label is the running loadlab's version");
     describe_counter!("http_requests_total", "HTTP requests answered, by method, route template, status and shard");
     describe_histogram!("http_request_duration_seconds", Unit::Seconds, "Time from request to response headers, by method, route, status and shard");
     describe_gauge!("http_requests_in_flight", "Requests being handled now, by shard");
     describe_counter!("http_internal_errors_total", "Requests answered 500 (bugs or I/O failures)");
+    describe_counter!("http_request_timeouts_total", "Requests answered 503 because they outlived --request-timeout");
+    describe_counter!("http_accept_errors_total", "Failed accepts on any listener (out of file descriptors and the like)");
     describe_gauge!("randoms_jobs_in_flight", "Randoms jobs admitted and not finished (running or waiting)");
+    describe_gauge!("randoms_jobs_max", "Randoms jobs admitted at once before the next gets 503 (--randoms-queue)");
     describe_counter!("randoms_numbers_total", "Random numbers drawn and counted by completed jobs");
     describe_counter!("randoms_rejected_total", "Randoms jobs refused because the pool was full (503)");
     describe_counter!("randoms_cancelled_total", "Randoms jobs stopped early because their client left");
@@ -89,9 +99,23 @@ fn describe() {
     describe_counter!("mega_insert_errors_total", "Mega rows whose transaction failed");
     describe_counter!("mega_rejected_total", "Insert requests refused because the write queue was full (503)");
     describe_gauge!("mega_writer_queue_depth", "Insert requests waiting for the writer");
+    describe_gauge!("mega_writer_queue_capacity", "Insert requests the write queue holds before the next gets 503 (--writer-queue)");
     describe_histogram!("mega_batch_rows", "Rows per committed transaction");
     describe_histogram!("mega_commit_duration_seconds", Unit::Seconds, "Time to insert and commit one batch");
     describe_gauge!("mega_rows", "Rows in the Mega table");
+    describe_counter!("mega_writer_panics_total", "Times the writer thread ended by panicking");
+    describe_counter!("mega_checkpoint_errors_total", "Failed final WAL checkpoints at writer shutdown");
+    describe_counter!("mega_read_connections_opened_total", "Read connections opened beyond the pool because every pooled one was busy");
+    describe_counter!("front_requests_total", "Requests the front answered, by pool, upstream and status");
+    describe_histogram!("front_upstream_duration_seconds", Unit::Seconds, "Time from forwarding a request to the upstream's response headers, by pool and upstream");
+    describe_gauge!("front_upstream_up", "1 while the front considers the upstream healthy, 0 while it is out of rotation");
+    describe_counter!("front_retries_total", "Requests the front re-sent to another upstream");
+    describe_counter!("front_upstream_errors_total", "Failed attempts to reach an upstream, by upstream and kind of failure");
+
+    metrics::gauge!("loadlab_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for name in ["http_internal_errors_total", "http_request_timeouts_total", "http_accept_errors_total"] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 /// Records `http_requests_total`, `http_request_duration_seconds` and

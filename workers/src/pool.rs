@@ -68,8 +68,16 @@ impl ComputePool {
         if let Some(threads) = threads {
             builder = builder.num_threads(threads);
         }
+        let pool = builder.build()?;
+        // Register the pool's series at start, so dashboards and `rate()` see zeros rather
+        // than nothing until the first rejection or cancellation.
+        metrics::gauge!("randoms_jobs_max").set(max_jobs as f64);
+        metrics::gauge!("randoms_jobs_in_flight").increment(0.0);
+        for name in ["randoms_numbers_total", "randoms_rejected_total", "randoms_cancelled_total"] {
+            metrics::counter!(name).increment(0);
+        }
         Ok(Self {
-            pool: builder.build()?,
+            pool,
             admitted: Arc::new(AtomicUsize::new(0)),
             max_jobs,
         })

@@ -59,6 +59,8 @@ impl MegaReader {
         let idle = (0..connections.max(1))
             .map(|_| schema::open_for_reading(path))
             .collect::<Result<Vec<_>, _>>()?;
+        // Registered at zero so dashboards see the counter before the first overflow.
+        metrics::counter!("mega_read_connections_opened_total").increment(0);
         Ok(Self {
             idle: Mutex::new(idle),
             path: path.to_path_buf(),
@@ -71,10 +73,14 @@ impl MegaReader {
         let pooled = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let conn = match pooled {
             Some(conn) => conn,
-            None => schema::open_for_reading(&self.path).map_err(|e| match e {
+            None => {
+                // Counted: if this keeps growing, --read-connections is too small.
+                metrics::counter!("mega_read_connections_opened_total").increment(1);
+                schema::open_for_reading(&self.path).map_err(|e| match e {
                 SchemaError::Sqlite(e) => ReadError::Sqlite(e),
-                other => ReadError::Sqlite(rusqlite::Error::InvalidPath(other.to_string().into())),
-            })?,
+                    other => ReadError::Sqlite(rusqlite::Error::InvalidPath(other.to_string().into())),
+                })?
+            }
         };
         let result = f(&conn);
         if let Ok(mut idle) = self.idle.lock() {

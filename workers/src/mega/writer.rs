@@ -148,6 +148,19 @@ impl MegaWriter {
         let rows: i64 = conn.query_row("SELECT count(*) FROM Mega", [], |r| r.get(0))?;
         metrics::gauge!("mega_rows").set(rows as f64);
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+        // Register the writer's series at start, so dashboards and `rate()` see zeros
+        // rather than nothing until the first insert, rejection or failure.
+        metrics::gauge!("mega_writer_queue_capacity").set(config.queue_capacity.max(1) as f64);
+        metrics::gauge!("mega_writer_queue_depth").set(0.0);
+        for name in [
+            "mega_inserts_total",
+            "mega_insert_errors_total",
+            "mega_rejected_total",
+            "mega_writer_panics_total",
+            "mega_checkpoint_errors_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
         let stopped = Arc::new(AtomicBool::new(false));
         let closing = Arc::new(AtomicBool::new(false));
         let thread = {

@@ -1,0 +1,205 @@
+//! Acknowledged means committed: graceful shutdown under load and `kill -9` under load
+//! lose no acknowledged row, store no row that was answered with an error, and store
+//! nothing twice.
+//!
+//! Each request carries a unique ticket (its sequence number written in base 10, one
+//! digit per column: `num_i = 10 * i + 1 + digit_i`, so the six numbers are always
+//! distinct), which lets the table be checked against what every client was told.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::helpers::{spawn_app_on, serve_args, ticket};
+
+/// The unique ticket of request `seq` (seq < 1,000,000).
+fn unique_ticket(seq: u64) -> [i64; 6] {
+    let mut numbers = [0i64; 6];
+    let mut rest = seq;
+    for (i, slot) in numbers.iter_mut().enumerate() {
+        *slot = 10 * i as i64 + 1 + (rest % 10) as i64;
+        rest /= 10;
+    }
+    numbers
+}
+
+/// What the clients were told.
+#[derive(Default)]
+struct Ledger {
+    /// Ticket -> id, for 201 answers.
+    acked: HashMap<[i64; 6], i64>,
+    /// Tickets answered with an error status.
+    refused: Vec<[i64; 6]>,
+}
+
+/// Runs `clients` insert loops against `base` until `stop` is set; returns the ledger.
+fn spawn_load(base: String, clients: usize, seq: Arc<AtomicU64>, ledger: Arc<Mutex<Ledger>>, stop: Arc<std::sync::atomic::AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let (base, seq, ledger, stop) = (base.clone(), seq.clone(), ledger.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
+                while !stop.load(Ordering::Relaxed) {
+                    let numbers = unique_ticket(seq.fetch_add(1, Ordering::Relaxed));
+                    match client.post(format!("{base}/app/insert")).json(&ticket(numbers)).send().await {
+                        Ok(response) if response.status() == 201 => {
+                            // A 201 whose body is cut off still counts as unknown, not acked.
+                            if let Ok(body) = response.json::<Value>().await {
+                                let id = body["id"].as_i64().expect("201 carries an id");
+                                ledger.lock().await.acked.insert(numbers, id);
+                            }
+                        }
+                        Ok(_) => ledger.lock().await.refused.push(numbers),
+                        // No answer: the row may or may not exist; both are fine.
+                        Err(_) => {
+                            if stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Every row of the table, read through the HTTP API of a running instance.
+async fn all_rows(base: &str) -> Vec<(i64, [i64; 6])> {
+    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let mut rows = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let page: Value = client
+            .get(format!("{base}/app/mega?after_id={after}&limit=1000"))
+            .send()
+            .await
+            .expect("page")
+            .json()
+            .await
+            .expect("json");
+        for t in page["tickets"].as_array().expect("tickets") {
+            let n = |k: &str| t[k].as_i64().expect("number");
+            rows.push((n("id"), [n("num1"), n("num2"), n("num3"), n("num4"), n("num5"), n("num6")]));
+        }
+        match page["next_after_id"].as_i64() {
+            Some(next) => after = next,
+            None => return rows,
+        }
+    }
+}
+
+/// Checks the table against the ledger; returns how many acked rows were checked.
+fn check(rows: &[(i64, [i64; 6])], ledger: &Ledger) -> usize {
+    let mut stored: HashMap<[i64; 6], i64> = HashMap::new();
+    for (id, numbers) in rows {
+        assert!(stored.insert(*numbers, *id).is_none(), "ticket {numbers:?} stored twice");
+    }
+    for (numbers, id) in &ledger.acked {
+        assert_eq!(stored.get(numbers), Some(id), "acknowledged ticket {numbers:?} (id {id}) is missing");
+    }
+    for numbers in &ledger.refused {
+        assert!(!stored.contains_key(numbers), "ticket {numbers:?} was answered with an error but stored");
+    }
+    ledger.acked.len()
+}
+
+async fn wait_for_acks(ledger: &Mutex<Ledger>, at_least: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ledger.lock().await.acked.len() < at_least {
+        assert!(tokio::time::Instant::now() < deadline, "the load never reached {at_least} acks");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_under_load_keeps_every_acknowledged_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("loadlab.db");
+    let app = spawn_app_on(serve_args(&db, &[]));
+    let base = format!("http://{}", app.addr);
+    let (seq, ledger, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Ledger::default())), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let clients = spawn_load(base, 16, seq, ledger.clone(), stop.clone());
+    wait_for_acks(&ledger, 2000).await;
+    app.stop().await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client task");
+    }
+    // Reopen the same file and compare.
+    let reopened = spawn_app_on(serve_args(&db, &[]));
+    let rows = all_rows(&format!("http://{}", reopened.addr)).await;
+    let checked = check(&rows, &*ledger.lock().await);
+    assert!(checked >= 2000);
+    reopened.stop().await;
+}
+
+/// A `loadlab serve` child process on a free port.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(db: &std::path::Path) -> Self {
+        // Find a free port: bind 0, read it, release it. The tiny race with other
+        // processes is harmless here (the start would fail loudly).
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+            .args(["serve", "--no-front", "--shards", "1", "--threads", "1"])
+            .args(["--shard-base-port", &port.to_string(), "--db"])
+            .arg(db)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn loadlab");
+        let server = Self { child, base: format!("http://127.0.0.1:{port}") };
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(format!("{}/readyz", server.base)).send().await {
+                if r.status() == 200 {
+                    return server;
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "loadlab did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_under_load_loses_no_acknowledged_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("loadlab.db");
+    let mut server = Server::start(&db).await;
+    let (seq, ledger, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Ledger::default())), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let clients = spawn_load(server.base.clone(), 16, seq, ledger.clone(), stop.clone());
+    wait_for_acks(&ledger, 2000).await;
+    // SIGKILL: no shutdown path runs, whatever was in flight is cut.
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("reaped");
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client task");
+    }
+    drop(server);
+    let restarted = Server::start(&db).await;
+    let rows = all_rows(&restarted.base).await;
+    let checked = check(&rows, &*ledger.lock().await);
+    assert!(checked >= 2000, "checked {checked} acknowledged rows");
+}
