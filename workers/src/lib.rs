@@ -15,3 +15,28 @@
 pub mod mega;
 pub mod pool;
 pub mod randoms;
+
+#[cfg(test)]
+mod test_support {
+    /// Drives one future to completion on the current thread: enough for tests that
+    /// await a oneshot, in a crate that deliberately has no async runtime.
+    pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        use std::sync::Arc;
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            std::thread::park();
+        }
+    }
+}

@@ -73,7 +73,11 @@ impl ComputePool {
         // than nothing until the first rejection or cancellation.
         metrics::gauge!("randoms_jobs_max").set(max_jobs as f64);
         metrics::gauge!("randoms_jobs_in_flight").increment(0.0);
-        for name in ["randoms_numbers_total", "randoms_rejected_total", "randoms_cancelled_total"] {
+        for name in [
+            "randoms_numbers_total",
+            "randoms_rejected_total",
+            "randoms_cancelled_total",
+        ] {
             metrics::counter!(name).increment(0);
         }
         Ok(Self {
@@ -196,27 +200,8 @@ impl RandomsJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::block_on;
     use std::sync::mpsc;
-
-    fn block_on<F: std::future::Future>(future: F) -> F::Output {
-        // A one-future executor is enough here; the crate has no runtime on purpose.
-        use std::task::{Context, Poll, Wake, Waker};
-        struct Thread(std::thread::Thread);
-        impl Wake for Thread {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Waker::from(Arc::new(Thread(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        let mut future = std::pin::pin!(future);
-        loop {
-            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-                return out;
-            }
-            std::thread::park();
-        }
-    }
 
     #[test]
     fn a_job_returns_its_histogram() {

@@ -20,6 +20,5 @@ pub use reader::{MegaReader, MegaStats, ReadError, StoredTicket};
 pub use schema::{SchemaError, SyncMode};
 pub use ticket::{MegaTicket, TicketError};
 pub use writer::{
-    InsertOutcome, MegaWriter, PendingInsert, SubmitError, WriteError, WriterConfig,
-    WriterHandle,
+    InsertOutcome, MegaWriter, PendingInsert, SubmitError, WriteError, WriterConfig, WriterHandle,
 };

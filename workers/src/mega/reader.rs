@@ -48,7 +48,9 @@ pub struct MegaReader {
 
 impl std::fmt::Debug for MegaReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MegaReader").field("path", &self.path).finish()
+        f.debug_struct("MegaReader")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -69,7 +71,10 @@ impl MegaReader {
 
     /// Runs `f` on an idle connection, or on a fresh one when all are busy (so a burst of
     /// reads never waits on the pool; the extra connection is closed after use).
-    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T, ReadError>) -> Result<T, ReadError> {
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, ReadError>,
+    ) -> Result<T, ReadError> {
         let pooled = self.idle.lock().map(|mut idle| idle.pop()).unwrap_or(None);
         let conn = match pooled {
             Some(conn) => conn,
@@ -77,8 +82,10 @@ impl MegaReader {
                 // Counted: if this keeps growing, --read-connections is too small.
                 metrics::counter!("mega_read_connections_opened_total").increment(1);
                 schema::open_for_reading(&self.path).map_err(|e| match e {
-                SchemaError::Sqlite(e) => ReadError::Sqlite(e),
-                    other => ReadError::Sqlite(rusqlite::Error::InvalidPath(other.to_string().into())),
+                    SchemaError::Sqlite(e) => ReadError::Sqlite(e),
+                    other => {
+                        ReadError::Sqlite(rusqlite::Error::InvalidPath(other.to_string().into()))
+                    }
                 })?
             }
         };
@@ -119,14 +126,18 @@ impl MegaReader {
                 rows: 0,
                 plays: [0; NUMBER_MAX as usize],
             };
-            let mut stmt = conn.prepare_cached("SELECT num1, num2, num3, num4, num5, num6 FROM Mega")?;
+            let mut stmt =
+                conn.prepare_cached("SELECT num1, num2, num3, num4, num5, num6 FROM Mega")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 stats.rows += 1;
                 for i in 0..6 {
                     let n: i64 = row.get(i)?;
                     // Rows written by others may hold anything; count only valid numbers.
-                    if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| stats.plays.get_mut(i)) {
+                    if let Some(slot) = usize::try_from(n - 1)
+                        .ok()
+                        .and_then(|i| stats.plays.get_mut(i))
+                    {
                         *slot += 1;
                     }
                 }
@@ -139,7 +150,14 @@ impl MegaReader {
 fn row_to_ticket(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTicket> {
     Ok(StoredTicket {
         id: row.get(0)?,
-        numbers: [row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?],
+        numbers: [
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+            row.get(6)?,
+        ],
     })
 }
 
@@ -147,25 +165,7 @@ fn row_to_ticket(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTicket> {
 mod tests {
     use super::super::{MegaTicket, MegaWriter, WriterConfig};
     use super::*;
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        use std::task::{Context, Poll, Wake, Waker};
-        struct T(std::thread::Thread);
-        impl Wake for T {
-            fn wake(self: std::sync::Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Waker::from(std::sync::Arc::new(T(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
-            std::thread::park();
-        }
-    }
+    use crate::test_support::block_on;
 
     #[test]
     fn writes_are_acknowledged_with_ids_and_readable() {
@@ -176,8 +176,13 @@ mod tests {
         let one = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
         let two = MegaTicket::new([60, 59, 58, 57, 56, 55]).expect("ticket");
         let first = block_on(handle.try_insert(one).expect("queued").committed()).expect("ok");
-        let many =
-            block_on(handle.try_insert_many(vec![two, one]).expect("queued").committed()).expect("ok");
+        let many = block_on(
+            handle
+                .try_insert_many(vec![two, one])
+                .expect("queued")
+                .committed(),
+        )
+        .expect("ok");
         assert_eq!(first.len(), 1);
         assert_eq!(many.len(), 2);
 
@@ -193,7 +198,10 @@ mod tests {
         assert_eq!(stats.plays[59], 1, "number 60 played once");
         writer.shutdown();
         assert!(handle.is_stopped());
-        assert_eq!(handle.try_insert(one).err(), Some(super::super::SubmitError::Closed));
+        assert_eq!(
+            handle.try_insert(one).err(),
+            Some(super::super::SubmitError::Closed)
+        );
     }
 
     #[test]
@@ -203,7 +211,9 @@ mod tests {
         let writer = MegaWriter::start(WriterConfig::new(&path)).expect("writer");
         let handle = writer.handle();
         let ticket = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
-        let pending: Vec<_> = (0..500).map(|_| handle.try_insert(ticket).expect("queued")).collect();
+        let pending: Vec<_> = (0..500)
+            .map(|_| handle.try_insert(ticket).expect("queued"))
+            .collect();
         writer.shutdown();
         let ids: Vec<i64> = pending
             .into_iter()

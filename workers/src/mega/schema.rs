@@ -100,7 +100,8 @@ pub fn open_for_reading(path: &Path) -> Result<Connection, SchemaError> {
 /// Checks that `Mega` has an integer primary key `id` and columns `num1`..`num6`, and
 /// that any other column can be left out of an insert.
 fn check_compatible(conn: &Connection) -> Result<(), SchemaError> {
-    let mut stmt = conn.prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info('Mega')")?;
+    let mut stmt = conn
+        .prepare("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info('Mega')")?;
     let columns = stmt
         .query_map([], |row| {
             Ok((
@@ -115,11 +116,17 @@ fn check_compatible(conn: &Connection) -> Result<(), SchemaError> {
     let find = |name: &str| columns.iter().find(|c| c.0.eq_ignore_ascii_case(name));
     match find("id") {
         Some((_, ty, _, _, pk)) if *pk == 1 && ty.eq_ignore_ascii_case("INTEGER") => {}
-        Some(_) => return Err(SchemaError::Incompatible("id is not an INTEGER PRIMARY KEY".into())),
+        Some(_) => {
+            return Err(SchemaError::Incompatible(
+                "id is not an INTEGER PRIMARY KEY".into(),
+            ));
+        }
         None => return Err(SchemaError::Incompatible("there is no column id".into())),
     }
     if columns.iter().filter(|c| c.4 > 0).count() > 1 {
-        return Err(SchemaError::Incompatible("the primary key spans several columns".into()));
+        return Err(SchemaError::Incompatible(
+            "the primary key spans several columns".into(),
+        ));
     }
     for i in 1..=6 {
         let name = format!("num{i}");
@@ -128,11 +135,21 @@ fn check_compatible(conn: &Connection) -> Result<(), SchemaError> {
             Some((_, ty, ..)) => {
                 return Err(SchemaError::Incompatible(format!("{name} has type {ty}")));
             }
-            None => return Err(SchemaError::Incompatible(format!("there is no column {name}"))),
+            None => {
+                return Err(SchemaError::Incompatible(format!(
+                    "there is no column {name}"
+                )));
+            }
         }
     }
-    let known = |name: &str| name.eq_ignore_ascii_case("id") || (1..=6).any(|i| name.eq_ignore_ascii_case(&format!("num{i}")));
-    if let Some((name, ..)) = columns.iter().find(|c| !known(&c.0) && c.2 && c.3.is_none()) {
+    let known = |name: &str| {
+        name.eq_ignore_ascii_case("id")
+            || (1..=6).any(|i| name.eq_ignore_ascii_case(&format!("num{i}")))
+    };
+    if let Some((name, ..)) = columns
+        .iter()
+        .find(|c| !known(&c.0) && c.2 && c.3.is_none())
+    {
         return Err(SchemaError::Incompatible(format!(
             "column {name} is NOT NULL without a default, so loadlab cannot insert"
         )));
@@ -153,7 +170,9 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .expect("mode");
         assert_eq!(mode, "wal");
-        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).expect("sync");
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("sync");
         assert_eq!(sync, 2, "FULL");
     }
 

@@ -43,7 +43,10 @@ impl MegaTicket {
         let mut out = [0u8; NUMBERS];
         for (i, &value) in numbers.iter().enumerate() {
             if !(NUMBER_MIN..=NUMBER_MAX).contains(&value) {
-                return Err(TicketError::OutOfRange { field: i + 1, value });
+                return Err(TicketError::OutOfRange {
+                    field: i + 1,
+                    value,
+                });
             }
             // In range 1..=60, so it fits a u8.
             out[i] = value as u8;
@@ -80,7 +83,10 @@ mod tests {
     fn names_the_field_out_of_range() {
         assert_eq!(
             MegaTicket::new([1, 2, 3, 61, 5, 6]),
-            Err(TicketError::OutOfRange { field: 4, value: 61 })
+            Err(TicketError::OutOfRange {
+                field: 4,
+                value: 61
+            })
         );
         assert_eq!(
             MegaTicket::new([0, 2, 3, 4, 5, 6]),
@@ -92,7 +98,14 @@ mod tests {
     #[test]
     fn names_both_fields_of_a_repeat() {
         let err = MegaTicket::new([5, 2, 3, 4, 5, 6]).expect_err("repeat");
-        assert_eq!(err, TicketError::Repeated { first: 1, second: 5, value: 5 });
+        assert_eq!(
+            err,
+            TicketError::Repeated {
+                first: 1,
+                second: 5,
+                value: 5
+            }
+        );
         assert!(err.to_string().contains("num5 repeats num1"));
     }
 }

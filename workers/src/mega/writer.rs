@@ -171,7 +171,9 @@ impl MegaWriter {
                     let _stopped = SetOnDrop(stopped);
                     Worker::new(conn, rx, &config).run();
                 })
-                .map_err(|e| SchemaError::Incompatible(format!("could not start the writer thread: {e}")))?
+                .map_err(|e| {
+                    SchemaError::Incompatible(format!("could not start the writer thread: {e}"))
+                })?
         };
         Ok(Self {
             handle: WriterHandle {
@@ -346,7 +348,10 @@ impl<'a> Worker<'a> {
         let mut next = Some(first);
         loop {
             match next.take() {
-                Some(Message::Insert { rows: tickets, reply }) => {
+                Some(Message::Insert {
+                    rows: tickets,
+                    reply,
+                }) => {
                     rows += tickets.len();
                     self.batch.push((tickets, reply));
                 }
@@ -427,4 +432,77 @@ fn insert_all(
     }
     tx.commit()?;
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::block_on;
+
+    /// A handle whose queue nobody drains, to test submission limits alone.
+    fn undrained(capacity: usize) -> (WriterHandle, Receiver<Message>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let handle = WriterHandle {
+            tx,
+            stopped: Arc::new(AtomicBool::new(false)),
+            closing: Arc::new(AtomicBool::new(false)),
+        };
+        (handle, rx)
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_instead_of_blocking() {
+        let (handle, _rx) = undrained(2);
+        let ticket = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
+        assert!(handle.try_insert(ticket).is_ok());
+        assert!(handle.try_insert(ticket).is_ok());
+        assert_eq!(handle.try_insert(ticket).err(), Some(SubmitError::Full));
+        assert_eq!(handle.queue_depth(), 2);
+    }
+
+    #[test]
+    fn an_empty_request_is_refused() {
+        let (handle, _rx) = undrained(1);
+        assert_eq!(
+            handle.try_insert_many(Vec::new()).err(),
+            Some(SubmitError::Empty)
+        );
+    }
+
+    #[test]
+    fn a_closing_writer_refuses_new_requests() {
+        let (handle, _rx) = undrained(1);
+        handle.closing.store(true, Ordering::Release);
+        let ticket = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
+        assert_eq!(handle.try_insert(ticket).err(), Some(SubmitError::Closed));
+        assert!(!handle.is_accepting());
+    }
+
+    #[test]
+    fn a_failed_commit_answers_every_request_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let writer = MegaWriter::start(WriterConfig::new(&path)).expect("writer");
+        let handle = writer.handle();
+        // Make inserts fail from outside: a trigger that aborts every insert.
+        let other = Connection::open(&path).expect("open");
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON Mega BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .expect("trigger");
+        let ticket = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
+        let outcome = block_on(handle.try_insert(ticket).expect("queued").committed());
+        assert!(
+            matches!(outcome, Err(WriteError::Commit(ref m)) if m.contains("refused")),
+            "{outcome:?}"
+        );
+        other
+            .execute_batch("DROP TRIGGER refuse;")
+            .expect("drop trigger");
+        let ids =
+            block_on(handle.try_insert(ticket).expect("queued").committed()).expect("committed");
+        assert_eq!(ids.len(), 1, "the writer kept serving after the failure");
+        writer.shutdown();
+    }
 }
