@@ -95,6 +95,7 @@ impl App {
 
     /// The address clients should use: the front, or the first shard without one.
     pub fn public_addr(&self) -> SocketAddr {
+        // `Config` guarantees at least one shard.
         self.front_addr().unwrap_or(self.shard_addrs()[0])
     }
 

@@ -50,9 +50,6 @@ pub fn parse_count(s: &str, max: u64) -> Result<u64, CountError> {
     if (int_part.is_empty() && frac_part.is_empty()) || !all_digits(int_part) || !all_digits(frac_part) {
         return Err(malformed());
     }
-    if mantissa.ends_with('.') && frac_part.is_empty() && exponent.is_none() && int_part.is_empty() {
-        return Err(malformed());
-    }
     let exponent: i64 = match exponent {
         None => 0,
         Some(e) => {

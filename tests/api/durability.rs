@@ -203,3 +203,39 @@ async fn kill_9_under_load_loses_no_acknowledged_row() {
     let checked = check(&rows, &*ledger.lock().await);
     assert!(checked >= 2000, "checked {checked} acknowledged rows");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(&dir.path().join("loadlab.db")).await;
+    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let slow = {
+        let (client, url) = (client.clone(), format!("{}/api/randoms?cant=2e9&seed=1", server.base));
+        tokio::spawn(async move { client.get(url).send().await?.json::<serde_json::Map<String, Value>>().await })
+    };
+    // Wait until the job is admitted, read from the server's own metrics.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = client.get(format!("{}/metrics", server.base)).send().await.expect("metrics").text().await.expect("text");
+        if metrics.lines().any(|l| l == "randoms_jobs_in_flight 1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the job was never admitted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let counts = slow.await.expect("task").expect("the in-flight request was answered in full");
+    let total: u64 = counts.values().map(|v| v.as_u64().expect("count")).sum();
+    assert_eq!(total, 2_000_000_000);
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = server.child.wait();
+        (server, exit)
+    })
+    .await
+    .expect("wait");
+    assert!(exit.1.expect("exit status").success(), "loadlab exits 0 after SIGTERM");
+}

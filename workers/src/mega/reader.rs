@@ -19,6 +19,9 @@ pub enum ReadError {
     /// SQLite failed to run the query.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Every pooled connection was busy and an extra one could not be opened.
+    #[error("could not open a read connection: {0}")]
+    Open(#[from] SchemaError),
 }
 
 /// A stored ticket.
@@ -43,6 +46,8 @@ pub struct MegaStats {
 pub struct MegaReader {
     /// Idle connections. A `std` mutex held only to pop or push: never across a query.
     idle: Mutex<Vec<Connection>>,
+    /// How many connections to keep idle.
+    size: usize,
     path: std::path::PathBuf,
 }
 
@@ -58,13 +63,15 @@ impl MegaReader {
     /// Opens `connections` read-only connections to a database that the writer has
     /// already prepared (start the [`super::MegaWriter`] first).
     pub fn open(path: &Path, connections: usize) -> Result<Self, SchemaError> {
-        let idle = (0..connections.max(1))
+        let size = connections.max(1);
+        let idle = (0..size)
             .map(|_| schema::open_for_reading(path))
             .collect::<Result<Vec<_>, _>>()?;
         // Registered at zero so dashboards see the counter before the first overflow.
         metrics::counter!("mega_read_connections_opened_total").increment(0);
         Ok(Self {
             idle: Mutex::new(idle),
+            size,
             path: path.to_path_buf(),
         })
     }
@@ -90,8 +97,11 @@ impl MegaReader {
             }
         };
         let result = f(&conn);
+        // Keep at most the configured number of idle connections; extras are closed.
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push(conn);
+            if idle.len() < self.size {
+                idle.push(conn);
+            }
         }
         result
     }
