@@ -20,10 +20,14 @@ fn kernel(c: &mut Criterion) {
             .expect("rayon pool");
         for n in [1_000_000u64, 10_000_000, 100_000_000] {
             group.throughput(Throughput::Elements(n));
-            group.bench_with_input(BenchmarkId::new(format!("threads={threads}"), n), &n, |b, &n| {
-                let cancel = AtomicBool::new(false);
-                b.iter(|| pool.install(|| count_randoms(black_box(n), black_box(42), &cancel)))
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("threads={threads}"), n),
+                &n,
+                |b, &n| {
+                    let cancel = AtomicBool::new(false);
+                    b.iter(|| pool.install(|| count_randoms(black_box(n), black_box(42), &cancel)))
+                },
+            );
         }
         if threads == cores && cores == 1 {
             break;

@@ -67,13 +67,21 @@ impl App {
             .with_context(|| format!("opening the database {}", config.writer.path.display()))?;
         let reader = MegaReader::open(&config.writer.path, config.read_connections)
             .context("opening read connections")?;
-        let pool = ComputePool::new(config.threads, config.randoms.max_jobs).context("starting the compute pool")?;
+        let pool = ComputePool::new(config.threads, config.randoms.max_jobs)
+            .context("starting the compute pool")?;
         let listeners = Listeners {
             front: front.as_ref().map(|(l, _)| l.local_addr()).transpose()?,
             shards: shard_addrs,
         };
         let front_handle = front.as_ref().map(|(_, f)| f.clone());
-        let state = AppState::new(config, pool, writer.handle(), reader, listeners, front_handle);
+        let state = AppState::new(
+            config,
+            pool,
+            writer.handle(),
+            reader,
+            listeners,
+            front_handle,
+        );
         Ok(Self {
             state,
             writer: Some(writer),
@@ -133,7 +141,9 @@ impl App {
             let thread = std::thread::Builder::new()
                 .name(format!("loadlab-shard-{index}"))
                 .spawn(move || -> anyhow::Result<()> {
-                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
                     runtime.block_on(async move {
                         let listener = tokio::net::TcpListener::from_std(listener)?;
                         server::serve(listener, router, limits, shutdown).await;
@@ -148,12 +158,25 @@ impl App {
             front.spawn_health_checks(shutdown.clone());
             let router = front.router(&state.config().edge);
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            tasks.spawn(server::serve(listener, router, limits.clone(), shutdown.clone()));
+            tasks.spawn(server::serve(
+                listener,
+                router,
+                limits.clone(),
+                shutdown.clone(),
+            ));
         }
         if let Some(listener) = metrics {
-            let router = axum::Router::new().route("/metrics", axum::routing::get(crate::metrics::metrics_render));
+            let router = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(crate::metrics::metrics_render),
+            );
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            tasks.spawn(server::serve(listener, router, limits.clone(), shutdown.clone()));
+            tasks.spawn(server::serve(
+                listener,
+                router,
+                limits.clone(),
+                shutdown.clone(),
+            ));
         }
         tracing::info!(
             front = ?state.listeners().front,
@@ -185,7 +208,8 @@ impl App {
 
 /// Binds a non-blocking std listener (tokio adopts it inside a shard's runtime).
 fn bind(addr: SocketAddr) -> anyhow::Result<StdListener> {
-    let listener = StdListener::bind(addr).with_context(|| format!("could not listen on {addr}"))?;
+    let listener =
+        StdListener::bind(addr).with_context(|| format!("could not listen on {addr}"))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }

@@ -40,7 +40,12 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Where the front listens: the service's public address.
-    #[arg(long, alias = "front-bind", env = "LOADLAB_BIND", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        alias = "front-bind",
+        env = "LOADLAB_BIND",
+        default_value = "127.0.0.1:8080"
+    )]
     pub bind: SocketAddr,
 
     /// Number of port-sharded listeners, each with its own thread and single-threaded
@@ -155,7 +160,11 @@ pub struct FrontArgs {
 #[derive(Debug, Clone, Args)]
 pub struct EdgeArgs {
     /// Origins allowed by CORS (repeatable; `*` for any). None: no CORS headers at all.
-    #[arg(long = "cors-origin", env = "LOADLAB_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "cors-origin",
+        env = "LOADLAB_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
     pub cors_origins: Vec<String>,
 
     /// Time a client gets to send a request's headers before the connection is closed.

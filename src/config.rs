@@ -93,8 +93,13 @@ impl Config {
         if shards == 0 || shards > 256 {
             bail!("--shards must be between 1 and 256, got {shards}");
         }
-        if args.shard_base_port != 0 && usize::from(args.shard_base_port) + shards - 1 > usize::from(u16::MAX) {
-            bail!("--shard-base-port {} + {shards} shards runs past port 65535", args.shard_base_port);
+        if args.shard_base_port != 0
+            && usize::from(args.shard_base_port) + shards - 1 > usize::from(u16::MAX)
+        {
+            bail!(
+                "--shard-base-port {} + {shards} shards runs past port 65535",
+                args.shard_base_port
+            );
         }
         if args.threads == Some(0) {
             bail!("--threads must be at least 1");
@@ -116,7 +121,8 @@ impl Config {
             if args.no_front {
                 bail!("--front-config has no effect with --no-front");
             }
-            std::fs::metadata(path).with_context(|| format!("--front-config {}", path.display()))?;
+            std::fs::metadata(path)
+                .with_context(|| format!("--front-config {}", path.display()))?;
         }
         Ok(Self {
             bind: args.bind,

@@ -47,7 +47,10 @@ pub fn parse_count(s: &str, max: u64) -> Result<u64, CountError> {
         None => (mantissa, ""),
     };
     let all_digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
-    if (int_part.is_empty() && frac_part.is_empty()) || !all_digits(int_part) || !all_digits(frac_part) {
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !all_digits(int_part)
+        || !all_digits(frac_part)
+    {
         return Err(malformed());
     }
     let exponent: i64 = match exponent {
@@ -58,11 +61,15 @@ pub fn parse_count(s: &str, max: u64) -> Result<u64, CountError> {
                 return Err(malformed());
             }
             // Anything beyond 4 digits is either 0 or huge; clamp to keep the arithmetic small.
-            let magnitude: i64 = digits.trim_start_matches('0').get(..5).map_or_else(
-                || digits.parse().unwrap_or(0),
-                |_| 99_999,
-            );
-            if e.starts_with('-') { -magnitude } else { magnitude }
+            let magnitude: i64 = digits
+                .trim_start_matches('0')
+                .get(..5)
+                .map_or_else(|| digits.parse().unwrap_or(0), |_| 99_999);
+            if e.starts_with('-') {
+                -magnitude
+            } else {
+                magnitude
+            }
         }
     };
     // value = int_part.frac_part * 10^exponent = digits * 10^(exponent - frac_len), with
@@ -139,14 +146,25 @@ mod tests {
     #[test]
     fn rejects_everything_else_with_a_reason() {
         assert_eq!(parse_count("", MAX), Err(CountError::Empty));
-        for input in ["abc", "-5", "+5", "NaN", "inf", "0x10", "1e", "1e-", "1..2", ".", "e5", " 5", "1,000"] {
-            assert!(matches!(parse_count(input, MAX), Err(CountError::Malformed(_))), "{input}");
+        for input in [
+            "abc", "-5", "+5", "NaN", "inf", "0x10", "1e", "1e-", "1..2", ".", "e5", " 5", "1,000",
+        ] {
+            assert!(
+                matches!(parse_count(input, MAX), Err(CountError::Malformed(_))),
+                "{input}"
+            );
         }
         for input in ["1.5", "1e-1", "15e-1"] {
-            assert!(matches!(parse_count(input, MAX), Err(CountError::Fractional(_))), "{input}");
+            assert!(
+                matches!(parse_count(input, MAX), Err(CountError::Fractional(_))),
+                "{input}"
+            );
         }
         for input in ["1e400", "10000000001", "1.1e10", "99999999999999999999999"] {
-            assert!(matches!(parse_count(input, MAX), Err(CountError::TooLarge { .. })), "{input}");
+            assert!(
+                matches!(parse_count(input, MAX), Err(CountError::TooLarge { .. })),
+                "{input}"
+            );
         }
     }
 

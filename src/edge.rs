@@ -1,10 +1,12 @@
 //! The edge: layers every listener (front and shards) puts around its routes.
 //!
-//! CORS with an allow-list (preflights answered here, other origins get no CORS
-//! headers, so browsers refuse them), a time limit per request, and JSON answers for
+//! CORS with an allow-list (preflights answered here; a preflight from an origin not
+//! on the list gets 403 JSON, other requests from it get no CORS headers, so browsers
+//! refuse them), a time limit per request, and JSON answers for
 //! unknown routes and methods. Body-size limits are per route (see [`crate::routes`]);
 //! connection limits and the header-read timeout live in [`crate::server`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,15 +24,45 @@ pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
     let timeout = limits.request_timeout;
     let mut router = router
         .fallback(|req: Request| async move {
-            json_error(StatusCode::NOT_FOUND, format!("no route for {} {}", req.method(), req.uri().path()))
+            json_error(
+                StatusCode::NOT_FOUND,
+                format!("no route for {} {}", req.method(), req.uri().path()),
+            )
         })
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            request_timeout(timeout, req, next)
-        }));
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| request_timeout(timeout, req, next),
+        ));
     if let Some(cors) = cors_layer(&limits.cors_origins) {
-        router = router.layer(cors);
+        // Outside the CORS layer, which would answer a refused preflight 200 with no
+        // CORS headers: correct for browsers, but a 403 says plainly what is wrong.
+        let allowed: Arc<[String]> = limits.cors_origins.clone().into();
+        router = router.layer(cors).layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                refuse_foreign_preflight(Arc::clone(&allowed), req, next)
+            },
+        ));
     }
     router
+}
+
+/// Answers 403 JSON to a CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) from an origin not in `allowed`; passes the rest.
+async fn refuse_foreign_preflight(allowed: Arc<[String]>, req: Request, next: Next) -> Response {
+    if req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && let Some(origin) = req.headers().get(header::ORIGIN)
+    {
+        let origin = origin.to_str().unwrap_or("(not text)");
+        if !allowed.iter().any(|o| o == "*" || o == origin) {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                format!("origin {origin} is not allowed"),
+            );
+        }
+    }
+    next.run(req).await
 }
 
 /// Answers 503 JSON when a request outlives `limit`. Dropping the handler's future
@@ -42,7 +74,10 @@ async fn request_timeout(limit: Duration, req: Request, next: Next) -> Response 
             metrics::counter!("http_request_timeouts_total").increment(1);
             json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("the request took longer than the {}s request timeout", limit.as_secs_f64()),
+                format!(
+                    "the request took longer than the {}s request timeout",
+                    limit.as_secs_f64()
+                ),
             )
         }
     }

@@ -65,7 +65,10 @@ impl IntoResponse for AppError {
             metrics::counter!("http_internal_errors_total").increment(1);
         }
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if let AppError::Busy { retry_after_secs, .. } = self {
+        if let AppError::Busy {
+            retry_after_secs, ..
+        } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

@@ -22,7 +22,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(value)| ApiQuery(value))
-            .map_err(|e: QueryRejection| AppError::BadRequest(format!("bad query string: {}", e.body_text())))
+            .map_err(|e: QueryRejection| {
+                AppError::BadRequest(format!("bad query string: {}", e.body_text()))
+            })
     }
 }
 
@@ -43,7 +45,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .and_then(|v| v.split(';').next())
             .map(|mime| {
                 let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
             })
             .unwrap_or(false);
         if !is_json {
@@ -51,13 +54,15 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "the body must be JSON, sent with Content-Type: application/json".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge("the body is over this route's size limit".into())
-            } else {
-                AppError::BadRequest(format!("could not read the body: {}", e.body_text()))
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::PayloadTooLarge("the body is over this route's size limit".into())
+                } else {
+                    AppError::BadRequest(format!("could not read the body: {}", e.body_text()))
+                }
+            })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))

@@ -17,8 +17,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets (seconds) for request and upstream durations: 100 us to 60 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Buckets for randoms job durations (seconds): a 1e3 job takes microseconds, 1e10 seconds.
@@ -42,10 +42,16 @@ pub fn handle() -> &'static PrometheusHandle {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
             .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full("randoms_job_duration_seconds".into()), JOB_BUCKETS)
+                b.set_buckets_for_metric(
+                    Matcher::Full("randoms_job_duration_seconds".into()),
+                    JOB_BUCKETS,
+                )
             })
             .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full("mega_commit_duration_seconds".into()), COMMIT_BUCKETS)
+                b.set_buckets_for_metric(
+                    Matcher::Full("mega_commit_duration_seconds".into()),
+                    COMMIT_BUCKETS,
+                )
             })
             .and_then(|b| {
                 b.set_buckets_for_metric(
@@ -64,9 +70,11 @@ pub fn handle() -> &'static PrometheusHandle {
         let upkeep = handle.clone();
         let _ = std::thread::Builder::new()
             .name("loadlab-metrics-upkeep".into())
-            .spawn(move || loop {
-                std::thread::sleep(Duration::from_secs(5));
-                upkeep.run_upkeep();
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
             });
         describe();
         handle
@@ -82,38 +90,124 @@ pub fn handle() -> &'static PrometheusHandle {
 /// The workers register their own counters the same way when they start.
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!("loadlab_build_info", "Always 1; the `version` label is the running loadlab's version");
-    describe_counter!("http_requests_total", "HTTP requests answered, by method, route template, status and shard");
-    describe_histogram!("http_request_duration_seconds", Unit::Seconds, "Time from request to response headers, by method, route, status and shard");
-    describe_gauge!("http_requests_in_flight", "Requests being handled now, by shard");
-    describe_counter!("http_internal_errors_total", "Requests answered 500 (bugs or I/O failures)");
-    describe_counter!("http_request_timeouts_total", "Requests answered 503 because they outlived --request-timeout");
-    describe_counter!("http_accept_errors_total", "Failed accepts on any listener (out of file descriptors and the like)");
-    describe_gauge!("randoms_jobs_in_flight", "Randoms jobs admitted and not finished (running or waiting)");
-    describe_gauge!("randoms_jobs_max", "Randoms jobs admitted at once before the next gets 503 (--randoms-queue)");
-    describe_counter!("randoms_numbers_total", "Random numbers drawn and counted by completed jobs");
-    describe_counter!("randoms_rejected_total", "Randoms jobs refused because the pool was full (503)");
-    describe_counter!("randoms_cancelled_total", "Randoms jobs stopped early because their client left");
-    describe_histogram!("randoms_job_duration_seconds", Unit::Seconds, "Time a randoms job spent on the pool, by outcome");
+    describe_gauge!(
+        "loadlab_build_info",
+        "Always 1; the `version` label is the running loadlab's version"
+    );
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method, route template, status and shard"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from request to response headers, by method, route, status and shard"
+    );
+    describe_gauge!(
+        "http_requests_in_flight",
+        "Requests being handled now, by shard"
+    );
+    describe_counter!(
+        "http_internal_errors_total",
+        "Requests answered 500 (bugs or I/O failures)"
+    );
+    describe_counter!(
+        "http_request_timeouts_total",
+        "Requests answered 503 because they outlived --request-timeout"
+    );
+    describe_counter!(
+        "http_accept_errors_total",
+        "Failed accepts on any listener (out of file descriptors and the like)"
+    );
+    describe_gauge!(
+        "randoms_jobs_in_flight",
+        "Randoms jobs admitted and not finished (running or waiting)"
+    );
+    describe_gauge!(
+        "randoms_jobs_max",
+        "Randoms jobs admitted at once before the next gets 503 (--randoms-queue)"
+    );
+    describe_counter!(
+        "randoms_numbers_total",
+        "Random numbers drawn and counted by completed jobs"
+    );
+    describe_counter!(
+        "randoms_rejected_total",
+        "Randoms jobs refused because the pool was full (503)"
+    );
+    describe_counter!(
+        "randoms_cancelled_total",
+        "Randoms jobs stopped early because their client left"
+    );
+    describe_histogram!(
+        "randoms_job_duration_seconds",
+        Unit::Seconds,
+        "Time a randoms job spent on the pool, by outcome"
+    );
     describe_counter!("mega_inserts_total", "Mega rows committed");
-    describe_counter!("mega_insert_errors_total", "Mega rows whose transaction failed");
-    describe_counter!("mega_rejected_total", "Insert requests refused because the write queue was full (503)");
-    describe_gauge!("mega_writer_queue_depth", "Insert requests waiting for the writer");
-    describe_gauge!("mega_writer_queue_capacity", "Insert requests the write queue holds before the next gets 503 (--writer-queue)");
+    describe_counter!(
+        "mega_insert_errors_total",
+        "Mega rows whose transaction failed"
+    );
+    describe_counter!(
+        "mega_rejected_total",
+        "Insert requests refused because the write queue was full (503)"
+    );
+    describe_gauge!(
+        "mega_writer_queue_depth",
+        "Insert requests waiting for the writer"
+    );
+    describe_gauge!(
+        "mega_writer_queue_capacity",
+        "Insert requests the write queue holds before the next gets 503 (--writer-queue)"
+    );
     describe_histogram!("mega_batch_rows", "Rows per committed transaction");
-    describe_histogram!("mega_commit_duration_seconds", Unit::Seconds, "Time to insert and commit one batch");
+    describe_histogram!(
+        "mega_commit_duration_seconds",
+        Unit::Seconds,
+        "Time to insert and commit one batch"
+    );
     describe_gauge!("mega_rows", "Rows in the Mega table");
-    describe_counter!("mega_writer_panics_total", "Times the writer thread ended by panicking");
-    describe_counter!("mega_checkpoint_errors_total", "Failed final WAL checkpoints at writer shutdown");
-    describe_counter!("mega_read_connections_opened_total", "Read connections opened beyond the pool because every pooled one was busy");
-    describe_counter!("front_requests_total", "Requests the front answered, by pool, upstream and status");
-    describe_histogram!("front_upstream_duration_seconds", Unit::Seconds, "Time from forwarding a request to the upstream's response headers, by pool and upstream");
-    describe_gauge!("front_upstream_up", "1 while the front considers the upstream healthy, 0 while it is out of rotation");
-    describe_counter!("front_retries_total", "Requests the front re-sent to another upstream");
-    describe_counter!("front_upstream_errors_total", "Failed attempts to reach an upstream, by upstream and kind of failure");
+    describe_counter!(
+        "mega_writer_panics_total",
+        "Times the writer thread ended by panicking"
+    );
+    describe_counter!(
+        "mega_checkpoint_errors_total",
+        "Failed final WAL checkpoints at writer shutdown"
+    );
+    describe_counter!(
+        "mega_read_connections_opened_total",
+        "Read connections opened beyond the pool because every pooled one was busy"
+    );
+    describe_counter!(
+        "front_requests_total",
+        "Requests the front answered, by pool, upstream and status"
+    );
+    describe_histogram!(
+        "front_upstream_duration_seconds",
+        Unit::Seconds,
+        "Time from forwarding a request to the upstream's response headers, by pool and upstream"
+    );
+    describe_gauge!(
+        "front_upstream_up",
+        "1 while the front considers the upstream healthy, 0 while it is out of rotation"
+    );
+    describe_counter!(
+        "front_retries_total",
+        "Requests the front re-sent to another upstream"
+    );
+    describe_counter!(
+        "front_upstream_errors_total",
+        "Failed attempts to reach an upstream, by upstream and kind of failure"
+    );
 
     metrics::gauge!("loadlab_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    for name in ["http_internal_errors_total", "http_request_timeouts_total", "http_accept_errors_total"] {
+    for name in [
+        "http_internal_errors_total",
+        "http_request_timeouts_total",
+        "http_accept_errors_total",
+    ] {
         metrics::counter!(name).increment(0);
     }
 }
@@ -140,7 +234,8 @@ pub async fn track_requests(State(shard): State<ShardLabel>, req: Request, next:
         ("shard", shard.0.to_owned()),
     ];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -167,7 +262,10 @@ pub async fn metrics_render() -> Response {
     collector.collect();
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         handle().render(),
     )
         .into_response()

@@ -1,62 +1,289 @@
-//! The front: a reverse proxy balancing requests over upstreams (placeholder API; the
-//! implementation lands with the front issue).
+//! The front: an HTTP/1.1 reverse proxy balancing requests over pools of upstreams
+//! (the shards of `loadlab serve`, or loadlab instances on other hosts with
+//! `loadlab front`).
+//!
+//! Who calls it: [`crate::app`] builds a [`Front`] over the shards (or from
+//! `--front-config`) and serves [`Front::router`] on `--bind`; `loadlab front` runs
+//! [`run_standalone`]; `/info` shows [`Front::status`].
+//!
+//! # Layout
+//! - [`config`]: [`FrontConfig`], the TOML file of pools, routes and health checks.
+//! - `balance`: picking a pool (longest route prefix) and a member (round robin, or
+//!   smooth weighted round robin).
+//! - `upstream`: one upstream address and its health (active verdict, passive holds).
+//! - `health`: the active check tasks.
+//! - `proxy`: forwarding one request, failover, hop-by-hop headers, 502/504.
+//!
+//! The front answers `/metrics` (this process's) and `GET /front/status` itself;
+//! every other request is proxied, `/healthz` included (load tests measure the hop).
 
+pub mod config;
+
+mod balance;
+mod health;
+mod proxy;
+mod upstream;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::sync::{Arc, Once};
 
+use anyhow::Context;
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::routing::{any, get};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use self::balance::{Member, Pool, Routes};
+pub use self::config::{FrontConfig, HealthConfig, PoolConfig, RouteConfig, UpstreamConfig};
+use self::proxy::Proxy;
+use self::upstream::Upstream;
 use crate::config::{EdgeLimits, UpstreamLimits};
 
-/// Pools, routes and health-check settings.
+/// Where `loadlab front` listens without `--bind` or `listen`.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The running front: pools, routes, health state and the upstream client. Cheap to
+/// clone (one `Arc`); every clone shares the same state.
 #[derive(Debug, Clone)]
-pub struct FrontConfig {
-    upstreams: Vec<SocketAddr>,
-}
+pub struct Front(Arc<Inner>);
 
-impl FrontConfig {
-    /// Loads a TOML front config.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        anyhow::bail!("front config {} not supported yet", path.display())
-    }
-
-    /// One round-robin pool over `upstreams`.
-    pub fn round_robin(upstreams: &[SocketAddr]) -> Self {
-        Self {
-            upstreams: upstreams.to_vec(),
-        }
-    }
-}
-
-/// The running front.
-#[derive(Debug, Clone)]
-pub struct Front {
-    config: FrontConfig,
+#[derive(Debug)]
+struct Inner {
+    pools: Vec<Pool>,
+    routes: Routes,
+    /// Each distinct upstream address once, for the health checks.
+    upstreams: Vec<Arc<Upstream>>,
+    proxy: Proxy,
+    health: HealthConfig,
 }
 
 impl Front {
-    /// Builds the front.
-    pub fn new(config: FrontConfig, _limits: UpstreamLimits) -> anyhow::Result<Self> {
-        Ok(Self { config })
+    /// Builds the front: validates `config`, creates each upstream's state and
+    /// metrics, and the pooled upstream client. Needs no runtime; nothing connects
+    /// until the first request or health check.
+    pub fn new(config: FrontConfig, limits: UpstreamLimits) -> anyhow::Result<Self> {
+        config.validate()?;
+        // Metric handles made before the recorder exists would be no-ops forever.
+        crate::metrics::handle();
+        describe();
+        // Who lists each address, so shared addresses get one state and one checker:
+        // address -> (its label, the (pool, label) pairs that list it).
+        type Listed<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+        let mut memberships: HashMap<SocketAddr, Listed<'_>> = HashMap::new();
+        let mut order = Vec::new();
+        for pool in &config.pools {
+            for member in &pool.upstreams {
+                let entry = memberships.entry(member.addr).or_insert_with(|| {
+                    order.push(member.addr);
+                    (member.label.as_str(), Vec::new())
+                });
+                entry.1.push((pool.name.as_str(), member.label.as_str()));
+            }
+        }
+        let mut by_addr = HashMap::new();
+        let mut upstreams = Vec::with_capacity(order.len());
+        for addr in order {
+            let (label, pools) = &memberships[&addr];
+            let upstream = Arc::new(
+                Upstream::new(label, addr, pools, &config.health)
+                    .with_context(|| format!("upstream `{label}` is not a valid Host header"))?,
+            );
+            by_addr.insert(addr, Arc::clone(&upstream));
+            upstreams.push(upstream);
+        }
+        let pools: Vec<Pool> = config
+            .pools
+            .iter()
+            .map(|pool| {
+                let members = pool
+                    .upstreams
+                    .iter()
+                    .map(|u| {
+                        Member::new(
+                            &pool.name,
+                            &u.label,
+                            u.weight,
+                            Arc::clone(&by_addr[&u.addr]),
+                        )
+                    })
+                    .collect();
+                Pool::new(&pool.name, members)
+            })
+            .collect();
+        let index_of = |name: &str| pools.iter().position(|p| p.name() == name);
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| index_of(&r.pool).map(|i| (r.prefix.clone(), i)))
+            .collect::<Option<Vec<_>>>()
+            .context("a route names an unknown pool")?;
+        let fallback = config
+            .fallback_pool()
+            .and_then(index_of)
+            .context("no pool for the paths no route matches")?;
+        Ok(Self(Arc::new(Inner {
+            routes: Routes::new(routes, fallback),
+            pools,
+            upstreams,
+            proxy: Proxy::new(limits),
+            health: config.health,
+        })))
     }
 
-    /// The front's router.
-    pub fn router(&self, _edge: &EdgeLimits) -> Router {
-        let _ = &self.config.upstreams;
-        Router::new()
+    /// The front's router: `/metrics`, `GET /front/status`, and the proxy for every
+    /// other path and method, inside the edge layers (CORS, request timeout).
+    pub fn router(&self, edge: &EdgeLimits) -> Router {
+        // Catch-all routes rather than a fallback: the edge installs its own JSON 404
+        // fallback, and the proxy must see every path.
+        let routes = Router::new()
+            .route("/metrics", get(crate::metrics::metrics_render))
+            .route("/front/status", get(front_status))
+            .route("/", any(front_proxy))
+            .route("/{*path}", any(front_proxy))
+            .with_state(self.clone());
+        crate::edge::wrap(routes, edge)
     }
 
-    /// Pools and each upstream's health, for `/info`.
+    /// Pools, routes, and each upstream's address, weight and health, as JSON (for
+    /// `/info` and `GET /front/status`). `up` is whether requests may go there now.
     pub fn status(&self) -> serde_json::Value {
-        serde_json::json!({ "upstreams": self.config.upstreams })
+        let inner = &self.0;
+        let pools: Vec<_> = inner
+            .pools
+            .iter()
+            .map(|pool| {
+                let upstreams: Vec<_> = pool
+                    .members()
+                    .iter()
+                    .map(|m| {
+                        let u = &m.upstream;
+                        let up = u.is_available();
+                        let state = match (up, m.weight) {
+                            (false, _) => "down",
+                            (true, 0) => "draining",
+                            (true, _) => "up",
+                        };
+                        json!({
+                            "addr": m.label,
+                            "resolved": u.addr().to_string(),
+                            "weight": m.weight,
+                            "up": up && m.weight > 0,
+                            "state": state,
+                            "active_check": if u.is_active_up() { "up" } else { "down" },
+                            "passive_failed": u.passive_failed(),
+                        })
+                    })
+                    .collect();
+                json!({ "name": pool.name(), "upstreams": upstreams })
+            })
+            .collect();
+        let routes: Vec<_> = inner
+            .routes
+            .entries()
+            .iter()
+            .map(|(prefix, pool)| json!({ "prefix": prefix, "pool": inner.pools[*pool].name() }))
+            .collect();
+        json!({
+            "pools": pools,
+            "routes": routes,
+            "default_pool": inner.pools[inner.routes.fallback()].name(),
+        })
     }
 
-    /// Starts the active health checks.
-    pub fn spawn_health_checks(&self, _shutdown: CancellationToken) {}
+    /// Starts the active health checks (one task per upstream address) on the current
+    /// tokio runtime; they stop when `shutdown` is cancelled.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn spawn_health_checks(&self, shutdown: CancellationToken) {
+        health::spawn_checks(&self.0.upstreams, &self.0.health, &shutdown);
+    }
 }
 
-/// `loadlab front`: the front alone.
-pub fn run_standalone(_args: &crate::cli::FrontArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+/// Every request the front does not answer itself.
+async fn front_proxy(State(front): State<Front>, req: Request) -> Response {
+    let inner = &front.0;
+    let pool = &inner.pools[inner.routes.pool_for(req.uri().path())];
+    inner.proxy.forward(pool, req).await
+}
+
+/// `GET /front/status`: [`Front::status`].
+async fn front_status(State(front): State<Front>) -> axum::Json<serde_json::Value> {
+    axum::Json(front.status())
+}
+
+/// `loadlab front`: the front alone, over the pools of `--config`, until SIGINT or
+/// SIGTERM; then it drains and returns `Ok` (exit status 0).
+pub fn run_standalone(args: &crate::cli::FrontArgs) -> anyhow::Result<()> {
+    let config = FrontConfig::load(&args.config)?;
+    let edge = EdgeLimits::from_args(&args.edge)?;
+    let limits = UpstreamLimits::from_args(&args.upstream);
+    let bind = match args.bind.or(config.listen) {
+        Some(addr) => addr,
+        None => DEFAULT_LISTEN
+            .parse()
+            .context("the default listen address")?,
+    };
+    let runtime = match std::env::var("XRT").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread(),
+        Ok("one") => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(1);
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .thread_name("loadlab-front")
+    .build()
+    .context("building the tokio runtime")?;
+    runtime.block_on(async move {
+        let front = Front::new(config, limits)?;
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("could not listen on {bind}"))?;
+        let metrics_listener = match args.metrics_bind {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--metrics-bind: could not listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            crate::app::shutdown_signal().await;
+            tracing::info!("shutdown signal received: draining");
+            trigger.cancel();
+        });
+        front.spawn_health_checks(shutdown.clone());
+        tracing::info!(addr = %listener.local_addr()?, pools = front.0.pools.len(), "loadlab front is serving");
+        let mut tasks = tokio::task::JoinSet::new();
+        let connections = edge.connections.clone();
+        tasks.spawn(crate::server::serve(listener, front.router(&edge), connections.clone(), shutdown.clone()));
+        if let Some(listener) = metrics_listener {
+            let router = Router::new().route("/metrics", get(crate::metrics::metrics_render));
+            tasks.spawn(crate::server::serve(listener, router, connections, shutdown.clone()));
+        }
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("loadlab front stopped");
+        Ok(())
+    })
+}
+
+/// The `# HELP` lines of the front's metrics, once per process.
+fn describe() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_counter!("front_requests_total", "Requests the front answered, by pool, upstream (none: no upstream available) and status");
+        describe_histogram!("front_upstream_duration_seconds", Unit::Seconds, "Time from sending a request upstream to its response headers, by pool and upstream");
+        describe_gauge!("front_upstream_up", "1 while requests may go to the upstream (health checks and passive failures), by pool and upstream");
+        describe_counter!("front_retries_total", "Tries after the first: requests moved to another upstream after a failure");
+        describe_counter!("front_upstream_errors_total", "Failed tries, by upstream and kind (connect, send, timeout)");
+    });
 }

@@ -7,9 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use loadlab_workers::mega::{
-    MegaTicket, PendingInsert, StoredTicket, SubmitError, WriteError,
-};
+use loadlab_workers::mega::{MegaTicket, PendingInsert, StoredTicket, SubmitError, WriteError};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -41,12 +39,22 @@ pub async fn app_index() -> Json<Value> {
 }
 
 /// `POST /app/insert`: one ticket -> `201 {"id": N, "message": ...}`.
-pub async fn mega_insert(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, AppError> {
+pub async fn mega_insert(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
     let ticket = ticket_from_json(&body).map_err(AppError::BadRequest)?;
     let pending = submit(state.writer().try_insert(ticket))?;
     let ids = committed(pending).await?;
-    let id = ids.first().copied().ok_or_else(|| AppError::Internal("the writer returned no id".into()))?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id, "message": "ticket stored" }))).into_response())
+    let id = ids
+        .first()
+        .copied()
+        .ok_or_else(|| AppError::Internal("the writer returned no id".into()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "message": "ticket stored" })),
+    )
+        .into_response())
 }
 
 /// `POST /app/insert/batch`: a JSON array of tickets -> `201 {"ids": [...], "count": N}`,
@@ -56,11 +64,15 @@ pub async fn mega_insert_batch(
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let Value::Array(items) = body else {
-        return Err(AppError::BadRequest("the body must be a JSON array of tickets".into()));
+        return Err(AppError::BadRequest(
+            "the body must be a JSON array of tickets".into(),
+        ));
     };
     let max = state.config().batch_request_max;
     if items.is_empty() {
-        return Err(AppError::BadRequest("the batch is empty: send at least one ticket".into()));
+        return Err(AppError::BadRequest(
+            "the batch is empty: send at least one ticket".into(),
+        ));
     }
     if items.len() > max {
         return Err(AppError::PayloadTooLarge(format!(
@@ -71,15 +83,24 @@ pub async fn mega_insert_batch(
     let tickets = items
         .iter()
         .enumerate()
-        .map(|(i, item)| ticket_from_json(item).map_err(|e| AppError::BadRequest(format!("ticket {i}: {e}"))))
+        .map(|(i, item)| {
+            ticket_from_json(item).map_err(|e| AppError::BadRequest(format!("ticket {i}: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let pending = submit(state.writer().try_insert_many(tickets))?;
     let ids = committed(pending).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "count": ids.len(), "ids": ids }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "count": ids.len(), "ids": ids })),
+    )
+        .into_response())
 }
 
 /// `GET /app/mega/{id}`: the stored ticket, or 404.
-pub async fn mega_get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Value>, AppError> {
+pub async fn mega_get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, AppError> {
     let id: i64 = id
         .parse()
         .map_err(|_| AppError::BadRequest(format!("id `{id}` is not an integer")))?;
@@ -99,20 +120,31 @@ pub struct PageQuery {
 }
 
 /// `GET /app/mega?after_id=&limit=`: a page of tickets in id order (keyset pagination).
-pub async fn mega_page(State(state): State<AppState>, ApiQuery(query): ApiQuery<PageQuery>) -> Result<Json<Value>, AppError> {
+pub async fn mega_page(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<Value>, AppError> {
     let after_id: i64 = match query.after_id.as_deref() {
         None => 0,
-        Some(s) => s.parse().map_err(|_| AppError::BadRequest(format!("after_id `{s}` is not an integer")))?,
+        Some(s) => s
+            .parse()
+            .map_err(|_| AppError::BadRequest(format!("after_id `{s}` is not an integer")))?,
     };
     let limit: u32 = match query.limit.as_deref() {
         None => 100,
         Some(s) => match s.parse::<u32>() {
             Ok(n @ 1..=PAGE_MAX) => n,
-            _ => return Err(AppError::BadRequest(format!("limit must be an integer from 1 to {PAGE_MAX}, got `{s}`"))),
+            _ => {
+                return Err(AppError::BadRequest(format!(
+                    "limit must be an integer from 1 to {PAGE_MAX}, got `{s}`"
+                )));
+            }
         },
     };
     let tickets = read(&state, move |reader| reader.page(after_id, limit)).await?;
-    let next = (tickets.len() == limit as usize).then(|| tickets.last().map(|t| t.id)).flatten();
+    let next = (tickets.len() == limit as usize)
+        .then(|| tickets.last().map(|t| t.id))
+        .flatten();
     Ok(Json(json!({
         "tickets": tickets.iter().map(ticket_json).collect::<Vec<_>>(),
         "next_after_id": next,
@@ -140,16 +172,28 @@ pub fn ticket_from_json(value: &Value) -> Result<MegaTicket, String> {
         ));
     };
     if let Some(unknown) = fields.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(format!("unknown field `{}`: a ticket has exactly num1..num6", shorten(unknown)));
+        return Err(format!(
+            "unknown field `{}`: a ticket has exactly num1..num6",
+            shorten(unknown)
+        ));
     }
     let mut numbers = [0i64; 6];
     for (slot, name) in numbers.iter_mut().zip(FIELDS) {
         *slot = match fields.get(name) {
-            None => return Err(format!("missing field {name}: a ticket has exactly num1..num6")),
+            None => {
+                return Err(format!(
+                    "missing field {name}: a ticket has exactly num1..num6"
+                ));
+            }
             Some(Value::Number(n)) => n
                 .as_i64()
                 .ok_or_else(|| format!("{name} must be an integer from 1 to 60, got {n}"))?,
-            Some(other) => return Err(format!("{name} must be an integer from 1 to 60, got {}", kind(other))),
+            Some(other) => {
+                return Err(format!(
+                    "{name} must be an integer from 1 to 60, got {}",
+                    kind(other)
+                ));
+            }
         };
     }
     MegaTicket::new(numbers).map_err(|e| e.to_string())
@@ -181,22 +225,30 @@ fn submit(result: Result<PendingInsert, SubmitError>) -> Result<PendingInsert, A
             what: "the write queue",
             retry_after_secs: 1,
         },
-        SubmitError::Closed => AppError::Unavailable("the service is shutting down: the ticket was not stored".into()),
+        SubmitError::Closed => {
+            AppError::Unavailable("the service is shutting down: the ticket was not stored".into())
+        }
         SubmitError::Empty => AppError::BadRequest("nothing to insert".into()),
     })
 }
 
 async fn committed(pending: PendingInsert) -> Result<Vec<i64>, AppError> {
     pending.committed().await.map_err(|e| match e {
-        WriteError::Commit(cause) => AppError::Internal(format!("the ticket was not stored: {cause}")),
-        WriteError::WriterGone => AppError::Unavailable("the writer stopped: the ticket was not stored".into()),
+        WriteError::Commit(cause) => {
+            AppError::Internal(format!("the ticket was not stored: {cause}"))
+        }
+        WriteError::WriterGone => {
+            AppError::Unavailable("the writer stopped: the ticket was not stored".into())
+        }
     })
 }
 
 /// Runs a read on tokio's blocking pool (SQLite calls block).
 async fn read<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&loadlab_workers::mega::MegaReader) -> Result<T, loadlab_workers::mega::ReadError> + Send + 'static,
+    f: impl FnOnce(&loadlab_workers::mega::MegaReader) -> Result<T, loadlab_workers::mega::ReadError>
+    + Send
+    + 'static,
 ) -> Result<T, AppError> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || f(state.reader()))
@@ -211,7 +263,8 @@ mod tests {
 
     #[test]
     fn a_valid_ticket_parses() {
-        let t = ticket_from_json(&json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":60})).expect("valid");
+        let t = ticket_from_json(&json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":60}))
+            .expect("valid");
         assert_eq!(t.numbers(), [1, 2, 3, 4, 5, 60]);
     }
 
@@ -219,12 +272,30 @@ mod tests {
     fn errors_name_the_field_and_the_rule() {
         let cases = [
             (json!([1, 2]), "JSON object"),
-            (json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5}), "missing field num6"),
-            (json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6,"x":1}), "unknown field `x`"),
-            (json!({"num1":1.5,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}), "num1 must be an integer"),
-            (json!({"num1":"1","num2":2,"num3":3,"num4":4,"num5":5,"num6":6}), "got a string"),
-            (json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":61}), "num6 must be an integer from 1 to 60"),
-            (json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":1}), "num6 repeats num1"),
+            (
+                json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5}),
+                "missing field num6",
+            ),
+            (
+                json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6,"x":1}),
+                "unknown field `x`",
+            ),
+            (
+                json!({"num1":1.5,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}),
+                "num1 must be an integer",
+            ),
+            (
+                json!({"num1":"1","num2":2,"num3":3,"num4":4,"num5":5,"num6":6}),
+                "got a string",
+            ),
+            (
+                json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":61}),
+                "num6 must be an integer from 1 to 60",
+            ),
+            (
+                json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":1}),
+                "num6 repeats num1",
+            ),
         ];
         for (input, want) in cases {
             let err = ticket_from_json(&input).expect_err("invalid");

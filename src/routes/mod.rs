@@ -8,9 +8,11 @@
 //! | `POST /app/insert`, `POST /app/insert/batch` | [`mega::mega_insert`], [`mega::mega_insert_batch`] |
 //! | `GET /app/mega`, `/app/mega/{id}`, `/app/mega/stats` | [`mega::mega_page`], [`mega::mega_get`], [`mega::mega_stats`] |
 //! | `GET /healthz`, `GET /readyz` | [`health::health_live`], [`health::health_ready`] |
+//! | `GET /info` | [`info::info_show`] |
 //! | `GET /metrics` | [`crate::metrics::metrics_render`] |
 
 pub mod health;
+pub mod info;
 pub mod mega;
 pub mod randoms;
 
@@ -32,13 +34,15 @@ pub fn app(state: AppState, shard: ShardLabel) -> Router {
         .route("/app/insert", post(mega::mega_insert))
         .route(
             "/app/insert/batch",
-            post(mega::mega_insert_batch).layer(DefaultBodyLimit::max(config.batch_body_limit_bytes)),
+            post(mega::mega_insert_batch)
+                .layer(DefaultBodyLimit::max(config.batch_body_limit_bytes)),
         )
         .route("/app/mega", get(mega::mega_page))
         .route("/app/mega/stats", get(mega::mega_stats))
         .route("/app/mega/{id}", get(mega::mega_get))
         .route("/healthz", get(health::health_live))
         .route("/readyz", get(health::health_ready))
+        .route("/info", get(info::info_show))
         .route("/metrics", get(metrics_render))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .with_state(state.clone());

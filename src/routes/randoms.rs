@@ -39,29 +39,41 @@ pub async fn randoms_count(
     let limits = state.config().randoms;
     let count = match query.cant.as_deref() {
         None => limits.default_count,
-        Some(cant) => parse_count(cant, limits.max_count).map_err(|e| AppError::BadRequest(format!("cant {e}")))?,
+        Some(cant) => parse_count(cant, limits.max_count)
+            .map_err(|e| AppError::BadRequest(format!("cant {e}")))?,
     };
     let seed = match query.seed.as_deref() {
         None => random_seed(),
         Some(seed) => seed.parse::<u64>().map_err(|_| {
-            AppError::BadRequest(format!("seed `{seed}` is not an integer from 0 to {}", u64::MAX))
+            AppError::BadRequest(format!(
+                "seed `{seed}` is not an integer from 0 to {}",
+                u64::MAX
+            ))
         })?,
     };
     let pretty = match query.pretty.as_deref() {
         None | Some("false" | "0") => false,
         Some("" | "true" | "1") => true,
         Some(other) => {
-            return Err(AppError::BadRequest(format!("pretty must be true or false, got `{other}`")));
+            return Err(AppError::BadRequest(format!(
+                "pretty must be true or false, got `{other}`"
+            )));
         }
     };
-    let job = state.pool().try_count_randoms(count, seed).map_err(|e| match e {
-        PoolError::Full { .. } => AppError::Busy {
-            what: "the compute pool",
-            retry_after_secs: 1,
-        },
-        other => AppError::Internal(other.to_string()),
-    })?;
-    let histogram = job.outcome().await.map_err(|e| AppError::Internal(e.to_string()))?;
+    let job = state
+        .pool()
+        .try_count_randoms(count, seed)
+        .map_err(|e| match e {
+            PoolError::Full { .. } => AppError::Busy {
+                what: "the compute pool",
+                retry_after_secs: 1,
+            },
+            other => AppError::Internal(other.to_string()),
+        })?;
+    let histogram = job
+        .outcome()
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         render(&histogram, pretty),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::helpers::{spawn_app_on, serve_args, ticket};
+use crate::helpers::{serve_args, spawn_app_on, ticket};
 
 /// The unique ticket of request `seq` (seq < 1,000,000).
 fn unique_ticket(seq: u64) -> [i64; 6] {
@@ -39,15 +39,31 @@ struct Ledger {
 }
 
 /// Runs `clients` insert loops against `base` until `stop` is set; returns the ledger.
-fn spawn_load(base: String, clients: usize, seq: Arc<AtomicU64>, ledger: Arc<Mutex<Ledger>>, stop: Arc<std::sync::atomic::AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_load(
+    base: String,
+    clients: usize,
+    seq: Arc<AtomicU64>,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..clients)
         .map(|_| {
-            let (base, seq, ledger, stop) = (base.clone(), seq.clone(), ledger.clone(), stop.clone());
+            let (base, seq, ledger, stop) =
+                (base.clone(), seq.clone(), ledger.clone(), stop.clone());
             tokio::spawn(async move {
-                let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
+                let client = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("client");
                 while !stop.load(Ordering::Relaxed) {
                     let numbers = unique_ticket(seq.fetch_add(1, Ordering::Relaxed));
-                    match client.post(format!("{base}/app/insert")).json(&ticket(numbers)).send().await {
+                    match client
+                        .post(format!("{base}/app/insert"))
+                        .json(&ticket(numbers))
+                        .send()
+                        .await
+                    {
                         Ok(response) if response.status() == 201 => {
                             // A 201 whose body is cut off still counts as unknown, not acked.
                             if let Ok(body) = response.json::<Value>().await {
@@ -72,7 +88,10 @@ fn spawn_load(base: String, clients: usize, seq: Arc<AtomicU64>, ledger: Arc<Mut
 
 /// Every row of the table, read through the HTTP API of a running instance.
 async fn all_rows(base: &str) -> Vec<(i64, [i64; 6])> {
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
     let mut rows = Vec::new();
     let mut after = 0i64;
     loop {
@@ -86,7 +105,17 @@ async fn all_rows(base: &str) -> Vec<(i64, [i64; 6])> {
             .expect("json");
         for t in page["tickets"].as_array().expect("tickets") {
             let n = |k: &str| t[k].as_i64().expect("number");
-            rows.push((n("id"), [n("num1"), n("num2"), n("num3"), n("num4"), n("num5"), n("num6")]));
+            rows.push((
+                n("id"),
+                [
+                    n("num1"),
+                    n("num2"),
+                    n("num3"),
+                    n("num4"),
+                    n("num5"),
+                    n("num6"),
+                ],
+            ));
         }
         match page["next_after_id"].as_i64() {
             Some(next) => after = next,
@@ -99,13 +128,23 @@ async fn all_rows(base: &str) -> Vec<(i64, [i64; 6])> {
 fn check(rows: &[(i64, [i64; 6])], ledger: &Ledger) -> usize {
     let mut stored: HashMap<[i64; 6], i64> = HashMap::new();
     for (id, numbers) in rows {
-        assert!(stored.insert(*numbers, *id).is_none(), "ticket {numbers:?} stored twice");
+        assert!(
+            stored.insert(*numbers, *id).is_none(),
+            "ticket {numbers:?} stored twice"
+        );
     }
     for (numbers, id) in &ledger.acked {
-        assert_eq!(stored.get(numbers), Some(id), "acknowledged ticket {numbers:?} (id {id}) is missing");
+        assert_eq!(
+            stored.get(numbers),
+            Some(id),
+            "acknowledged ticket {numbers:?} (id {id}) is missing"
+        );
     }
     for numbers in &ledger.refused {
-        assert!(!stored.contains_key(numbers), "ticket {numbers:?} was answered with an error but stored");
+        assert!(
+            !stored.contains_key(numbers),
+            "ticket {numbers:?} was answered with an error but stored"
+        );
     }
     ledger.acked.len()
 }
@@ -113,7 +152,10 @@ fn check(rows: &[(i64, [i64; 6])], ledger: &Ledger) -> usize {
 async fn wait_for_acks(ledger: &Mutex<Ledger>, at_least: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while ledger.lock().await.acked.len() < at_least {
-        assert!(tokio::time::Instant::now() < deadline, "the load never reached {at_least} acks");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the load never reached {at_least} acks"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -124,7 +166,11 @@ async fn graceful_shutdown_under_load_keeps_every_acknowledged_row() {
     let db = dir.path().join("loadlab.db");
     let app = spawn_app_on(serve_args(&db, &[]));
     let base = format!("http://{}", app.addr);
-    let (seq, ledger, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Ledger::default())), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let (seq, ledger, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(Mutex::new(Ledger::default())),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
     let clients = spawn_load(base, 16, seq, ledger.clone(), stop.clone());
     wait_for_acks(&ledger, 2000).await;
     app.stop().await;
@@ -150,7 +196,11 @@ impl Server {
     async fn start(db: &std::path::Path) -> Self {
         // Find a free port: bind 0, read it, release it. The tiny race with other
         // processes is harmless here (the start would fail loudly).
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
             .args(["serve", "--no-front", "--shards", "1", "--threads", "1"])
             .args(["--shard-base-port", &port.to_string(), "--db"])
@@ -160,16 +210,25 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn loadlab");
-        let server = Self { child, base: format!("http://127.0.0.1:{port}") };
-        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = client.get(format!("{}/readyz", server.base)).send().await {
-                if r.status() == 200 {
-                    return server;
-                }
+            if let Ok(r) = client.get(format!("{}/readyz", server.base)).send().await
+                && r.status() == 200
+            {
+                return server;
             }
-            assert!(tokio::time::Instant::now() < deadline, "loadlab did not become ready");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "loadlab did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -187,7 +246,11 @@ async fn kill_9_under_load_loses_no_acknowledged_row() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("loadlab.db");
     let mut server = Server::start(&db).await;
-    let (seq, ledger, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(Mutex::new(Ledger::default())), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let (seq, ledger, stop) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(Mutex::new(Ledger::default())),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
     let clients = spawn_load(server.base.clone(), 16, seq, ledger.clone(), stop.clone());
     wait_for_acks(&ledger, 2000).await;
     // SIGKILL: no shutdown path runs, whatever was in flight is cut.
@@ -208,19 +271,42 @@ async fn kill_9_under_load_loses_no_acknowledged_row() {
 async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(&dir.path().join("loadlab.db")).await;
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
     let slow = {
-        let (client, url) = (client.clone(), format!("{}/api/randoms?cant=2e9&seed=1", server.base));
-        tokio::spawn(async move { client.get(url).send().await?.json::<serde_json::Map<String, Value>>().await })
+        let (client, url) = (
+            client.clone(),
+            format!("{}/api/randoms?cant=2e9&seed=1", server.base),
+        );
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .send()
+                .await?
+                .json::<serde_json::Map<String, Value>>()
+                .await
+        })
     };
     // Wait until the job is admitted, read from the server's own metrics.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let metrics = client.get(format!("{}/metrics", server.base)).send().await.expect("metrics").text().await.expect("text");
+        let metrics = client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
         if metrics.lines().any(|l| l == "randoms_jobs_in_flight 1") {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the job was never admitted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job was never admitted"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let status = Command::new("kill")
@@ -228,7 +314,10 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
         .status()
         .expect("kill -TERM");
     assert!(status.success());
-    let counts = slow.await.expect("task").expect("the in-flight request was answered in full");
+    let counts = slow
+        .await
+        .expect("task")
+        .expect("the in-flight request was answered in full");
     let total: u64 = counts.values().map(|v| v.as_u64().expect("count")).sum();
     assert_eq!(total, 2_000_000_000);
     let exit = tokio::task::spawn_blocking(move || {
@@ -237,5 +326,8 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     })
     .await
     .expect("wait");
-    assert!(exit.1.expect("exit status").success(), "loadlab exits 0 after SIGTERM");
+    assert!(
+        exit.1.expect("exit status").success(),
+        "loadlab exits 0 after SIGTERM"
+    );
 }

@@ -52,7 +52,10 @@ pub fn serve_args(db: &std::path::Path, extra: &[&str]) -> ServeArgs {
     argv.push("--db".into());
     argv.push(db.display().to_string());
     argv.extend(extra.iter().map(|s| s.to_string()));
-    match Cli::try_parse_from(argv).expect("test arguments parse").command {
+    match Cli::try_parse_from(argv)
+        .expect("test arguments parse")
+        .command
+    {
         Command::Serve(args) => args,
         other => panic!("expected serve, got {other:?}"),
     }
@@ -72,11 +75,31 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     app
 }
 
+/// Spawns an app with the front before its shards: the default test arguments without
+/// `--no-front`, two shards (so round robin has a choice), then `extra`. The front
+/// listens on `--bind 127.0.0.1:0`; `TestApp::addr` is the front's address.
+pub async fn spawn_app_with_front(extra: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("loadlab.db");
+    let mut flags = vec!["--shards", "2"];
+    flags.extend_from_slice(extra);
+    let mut args = serve_args(&db, &flags);
+    args.no_front = false;
+    let mut app = spawn_app_on(args);
+    app._dir = Some(dir);
+    app
+}
+
 /// Spawns an app from full arguments (the caller owns the database's folder).
 pub fn spawn_app_on(args: ServeArgs) -> TestApp {
     let config = Config::from_args(&args).expect("valid config");
-    let db_path = config.writer.path.clone();
-    let app = App::build(config).expect("app builds");
+    spawn_built(App::build(config).expect("app builds"))
+}
+
+/// Spawns an app the caller built, and perhaps changed first (`App::stop_writer`). The
+/// caller owns the database's folder.
+pub fn spawn_built(app: App) -> TestApp {
+    let db_path = app.state().config().writer.path.clone();
     let addr = app.public_addr();
     let shards = app.shard_addrs().to_vec();
     let front = app.front_addr();
@@ -88,7 +111,10 @@ pub fn spawn_app_on(args: ServeArgs) -> TestApp {
         shards,
         front,
         db_path,
-        client: reqwest::Client::builder().no_proxy().build().expect("client"),
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
         state,
         shutdown,
         task,
@@ -103,17 +129,29 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request sent")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.expect("request sent")
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
     }
 
     /// Graceful shutdown; asserts the app stopped cleanly.
     pub async fn stop(self) -> Option<tempfile::TempDir> {
         self.shutdown.cancel();
-        self.task.await.expect("app task").expect("app stopped cleanly");
+        self.task
+            .await
+            .expect("app task")
+            .expect("app stopped cleanly");
         self._dir
     }
 }
@@ -130,5 +168,8 @@ pub fn ticket(numbers: [i64; 6]) -> serde_json::Value {
 pub async fn expect_error(response: reqwest::Response, status: u16) -> String {
     assert_eq!(response.status().as_u16(), status, "status");
     let body: serde_json::Value = response.json().await.expect("a JSON body");
-    body["error"].as_str().expect("an `error` string").to_owned()
+    body["error"]
+        .as_str()
+        .expect("an `error` string")
+        .to_owned()
 }

@@ -1,7 +1,14 @@
 //! Integration tests: real servers on port 0, real SQLite files in temp dirs.
 //! One test binary (faster to build and link than one per file), one module per area.
 
+mod dashboard;
 mod durability;
+mod front;
+mod health;
 mod helpers;
+mod info;
 mod mega;
+mod metrics;
+mod prometheus;
 mod randoms;
+mod scrape;

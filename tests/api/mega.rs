@@ -7,12 +7,22 @@ use crate::helpers::{expect_error, spawn_app, spawn_app_with, ticket};
 #[tokio::test(flavor = "multi_thread")]
 async fn insert_returns_201_with_an_id_that_reads_back() {
     let app = spawn_app().await;
-    let response = app.post_json("/app/insert", &ticket([4, 8, 15, 16, 23, 42])).await;
+    let response = app
+        .post_json("/app/insert", &ticket([4, 8, 15, 16, 23, 42]))
+        .await;
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.expect("json");
     let id = body["id"].as_i64().expect("an id");
-    let stored: Value = app.get(&format!("/app/mega/{id}")).await.json().await.expect("json");
-    assert_eq!(stored, json!({"id": id, "num1": 4, "num2": 8, "num3": 15, "num4": 16, "num5": 23, "num6": 42}));
+    let stored: Value = app
+        .get(&format!("/app/mega/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        stored,
+        json!({"id": id, "num1": 4, "num2": 8, "num3": 15, "num4": 16, "num5": 23, "num6": 42})
+    );
     expect_error(app.get("/app/mega/999999").await, 404).await;
     expect_error(app.get("/app/mega/abc").await, 400).await;
     app.stop().await;
@@ -21,15 +31,24 @@ async fn insert_returns_201_with_an_id_that_reads_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn batch_insert_is_all_or_nothing() {
     let app = spawn_app().await;
-    let good: Vec<Value> = (0..100).map(|i| ticket([1, 2, 3, 4, 5, 6 + i % 50])).collect();
-    let response = app.post_json("/app/insert/batch", &Value::Array(good)).await;
+    let good: Vec<Value> = (0..100)
+        .map(|i| ticket([1, 2, 3, 4, 5, 6 + i % 50]))
+        .collect();
+    let response = app
+        .post_json("/app/insert/batch", &Value::Array(good))
+        .await;
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["ids"].as_array().expect("ids").len(), 100);
 
     let mut mixed: Vec<Value> = (0..10).map(|_| ticket([10, 20, 30, 40, 50, 60])).collect();
     mixed[3] = ticket([10, 20, 30, 40, 50, 50]);
-    let message = expect_error(app.post_json("/app/insert/batch", &Value::Array(mixed)).await, 400).await;
+    let message = expect_error(
+        app.post_json("/app/insert/batch", &Value::Array(mixed))
+            .await,
+        400,
+    )
+    .await;
     assert!(message.starts_with("ticket 3:"), "{message}");
     let stats: Value = app.get("/app/mega/stats").await.json().await.expect("json");
     assert_eq!(stats["rows"], 100, "the rejected batch stored nothing");
@@ -43,7 +62,12 @@ async fn batch_limits_are_enforced() {
     let message = expect_error(app.post_json("/app/insert/batch", &six).await, 413).await;
     assert!(message.contains("at most 5"), "{message}");
     expect_error(app.post_json("/app/insert/batch", &json!([])).await, 400).await;
-    expect_error(app.post_json("/app/insert/batch", &ticket([1, 2, 3, 4, 5, 6])).await, 400).await;
+    expect_error(
+        app.post_json("/app/insert/batch", &ticket([1, 2, 3, 4, 5, 6]))
+            .await,
+        400,
+    )
+    .await;
     app.stop().await;
 }
 
@@ -52,14 +76,34 @@ async fn pages_and_stats_reflect_what_was_stored() {
     let app = spawn_app().await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let body: Value = app.post_json("/app/insert", &ticket([1, 2, 3, 4, 5, 10 + i])).await.json().await.expect("json");
+        let body: Value = app
+            .post_json("/app/insert", &ticket([1, 2, 3, 4, 5, 10 + i]))
+            .await
+            .json()
+            .await
+            .expect("json");
         ids.push(body["id"].as_i64().expect("id"));
     }
-    let page: Value = app.get("/app/mega?limit=2").await.json().await.expect("json");
-    let got: Vec<i64> = page["tickets"].as_array().expect("tickets").iter().map(|t| t["id"].as_i64().expect("id")).collect();
+    let page: Value = app
+        .get("/app/mega?limit=2")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let got: Vec<i64> = page["tickets"]
+        .as_array()
+        .expect("tickets")
+        .iter()
+        .map(|t| t["id"].as_i64().expect("id"))
+        .collect();
     assert_eq!(got, ids[..2]);
     let next = page["next_after_id"].as_i64().expect("a next page");
-    let rest: Value = app.get(&format!("/app/mega?after_id={next}&limit=10")).await.json().await.expect("json");
+    let rest: Value = app
+        .get(&format!("/app/mega?after_id={next}&limit=10"))
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(rest["tickets"].as_array().expect("tickets").len(), 3);
     assert_eq!(rest["next_after_id"], Value::Null);
     expect_error(app.get("/app/mega?limit=0").await, 400).await;
@@ -88,21 +132,60 @@ async fn a_corpus_of_bad_bodies_gets_only_4xx_json_errors() {
         ("application/json", "42".into()),
         ("application/json", r#""ticket""#.into()),
         ("application/json", "{}".into()),
-        ("application/json", r#"{"num1":1,"num2":2,"num3":3,"num4":4,"num5":5}"#.into()),
-        ("application/json", r#"{"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6,"num7":7}"#.into()),
-        ("application/json", r#"{"num1":1.0,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into()),
-        ("application/json", r#"{"num1":"1","num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into()),
-        ("application/json", r#"{"num1":null,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into()),
-        ("application/json", r#"{"num1":true,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into()),
-        ("application/json", r#"{"num1":[1],"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into()),
-        ("application/json", r#"{"num1":0,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into()),
-        ("application/json", r#"{"num1":61,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into()),
-        ("application/json", r#"{"num1":-1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into()),
-        ("application/json", r#"{"num1":99999999999999999999,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into()),
-        ("application/json", r#"{"num1":1,"num2":1,"num3":3,"num4":4,"num5":5,"num6":6}"#.into()),
+        (
+            "application/json",
+            r#"{"num1":1,"num2":2,"num3":3,"num4":4,"num5":5}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6,"num7":7}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":1.0,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":"1","num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":null,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":true,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":[1],"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":0,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":61,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":-1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":99999999999999999999,"num2":2,"num3":3,"num4":4,"num5":5,"num6":6}"#.into(),
+        ),
+        (
+            "application/json",
+            r#"{"num1":1,"num2":1,"num3":3,"num4":4,"num5":5,"num6":6}"#.into(),
+        ),
         ("application/json", format!("{valid}garbage")),
         ("application/json", "\u{0}\u{1}\u{2}".into()),
-        ("application/json", format!("{{\"num1\": {}}}", "[".repeat(10_000))),
+        (
+            "application/json",
+            format!("{{\"num1\": {}}}", "[".repeat(10_000)),
+        ),
         ("application/json", "x".repeat(100 * 1024)),
         ("text/plain", valid.into()),
         ("application/x-www-form-urlencoded", "num1=1&num2=2".into()),
@@ -115,13 +198,31 @@ async fn a_corpus_of_bad_bodies_gets_only_4xx_json_errors() {
         }
         let response = request.send().await.expect("sent");
         let status = response.status().as_u16();
-        assert!((400..500).contains(&status), "{content_type} {:.60}: status {status}", body);
+        assert!(
+            (400..500).contains(&status),
+            "{content_type} {:.60}: status {status}",
+            body
+        );
         let error: Value = response.json().await.expect("a JSON error body");
-        assert!(error["error"].as_str().is_some_and(|m| !m.is_empty()), "{body:.60}");
+        assert!(
+            error["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body:.60}"
+        );
     }
     // Named fields and rules.
-    let message = expect_error(app.post_json("/app/insert", &json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":77})).await, 400).await;
-    assert!(message.contains("num6") && message.contains("1 to 60"), "{message}");
+    let message = expect_error(
+        app.post_json(
+            "/app/insert",
+            &json!({"num1":1,"num2":2,"num3":3,"num4":4,"num5":5,"num6":77}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert!(
+        message.contains("num6") && message.contains("1 to 60"),
+        "{message}"
+    );
     // Still healthy, nothing stored.
     assert_eq!(app.get("/healthz").await.status(), 200);
     let stats: Value = app.get("/app/mega/stats").await.json().await.expect("json");
@@ -134,7 +235,12 @@ async fn unknown_routes_and_methods_get_json_errors() {
     let app = spawn_app().await;
     let message = expect_error(app.get("/nope").await, 404).await;
     assert!(message.contains("/nope"));
-    let response = app.client.get(app.url("/app/insert")).send().await.expect("sent");
+    let response = app
+        .client
+        .get(app.url("/app/insert"))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), 405);
     let index: Value = app.get("/app/").await.json().await.expect("json");
     assert!(index["routes"]["POST /app/insert"].is_string());

@@ -17,14 +17,19 @@ async fn counts(app: &TestApp, query: &str) -> Map<String, Value> {
 }
 
 fn total(map: &Map<String, Value>) -> u64 {
-    map.values().map(|v| v.as_u64().expect("integer count")).sum()
+    map.values()
+        .map(|v| v.as_u64().expect("integer count"))
+        .sum()
 }
 
 /// Waits (bounded) until `condition` holds; polling state, never a fixed sleep.
 async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -34,7 +39,10 @@ async fn counts_sum_to_cant_with_keys_in_ascending_order() {
     let app = spawn_app().await;
     let map = counts(&app, "cant=100000&seed=7").await;
     assert_eq!(total(&map), 100_000);
-    let keys: Vec<u32> = map.keys().map(|k| k.parse().expect("numeric key")).collect();
+    let keys: Vec<u32> = map
+        .keys()
+        .map(|k| k.parse().expect("numeric key"))
+        .collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "ascending keys");
     assert!(keys.iter().all(|k| (1..=1000).contains(k)));
     app.stop().await;
@@ -53,7 +61,12 @@ async fn scientific_notation_is_a_count_not_its_first_digit() {
 async fn absent_cant_uses_the_default_and_zero_gives_an_empty_object() {
     let app = spawn_app_with(&["--randoms-default", "5e3"]).await;
     assert_eq!(total(&counts(&app, "").await), 5000);
-    let body = app.get("/api/randoms?cant=0").await.text().await.expect("body");
+    let body = app
+        .get("/api/randoms?cant=0")
+        .await
+        .text()
+        .await
+        .expect("body");
     assert_eq!(body, "{}");
     app.stop().await;
 }
@@ -61,7 +74,9 @@ async fn absent_cant_uses_the_default_and_zero_gives_an_empty_object() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_bad_cant_is_a_400_that_says_what_is_accepted() {
     let app = spawn_app_with(&["--randoms-max", "1e10"]).await;
-    for bad in ["abc", "-5", "1.5", "1e400", "NaN", "", "2e10", "0x10", "1e", "%20"] {
+    for bad in [
+        "abc", "-5", "1.5", "1e400", "NaN", "", "2e10", "0x10", "1e", "%20",
+    ] {
         let message = expect_error(app.get(&format!("/api/randoms?cant={bad}")).await, 400).await;
         assert!(message.starts_with("cant"), "{bad}: {message}");
     }
@@ -75,8 +90,18 @@ async fn every_bad_cant_is_a_400_that_says_what_is_accepted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pretty_output_is_indented_and_equal() {
     let app = spawn_app().await;
-    let plain = app.get("/api/randoms?cant=5000&seed=3").await.text().await.expect("body");
-    let pretty = app.get("/api/randoms?cant=5000&seed=3&pretty=true").await.text().await.expect("body");
+    let plain = app
+        .get("/api/randoms?cant=5000&seed=3")
+        .await
+        .text()
+        .await
+        .expect("body");
+    let pretty = app
+        .get("/api/randoms?cant=5000&seed=3&pretty=true")
+        .await
+        .text()
+        .await
+        .expect("body");
     assert!(pretty.contains("\n  \""), "indented");
     let a: Value = serde_json::from_str(&plain).expect("json");
     let b: Value = serde_json::from_str(&pretty).expect("json");
@@ -92,7 +117,12 @@ async fn the_same_seed_gives_the_same_answer_whatever_the_thread_count() {
     let a = one.get(query).await.text().await.expect("body");
     let b = three.get(query).await.text().await.expect("body");
     assert_eq!(a, b);
-    let c = three.get("/api/randoms?cant=3500000&seed=12346").await.text().await.expect("body");
+    let c = three
+        .get("/api/randoms?cant=3500000&seed=12346")
+        .await
+        .text()
+        .await
+        .expect("body");
     assert_ne!(a, c, "another seed, another answer");
     one.stop().await;
     three.stop().await;
@@ -108,7 +138,10 @@ async fn a_full_queue_answers_503_at_once_with_retry_after() {
     let state = app.state.clone();
     wait_until("the big job is admitted", || state.pool().in_flight() == 1).await;
     let response = app.get("/api/randoms?cant=10").await;
-    assert_eq!(response.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    assert_eq!(
+        response.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
     let message = expect_error(response, 503).await;
     assert!(message.contains("busy"), "{message}");
     big.abort();
@@ -128,9 +161,15 @@ async fn a_disconnected_client_frees_the_pool() {
     wait_until("the big job is admitted", || state.pool().in_flight() == 1).await;
     // The client goes away: its connection closes, the handler future is dropped.
     big.abort();
-    wait_until("the job is cancelled and its slot freed", || state.pool().in_flight() == 0).await;
+    wait_until("the job is cancelled and its slot freed", || {
+        state.pool().in_flight() == 0
+    })
+    .await;
     let cancelled_after = scrape_counter(&app, "randoms_cancelled_total").await;
-    assert!(cancelled_after > cancelled_before, "the job ended as cancelled, not completed");
+    assert!(
+        cancelled_after > cancelled_before,
+        "the job ended as cancelled, not completed"
+    );
     // And the pool serves the next job.
     assert_eq!(total(&counts(&app, "cant=1000").await), 1000);
     app.stop().await;
@@ -145,7 +184,11 @@ async fn healthz_answers_while_a_huge_job_holds_every_compute_thread() {
     };
     let state = app.state.clone();
     wait_until("the big job is admitted", || state.pool().in_flight() == 1).await;
-    let health = reqwest::Client::new().get(app.url("/healthz")).send().await.expect("healthz");
+    let health = reqwest::Client::new()
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
     // Answered while the job still runs: the runtime was never blocked by the count.
     assert_eq!(state.pool().in_flight(), 1, "the huge job is still running");

@@ -98,10 +98,10 @@ impl MegaReader {
         };
         let result = f(&conn);
         // Keep at most the configured number of idle connections; extras are closed.
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < self.size {
-                idle.push(conn);
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.size
+        {
+            idle.push(conn);
         }
         result
     }

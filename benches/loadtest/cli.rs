@@ -1,0 +1,296 @@
+//! The harness's flags (everything after `cargo bench --bench loadtest --`), parsed by
+//! clap and validated once into [`Settings`], which the rest of the harness reads.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Parser;
+
+use crate::scenario::Scenario;
+use crate::target::BUILT_IN;
+
+/// Load-test comparisons of loadlab set-ups (and of anything else on this machine).
+///
+/// Starts each configuration on loopback ports, drives it with wrk, stops it, and writes
+/// report.md, results.json and SVG charts to a dated folder under benches/results/.
+#[derive(Debug, Parser)]
+#[command(name = "cargo bench --bench loadtest --", max_term_width = 100)]
+pub(crate) struct Flags {
+    /// Measured time per run, whole seconds (wrk's unit) [default: 10s; --quick: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+
+    /// Warm-up before each measured run, whole seconds; 0 for none [default: 2s; --quick: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
+
+    /// Concurrent connections, comma-separated [default: 64,256; --quick: 64].
+    #[arg(long, value_delimiter = ',')]
+    connections: Option<Vec<usize>>,
+
+    /// Scenarios to run, comma-separated [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenarios: Option<Vec<Scenario>>,
+
+    /// Configurations to run, comma-separated: shards1, sharded, front, nginx and the
+    /// names given to --extra [default: all].
+    #[arg(long, value_delimiter = ',')]
+    configs: Option<Vec<String>>,
+
+    /// Measured runs per configuration, scenario and connection count; the median is
+    /// reported [default: 3; --quick: 1].
+    #[arg(long)]
+    repeat: Option<usize>,
+
+    /// A smoke run: 1s runs, 1s warm-up, 1 repeat, 64 connections (explicit flags win).
+    #[arg(long)]
+    quick: bool,
+
+    /// Pin the servers to CPU 0 and wrk to CPU 1 (taskset).
+    #[arg(long)]
+    pin: bool,
+
+    /// A server you run yourself, compared under the same load: NAME=URL, e.g.
+    /// node=http://127.0.0.1:3000 (loopback only; repeatable).
+    #[arg(long = "extra", value_name = "NAME=URL", value_parser = parse_extra)]
+    extras: Vec<Extra>,
+
+    /// Output folder [default: benches/results/<UTC date-time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+
+    /// Shards of the sharded, front and nginx configurations [default: number of cores].
+    #[arg(long)]
+    shards: Option<usize>,
+
+    /// wrk threads (each drives connections/threads connections).
+    #[arg(long, default_value_t = 1)]
+    wrk_threads: usize,
+
+    /// nginx worker processes.
+    #[arg(long, default_value_t = 1)]
+    nginx_workers: usize,
+
+    /// An extra flag for every `loadlab serve` (repeatable), e.g. --serve-arg=--db-sync=normal.
+    #[arg(long = "serve-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
+
+    /// Passed by `cargo bench`; without it (as under `cargo test --benches`) the harness
+    /// only runs its self-checks.
+    #[arg(long, hide = true)]
+    pub(crate) bench: bool,
+
+    /// Bench name filters from `cargo bench FILTER`: the load test runs only when none is
+    /// given or one of them matches "loadtest".
+    #[arg(hide = true)]
+    pub(crate) filters: Vec<String>,
+}
+
+/// A server the user runs, named for the report.
+#[derive(Debug, Clone)]
+pub(crate) struct Extra {
+    /// Its name in `--configs` and the report.
+    pub(crate) name: String,
+    /// Its base URL, without a trailing slash.
+    pub(crate) url: String,
+}
+
+/// The validated settings of one harness run.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Measured time per run.
+    pub(crate) duration: Duration,
+    /// Warm-up per run; zero: none.
+    pub(crate) warmup: Duration,
+    /// Connection counts, in the order given.
+    pub(crate) connections: Vec<usize>,
+    /// Scenarios, in report order.
+    pub(crate) scenarios: Vec<Scenario>,
+    /// Names of the configurations to run, in report order (built-ins first).
+    pub(crate) configs: Vec<String>,
+    /// Measured runs per cell.
+    pub(crate) repeat: usize,
+    /// Whether this is a `--quick` smoke run.
+    pub(crate) quick: bool,
+    /// Whether to pin servers and wrk to separate cores.
+    pub(crate) pin: bool,
+    /// User-run servers.
+    pub(crate) extras: Vec<Extra>,
+    /// Output folder.
+    pub(crate) out: PathBuf,
+    /// Shards of the multi-shard configurations.
+    pub(crate) shards: usize,
+    /// wrk threads.
+    pub(crate) wrk_threads: usize,
+    /// nginx worker processes.
+    pub(crate) nginx_workers: usize,
+    /// Extra flags for every `loadlab serve`.
+    pub(crate) serve_args: Vec<String>,
+    /// Cores of this machine.
+    pub(crate) cores: usize,
+}
+
+impl Settings {
+    /// Validates the flags; `now_stamp` names the default output folder.
+    pub(crate) fn from_flags(
+        flags: Flags,
+        package_root: &std::path::Path,
+        now_stamp: &str,
+    ) -> anyhow::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let duration = flags
+            .duration
+            .unwrap_or(Duration::from_secs(if flags.quick { 1 } else { 10 }));
+        let warmup = flags
+            .warmup
+            .unwrap_or(Duration::from_secs(if flags.quick { 1 } else { 2 }));
+        whole_seconds("--duration", duration, 1)?;
+        whole_seconds("--warmup", warmup, 0)?;
+        let connections = flags
+            .connections
+            .unwrap_or_else(|| if flags.quick { vec![64] } else { vec![64, 256] });
+        if flags.wrk_threads == 0 {
+            bail!("--wrk-threads must be at least 1");
+        }
+        if let Some(&c) = connections
+            .iter()
+            .find(|&&c| c < flags.wrk_threads || c > 100_000)
+        {
+            bail!(
+                "--connections {c}: each count must be at least --wrk-threads ({}) and at most 100000",
+                flags.wrk_threads
+            );
+        }
+        if connections.is_empty() {
+            bail!("--connections needs at least one count");
+        }
+        let mut scenarios = flags.scenarios.unwrap_or_else(|| Scenario::ALL.to_vec());
+        // Report order, whatever the order on the command line.
+        scenarios.sort_by_key(|s| Scenario::ALL.iter().position(|a| a == s));
+        scenarios.dedup();
+        let repeat = flags.repeat.unwrap_or(if flags.quick { 1 } else { 3 });
+        if repeat == 0 {
+            bail!("--repeat must be at least 1");
+        }
+        let shards = flags.shards.unwrap_or(cores);
+        if !(1..=256).contains(&shards) {
+            bail!("--shards must be between 1 and 256, got {shards}");
+        }
+        if flags.nginx_workers == 0 {
+            bail!("--nginx-workers must be at least 1");
+        }
+        for (i, extra) in flags.extras.iter().enumerate() {
+            if BUILT_IN.contains(&extra.name.as_str())
+                || flags.extras[..i].iter().any(|e| e.name == extra.name)
+            {
+                bail!("--extra name `{}` is taken: pick another", extra.name);
+            }
+        }
+        let known: Vec<&str> = BUILT_IN
+            .iter()
+            .copied()
+            .chain(flags.extras.iter().map(|e| e.name.as_str()))
+            .collect();
+        let configs: Vec<String> = match flags.configs {
+            None => known.iter().map(|s| s.to_string()).collect(),
+            Some(wanted) => {
+                if let Some(unknown) = wanted.iter().find(|w| !known.contains(&w.as_str())) {
+                    bail!(
+                        "--configs: unknown configuration `{unknown}` (known: {})",
+                        known.join(", ")
+                    );
+                }
+                known
+                    .iter()
+                    .filter(|k| wanted.iter().any(|w| w == *k))
+                    .map(|s| s.to_string())
+                    .collect()
+            }
+        };
+        if configs.is_empty() {
+            bail!("--configs selects nothing");
+        }
+        let out = flags
+            .out
+            .unwrap_or_else(|| package_root.join("benches").join("results").join(now_stamp));
+        Ok(Self {
+            duration,
+            warmup,
+            connections,
+            scenarios,
+            configs,
+            repeat,
+            quick: flags.quick,
+            pin: flags.pin,
+            extras: flags.extras,
+            out,
+            shards,
+            wrk_threads: flags.wrk_threads,
+            nginx_workers: flags.nginx_workers,
+            serve_args: flags.serve_args,
+            cores,
+        })
+    }
+
+    /// The most connections of any run: sizes queues and pools so that no configuration
+    /// is measured against its own admission limits.
+    pub(crate) fn max_connections(&self) -> usize {
+        self.connections.iter().copied().max().unwrap_or(64)
+    }
+
+    /// Measured runs in the whole plan.
+    pub(crate) fn cells(&self) -> usize {
+        self.scenarios.len() * self.connections.len() * self.repeat * self.configs.len()
+    }
+}
+
+fn whole_seconds(flag: &str, d: Duration, min: u64) -> anyhow::Result<()> {
+    if d.subsec_nanos() != 0 || d.as_secs() < min {
+        bail!("{flag} must be a whole number of seconds, at least {min}s (wrk counts in seconds)");
+    }
+    Ok(())
+}
+
+/// Parses `NAME=URL` for `--extra`: a short name, and an `http://` URL on loopback.
+pub(crate) fn parse_extra(s: &str) -> Result<Extra, String> {
+    let (name, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected NAME=URL, e.g. node=http://127.0.0.1:3000"))?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("`{name}`: a name is letters, digits, - and _"));
+    }
+    let url = url.trim_end_matches('/').to_owned();
+    let (host, _, _) = crate::http::split_url(&url).map_err(|e| format!("`{url}`: {e}"))?;
+    // The comparison is only fair on the machine that runs wrk, and a load generator
+    // must never be aimed at someone else's host by a typo.
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(format!(
+            "`{url}`: only loopback targets (127.0.0.0/8, ::1, localhost) are allowed"
+        ));
+    }
+    Ok(Extra {
+        name: name.to_owned(),
+        url,
+    })
+}
+
+/// Whether `cargo bench FILTER...` selected this bench (criterion-style substring match).
+pub(crate) fn selected(filters: &[String]) -> bool {
+    filters.is_empty() || filters.iter().any(|f| "loadtest".contains(f.as_str()))
+}
+
+/// Parses the flags, with a clear message for `--help` and mistakes.
+pub(crate) fn parse() -> Flags {
+    Flags::parse()
+}

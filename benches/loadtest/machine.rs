@@ -1,0 +1,181 @@
+//! What the report says about where it ran: the machine, the versions of everything
+//! measured, and the UTC date. Read once at the start of a run.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::process::{find_program, first_line};
+
+/// The machine.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Machine {
+    /// Logical CPUs available to the harness.
+    pub(crate) cores: usize,
+    /// The CPU model, from /proc/cpuinfo.
+    pub(crate) cpu_model: String,
+    /// Total memory, GiB.
+    pub(crate) memory_gib: f64,
+    /// Kernel release.
+    pub(crate) kernel: String,
+    /// 1, 5 and 15 minute load averages at the start: a busy machine shows here.
+    pub(crate) load_average: String,
+}
+
+impl Machine {
+    /// Reads /proc (fields it cannot read say "unknown").
+    pub(crate) fn read() -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        };
+        let memory_kib = read("/proc/meminfo")
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let load = read("/proc/loadavg");
+        Self {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model: field("model name").unwrap_or_else(|| "unknown".into()),
+            memory_gib: (memory_kib / (1024.0 * 1024.0) * 10.0).round() / 10.0,
+            kernel: non_empty(read("/proc/sys/kernel/osrelease").trim(), "unknown"),
+            load_average: non_empty(
+                &load
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                "unknown",
+            ),
+        }
+    }
+}
+
+fn non_empty(s: &str, fallback: &str) -> String {
+    if s.is_empty() {
+        fallback.to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The programs a run uses, where they were found.
+#[derive(Debug, Clone)]
+pub(crate) struct Tools {
+    /// The loadlab binary cargo built for this bench.
+    pub(crate) loadlab: PathBuf,
+    /// wrk; `None`: nothing can be measured.
+    pub(crate) wrk: Option<PathBuf>,
+    /// nginx; `None`: the nginx rows are skipped.
+    pub(crate) nginx: Option<PathBuf>,
+    /// taskset; `None`: `--pin` cannot be honoured.
+    pub(crate) taskset: Option<PathBuf>,
+}
+
+impl Tools {
+    /// Looks the programs up.
+    pub(crate) fn find(loadlab: &Path) -> Self {
+        Self {
+            loadlab: loadlab.to_owned(),
+            wrk: find_program("wrk"),
+            nginx: find_program("nginx"),
+            taskset: find_program("taskset"),
+        }
+    }
+}
+
+/// Versions of what was measured and of what measured it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Versions {
+    /// `loadlab --version`.
+    pub(crate) loadlab: String,
+    /// The git commit of the checkout, `+dirty` with uncommitted changes.
+    pub(crate) commit: String,
+    /// `wrk -v`, up to its copyright.
+    pub(crate) wrk: String,
+    /// `nginx -v`, or "not installed".
+    pub(crate) nginx: String,
+}
+
+impl Versions {
+    /// Asks each program.
+    pub(crate) fn read(tools: &Tools, package_root: &Path) -> Self {
+        let unknown = || "unknown".to_owned();
+        let wrk = tools
+            .wrk
+            .as_deref()
+            .and_then(|p| first_line(p, &["-v"]))
+            .map(|l| l.split(" Copyright").next().unwrap_or_default().to_owned());
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(package_root)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        let commit = match (
+            git(&["rev-parse", "--short", "HEAD"]),
+            git(&["status", "--porcelain"]),
+        ) {
+            (Some(head), Some(changes)) if !changes.is_empty() => format!("{head}+dirty"),
+            (Some(head), _) => head,
+            _ => unknown(),
+        };
+        Self {
+            loadlab: first_line(&tools.loadlab, &["--version"]).unwrap_or_else(unknown),
+            commit,
+            wrk: wrk.unwrap_or_else(|| "not installed".into()),
+            nginx: tools
+                .nginx
+                .as_deref()
+                .and_then(|p| first_line(p, &["-v"]))
+                .map(|l| l.trim_start_matches("nginx version:").trim().to_owned())
+                .unwrap_or_else(|| "not installed".into()),
+        }
+    }
+}
+
+/// The current UTC time as (`2026-11-23 09:41:15 UTC`, `2026-11-23T094115Z`): the first
+/// for the report, the second for folder names (no colons).
+pub(crate) fn utc_now() -> (String, String) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    utc_from_unix(secs)
+}
+
+/// [`utc_now`] for a given Unix time.
+pub(crate) fn utc_from_unix(secs: u64) -> (String, String) {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let (y, mo, d) = civil_from_days(days as i64);
+    (
+        format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02} UTC"),
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}{m:02}{s:02}Z"),
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// `civil_from_days`), so the harness needs no date crate.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}

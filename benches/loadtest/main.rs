@@ -1,0 +1,189 @@
+//! `cargo bench --bench loadtest`: load-test comparisons of loadlab set-ups in one
+//! command. Starts each configuration on loopback ports, drives it with wrk, stops it,
+//! and writes `report.md`, `results.json` and SVG charts to a dated folder under
+//! `benches/results/`. `docs/loadtest.md` is the user's guide.
+//!
+//! # Layout
+//! - [`cli`]: the flags, validated into [`cli::Settings`];
+//! - [`scenario`]: the loads (healthz, insert, randoms, mixed) and their Lua scripts;
+//! - [`target`]: the configurations (one process, sharded, front, nginx, extras), their
+//!   ports and commands, starting and stopping them;
+//! - [`process`]: child processes with a kill-on-drop guard, readiness polling;
+//! - [`wrk`]: one wrk run and its parsed result;
+//! - [`run`]: the interleaved, repeated measuring loop;
+//! - [`report`], [`json`], [`chart`]: the run folder;
+//! - [`machine`]: the machine, versions and date;
+//! - [`http`]: the harness's own small blocking HTTP client;
+//! - [`selfcheck`]: what runs without `--bench`, i.e. under `cargo test --benches`.
+
+mod chart;
+mod cli;
+mod http;
+mod json;
+mod machine;
+mod process;
+mod report;
+mod run;
+mod scenario;
+mod selfcheck;
+mod target;
+mod wrk;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::cli::Settings;
+use crate::machine::{Machine, Tools, Versions};
+use crate::report::RunInfo;
+
+fn main() -> ExitCode {
+    let flags = cli::parse();
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without
+    // it, where a load test of many minutes would be a surprise: check, don't measure.
+    if !flags.bench {
+        return selfcheck::run();
+    }
+    if !cli::selected(&flags.filters) {
+        eprintln!("loadtest: skipped (not selected by the bench filter)");
+        return ExitCode::SUCCESS;
+    }
+    match run(flags) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(flags: cli::Flags) -> anyhow::Result<ExitCode> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (date, stamp) = machine::utc_now();
+    let settings = Settings::from_flags(flags, root, &stamp)?;
+    let tools = Tools::find(Path::new(env!("CARGO_BIN_EXE_loadlab")));
+    if tools.wrk.is_none() {
+        bail!(
+            "wrk is not installed: install it with `sudo apt-get install -y wrk` (Debian, Ubuntu) or \
+             `brew install wrk` (macOS), then run again"
+        );
+    }
+    let (pinned, pin_note) = match (settings.pin, &tools.taskset) {
+        (false, _) => (false, None),
+        (true, None) => (
+            false,
+            Some("taskset is not installed (Debian package util-linux)".to_owned()),
+        ),
+        (true, Some(_)) if settings.cores < 2 => (
+            false,
+            Some("this machine has fewer than 2 cores".to_owned()),
+        ),
+        (true, Some(_)) => (true, None),
+    };
+    let mut configs = target::plan(&settings, &tools.loadlab, tools.nginx.as_deref(), pinned)
+        .map_err(|e| anyhow!(e))?;
+    std::fs::create_dir_all(&settings.out)
+        .with_context(|| format!("creating {}", settings.out.display()))?;
+    let per_run = settings.warmup + settings.duration + Duration::from_secs(1);
+    eprintln!(
+        "loadtest: {} runs ({} configurations x {} scenarios x {} connection counts x {} repeats), about {} min; \
+         results in {}",
+        settings.cells(),
+        configs.len(),
+        settings.scenarios.len(),
+        settings.connections.len(),
+        settings.repeat,
+        (per_run.as_secs_f64() * settings.cells() as f64 / 60.0).ceil(),
+        settings.out.display()
+    );
+    if let Some(note) = &pin_note {
+        eprintln!("loadtest: --pin not applied: {note}");
+    }
+    // Before the run: the load average is meant to show how busy the machine was.
+    let machine = Machine::read();
+    let versions = Versions::read(&tools, root);
+    let scratch = tempfile::Builder::new()
+        .prefix("loadlab-loadtest-")
+        .tempdir()
+        .context("creating a temporary folder")?;
+    run::open_permissions(scratch.path()).map_err(|e| anyhow!(e))?;
+    let cells = run::run_all(&settings, &mut configs, root, scratch.path(), pinned);
+
+    let info = RunInfo {
+        date,
+        command: harness_command(),
+        settings: &settings,
+        machine,
+        versions,
+        pinned,
+        pin_note,
+        configs: &configs,
+        cells: &cells,
+        root,
+    };
+    write_folder(&info)?;
+    eprintln!(
+        "loadtest: wrote {}",
+        settings.out.join("report.md").display()
+    );
+
+    let measured = cells.iter().filter(|c| c.median().is_some()).count();
+    if measured == 0 {
+        eprintln!("loadtest: no row could be measured; see \"Rows not run\" in the report");
+        return Ok(ExitCode::FAILURE);
+    }
+    if cells.iter().any(run::Cell::rows_missing) {
+        eprintln!(
+            "loadtest: acknowledged inserts are missing from the table; see the insert tables"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes report.md, results.json, the charts and nginx.conf into the run folder.
+fn write_folder(info: &RunInfo<'_>) -> anyhow::Result<()> {
+    let out = &info.settings.out;
+    let write = |name: &str, text: &str| {
+        std::fs::write(out.join(name), text)
+            .with_context(|| format!("writing {}", out.join(name).display()))
+    };
+    write("report.md", &report::markdown(info))?;
+    write(
+        "results.json",
+        &json::render(info).context("rendering results.json")?,
+    )?;
+    let names: Vec<String> = info.configs.iter().map(|c| c.name.clone()).collect();
+    for metric in &chart::METRICS {
+        let s = info.settings;
+        chart::draw(
+            &out.join(metric.file),
+            metric,
+            &s.scenarios,
+            &s.connections,
+            &names,
+            info.cells,
+        )
+        .map_err(|e| anyhow!(e))?;
+    }
+    if let Some(conf) = info.configs.iter().find_map(target::Config::nginx_conf) {
+        write("nginx.conf", &conf)?;
+    }
+    Ok(())
+}
+
+/// The command that started this run, as typed (cargo's own `--bench` left out).
+fn harness_command() -> String {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut command = "cargo bench --bench loadtest".to_owned();
+    if !args.is_empty() {
+        command.push_str(" -- ");
+        command.push_str(&target::shell_join(&args));
+    }
+    command
+}

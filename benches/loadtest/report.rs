@@ -1,0 +1,435 @@
+//! `report.md`: what a person reads. One table per scenario (median run per row, ratio to
+//! the baseline), the rows that could not run and why, the method, the machine, the
+//! versions and the exact commands. [`crate::json`] writes the same facts for machines.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::cli::Settings;
+use crate::machine::{Machine, Versions};
+use crate::run::Cell;
+use crate::scenario::Scenario;
+use crate::target::{Config, randoms_queue, shell_join};
+use crate::wrk::{Measurement, REQUEST_TIMEOUT, WrkCommand};
+
+/// Everything a report is written from.
+#[derive(Debug)]
+pub(crate) struct RunInfo<'a> {
+    /// When the run started, `YYYY-MM-DD HH:MM:SS UTC`.
+    pub(crate) date: String,
+    /// The harness command as typed (`cargo bench --bench loadtest -- ...`).
+    pub(crate) command: String,
+    /// The validated flags.
+    pub(crate) settings: &'a Settings,
+    /// The machine.
+    pub(crate) machine: Machine,
+    /// Versions of what ran.
+    pub(crate) versions: Versions,
+    /// Whether servers and wrk were actually pinned.
+    pub(crate) pinned: bool,
+    /// Why `--pin` was not honoured, when it was asked for and could not be.
+    pub(crate) pin_note: Option<String>,
+    /// The configurations, with their notes and unavailable reasons.
+    pub(crate) configs: &'a [Config],
+    /// The measured rows.
+    pub(crate) cells: &'a [Cell],
+    /// The package root, to show paths relative to it.
+    pub(crate) root: &'a Path,
+}
+
+/// A row that did not run (or a run that failed), and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct NotRun {
+    /// The configuration.
+    pub(crate) config: String,
+    /// Which runs: "all runs" or `scenario, c=N, repeat R`.
+    pub(crate) which: String,
+    /// Why.
+    pub(crate) reason: String,
+}
+
+impl RunInfo<'_> {
+    /// The configuration every ratio is relative to: the first one selected.
+    pub(crate) fn baseline(&self) -> Option<&str> {
+        self.configs.first().map(|c| c.name.as_str())
+    }
+
+    /// `cell`'s median throughput over the baseline's at the same scenario and
+    /// connections.
+    pub(crate) fn ratio(&self, cell: &Cell) -> Option<f64> {
+        let base = self.baseline()?;
+        let base = self.cells.iter().find(|c| {
+            c.config == base && c.scenario == cell.scenario && c.connections == cell.connections
+        })?;
+        let (m, b) = (cell.median()?, base.median()?);
+        (b.rps > 0.0).then(|| m.rps / b.rps)
+    }
+
+    /// The sentence on sharing the machine, pinning included.
+    pub(crate) fn shares_machine(&self) -> String {
+        let cores = self.machine.cores;
+        let mut s = format!(
+            "wrk (the load generator) and the servers share this machine ({cores} cores): every request \
+             also costs wrk CPU time, so absolute figures are lower than on separate machines, and \
+             comparisons between rows are the point. "
+        );
+        if self.pinned {
+            s.push_str(
+                "Pinned (`--pin`): the servers (loadlab, nginx) run on CPU 0 (`taskset -c 0`) and wrk on \
+                 CPU 1 (`taskset -c 1`); servers you run yourself (`--extra`) are not pinned.",
+            );
+        } else {
+            s.push_str("Not pinned: the kernel schedules wrk and the servers over all cores.");
+        }
+        if let Some(note) = &self.pin_note {
+            let _ = write!(s, " `--pin` was asked for but not applied: {note}.");
+        }
+        s
+    }
+
+    /// Rows that did not run: unavailable configurations and failed runs.
+    pub(crate) fn not_run(&self) -> Vec<NotRun> {
+        let mut rows: Vec<NotRun> = self
+            .configs
+            .iter()
+            .filter_map(|c| {
+                let reason = c.unavailable.clone()?;
+                let ran = self
+                    .cells
+                    .iter()
+                    .any(|cell| cell.config == c.name && cell.median().is_some());
+                let which = if ran {
+                    "the runs after it failed to start"
+                } else {
+                    "all runs"
+                };
+                Some(NotRun {
+                    config: c.name.clone(),
+                    which: which.to_owned(),
+                    reason,
+                })
+            })
+            .collect();
+        for cell in self.cells {
+            for attempt in &cell.attempts {
+                if let Some(error) = &attempt.error {
+                    rows.push(NotRun {
+                        config: cell.config.clone(),
+                        which: format!(
+                            "{}, c={}, repeat {}",
+                            cell.scenario.name(),
+                            cell.connections,
+                            attempt.rep + 1
+                        ),
+                        reason: error.clone(),
+                    });
+                }
+            }
+        }
+        rows
+    }
+
+    /// The wrk command of a scenario, its target shown as `$TARGET` (see the
+    /// configurations table).
+    pub(crate) fn wrk_command(
+        &self,
+        scenario: Scenario,
+        connections: usize,
+        duration: std::time::Duration,
+    ) -> String {
+        let s = self.settings;
+        let argv = WrkCommand::new(
+            self.pinned,
+            s.wrk_threads,
+            connections,
+            duration,
+            scenario.script(),
+            "",
+        )
+        .argv;
+        let shown = shell_join(&argv[..argv.len() - 1]);
+        format!("{shown} \"$TARGET{}\"", scenario.path())
+    }
+}
+
+/// Writes the markdown report.
+pub(crate) fn markdown(info: &RunInfo<'_>) -> String {
+    let s = info.settings;
+    let mut md = String::new();
+    let _ = writeln!(md, "# loadlab load-test comparison, {}\n", info.date);
+    let _ = writeln!(md, "{}\n", info.shares_machine());
+    if s.quick {
+        md.push_str("**Smoke run (`--quick`)**: runs of a few seconds, no repeats: the figures are rough.\n\n");
+    }
+    let base = info.baseline().unwrap_or("none");
+    let _ = writeln!(
+        md,
+        "Each row is the median of {} measured run(s) of {} s by requests/s (all figures from that one run), \
+         after a {} s warm-up; *spread* is the slowest and fastest run. Latencies in milliseconds. \
+         *vs {base}*: requests/s over the `{base}` row's at the same connections. \
+         *errors*: socket errors (connect, read, write, timeouts over {} s); *non-2xx*: responses outside 2xx.\n",
+        s.repeat,
+        s.duration.as_secs(),
+        s.warmup.as_secs(),
+        REQUEST_TIMEOUT.as_secs(),
+    );
+    md.push_str("## Results\n\n");
+    for &scenario in &s.scenarios {
+        let _ = writeln!(md, "### {}\n\n{}.\n", scenario.name(), scenario.describe());
+        md.push_str(&scenario_table(info, scenario));
+        md.push('\n');
+    }
+    md.push_str("## Charts\n\n![Throughput per configuration and scenario](throughput.svg)\n\n");
+    md.push_str("![p99 latency per configuration and scenario](p99.svg)\n\n");
+    md.push_str("## Rows not run\n\n");
+    let not_run = info.not_run();
+    if not_run.is_empty() {
+        md.push_str("Every row ran.\n\n");
+    }
+    for row in &not_run {
+        let _ = writeln!(
+            md,
+            "- `{}`, {}: {}",
+            row.config,
+            row.which,
+            one_line(&row.reason)
+        );
+    }
+    for config in info.configs.iter().filter(|c| !c.notes.is_empty()) {
+        let _ = writeln!(md, "- `{}` note: {}", config.name, config.notes.join("; "));
+    }
+    if !not_run.is_empty() || info.configs.iter().any(|c| !c.notes.is_empty()) {
+        md.push('\n');
+    }
+    md.push_str(&method(info));
+    md.push_str(&machine_and_commands(info));
+    md
+}
+
+fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
+    let base = info.baseline().unwrap_or("baseline");
+    let mut t = String::new();
+    let rows_col = if scenario.inserts() {
+        " rows found / acked |"
+    } else {
+        ""
+    };
+    let rows_sep = if scenario.inserts() { "---|" } else { "" };
+    let _ = writeln!(
+        t,
+        "| configuration | conns | req/s | spread | p50 | p90 | p99 | errors | non-2xx |{rows_col} vs {base} |"
+    );
+    let _ = writeln!(
+        t,
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|{rows_sep}---:|"
+    );
+    for &connections in &info.settings.connections {
+        for config in info.configs {
+            let Some(cell) = info.cells.iter().find(|c| {
+                c.scenario == scenario && c.connections == connections && c.config == config.name
+            }) else {
+                continue;
+            };
+            let Some(m) = cell.median() else {
+                let why = if config.unavailable.is_some() {
+                    "not run"
+                } else {
+                    "failed"
+                };
+                let rows = if scenario.inserts() { " |" } else { "" };
+                let _ = writeln!(
+                    t,
+                    "| {} | {connections} | {why} (see below) | | | | | | |{rows} |",
+                    config.name
+                );
+                continue;
+            };
+            let spread = cell
+                .spread()
+                .filter(|_| cell.attempts.len() > 1)
+                .map_or_else(String::new, |(lo, hi)| {
+                    format!("{}–{}", thousands(lo), thousands(hi))
+                });
+            let rows = if scenario.inserts() {
+                format!(" {} |", rows_cell(cell, m))
+            } else {
+                String::new()
+            };
+            let ratio = info
+                .ratio(cell)
+                .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
+            let _ = writeln!(
+                t,
+                "| {} | {connections} | {} | {spread} | {} | {} | {} | {} | {} |{rows} {ratio} |",
+                config.name,
+                thousands(m.rps),
+                ms(m.p50_ms),
+                ms(m.p90_ms),
+                ms(m.p99_ms),
+                errors(m),
+                thousands(m.non_2xx as f64),
+            );
+        }
+    }
+    t
+}
+
+fn rows_cell(cell: &Cell, m: &Measurement) -> String {
+    let missing = if cell.rows_missing() {
+        " **ACKNOWLEDGED ROWS MISSING**"
+    } else {
+        ""
+    };
+    match (m.rows_found, m.inserts_acked) {
+        (Some(found), Some(acked)) => {
+            let mark = if found >= acked { "ok" } else { "MISSING" };
+            format!(
+                "{} / {} {mark}{missing}",
+                thousands(found as f64),
+                thousands(acked as f64)
+            )
+        }
+        (None, Some(acked)) => format!(
+            "? / {} ({})",
+            thousands(acked as f64),
+            m.rows_note.as_deref().unwrap_or("no count")
+        ),
+        _ => "?".to_owned(),
+    }
+}
+
+fn errors(m: &Measurement) -> String {
+    let e = m.errors;
+    if e.total() == 0 {
+        return "0".to_owned();
+    }
+    let parts: Vec<String> = [
+        ("connect", e.connect),
+        ("read", e.read),
+        ("write", e.write),
+        ("timeout", e.timeout),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{what} {n}"))
+    .collect();
+    format!("{} ({})", e.total(), parts.join(", "))
+}
+
+fn method(info: &RunInfo<'_>) -> String {
+    let s = info.settings;
+    let mut md = String::from("## Method\n\n");
+    let _ = writeln!(
+        md,
+        "- For each scenario and connection count, {} round(s): each round runs every configuration once, \
+         the first configuration rotating from round to round, so drift of a noisy machine spreads over all rows.",
+        s.repeat
+    );
+    md.push_str(
+        "- Every run starts its configuration afresh (new temporary database, new processes), waits for \
+         `GET /readyz` to answer 200, warms up with the same load, measures, then stops everything with \
+         SIGTERM (SIGKILL after 10 s).\n",
+    );
+    md.push_str(
+        "- wrk is closed-loop: each connection sends its next request when the previous one is answered, so \
+         it finds capacity but does not correct coordinated omission; compare latencies between rows of \
+         similar throughput.\n",
+    );
+    let _ = writeln!(
+        md,
+        "- Every `loadlab serve` runs with `--randoms-queue {}` (default 64): otherwise randoms-1e6 at 256 \
+         connections would measure admission 503s instead of throughput. The front runs with \
+         `--upstream-pool {}` and nginx with `keepalive {}`, both sized to the most connections of the run.",
+        randoms_queue(s.max_connections()),
+        s.max_connections(),
+        s.max_connections(),
+    );
+    md.push_str(
+        "- Inserts: the table's row count (`GET /app/mega/stats` on shard 0) is read after the warm-up and \
+         after the measured run; *rows found* is the difference and *acked* the 201s wrk received. Found \
+         must be at least acked (an insert still in flight when wrk stops may add a few more).\n",
+    );
+    md.push_str(
+        "- *non-2xx*: counted by the Lua script for insert and mixed; for the others wrk's own count of \
+         4xx and 5xx.\n\n",
+    );
+    md
+}
+
+fn machine_and_commands(info: &RunInfo<'_>) -> String {
+    let (m, v, s) = (&info.machine, &info.versions, info.settings);
+    let mut md = String::from("## Machine and versions\n\n");
+    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(md, "| CPU | {} × {} |", m.cores, m.cpu_model);
+    let _ = writeln!(md, "| memory | {} GiB |", m.memory_gib);
+    let _ = writeln!(md, "| kernel | {} |", m.kernel);
+    let _ = writeln!(md, "| load average at start | {} |", m.load_average);
+    let _ = writeln!(md, "| loadlab | {} (commit {}) |", v.loadlab, v.commit);
+    let _ = writeln!(md, "| wrk | {} |", v.wrk);
+    let _ = writeln!(md, "| nginx | {} |\n", v.nginx);
+    md.push_str("## Commands\n\n");
+    let _ = writeln!(
+        md,
+        "The harness, from the repository root:\n\n```sh\n{}\n```\n",
+        info.command
+    );
+    md.push_str("Configurations (`$RUN_DIR`: a fresh temporary folder for each run; `$TARGET`: where wrk points):\n\n");
+    md.push_str("| configuration | what | `$TARGET` |\n|---|---|---|\n");
+    for c in info.configs {
+        let _ = writeln!(md, "| `{}` | {} | {} |", c.name, c.description, c.target);
+    }
+    md.push_str("\n```sh\n");
+    for c in info.configs {
+        let _ = writeln!(md, "# {}", c.name);
+        for command in c.commands(info.root) {
+            let _ = writeln!(md, "{command}");
+        }
+    }
+    md.push_str("```\n\n");
+    if info.configs.iter().any(|c| c.nginx_conf().is_some()) {
+        md.push_str("nginx's configuration is in `nginx.conf` in this folder.\n\n");
+    }
+    let _ = writeln!(
+        md,
+        "wrk, for each scenario (`-c` as in the table; warm-up: the same with `-d{}s`):\n\n```sh",
+        s.warmup.as_secs()
+    );
+    for &scenario in &s.scenarios {
+        for &connections in &s.connections {
+            let _ = writeln!(
+                md,
+                "{}",
+                info.wrk_command(scenario, connections, s.duration)
+            );
+        }
+    }
+    md.push_str("```\n");
+    md
+}
+
+/// `81234.5` -> `81,235`.
+pub(crate) fn thousands(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Milliseconds with three significant digits (`0.412`, `1.52`, `15.2`, `152`).
+pub(crate) fn ms(x: f64) -> String {
+    match x {
+        x if x < 1.0 => format!("{x:.3}"),
+        x if x < 10.0 => format!("{x:.2}"),
+        x if x < 100.0 => format!("{x:.1}"),
+        x => format!("{x:.0}"),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '|'], " ")
+}

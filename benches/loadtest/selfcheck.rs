@@ -1,0 +1,280 @@
+//! Checks of the harness's own logic, run when the binary is started without `--bench`
+//! (as `cargo test --benches` and `cargo test --all-targets` do): a bench target with
+//! `harness = false` gets no libtest, so `#[test]`s here would never run. No server, no
+//! wrk, no network: only parsing, arithmetic and the presence of the committed scripts.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Flags, Settings, parse_extra, selected};
+use crate::http::{parse_response, split_url};
+use crate::machine::utc_from_unix;
+use crate::report::{ms, thousands};
+use crate::run::{Attempt, Cell};
+use crate::scenario::Scenario;
+use crate::target::shell_join;
+use crate::wrk::{Measurement, parse_result};
+
+type Check = (&'static str, fn() -> Result<(), String>);
+
+const CHECKS: &[Check] = &[
+    (
+        "wrk_result_line_parses_with_and_without_counts",
+        wrk_result_line,
+    ),
+    ("quick_defaults_and_explicit_flags_win", quick_defaults),
+    ("bad_flags_are_refused", bad_flags),
+    ("extras_must_be_loopback_http", extras_loopback),
+    ("http_responses_parse_plain_and_chunked", http_parsing),
+    ("median_is_one_real_run", median),
+    ("dates_and_numbers_format", formatting),
+    ("shell_commands_quote_what_needs_it", shell_quoting),
+    ("every_scenario_script_is_committed", scripts_exist),
+];
+
+/// Runs every check; prints one line each and a `N passed, N failed` summary.
+pub(crate) fn run() -> ExitCode {
+    eprintln!(
+        "loadtest: no --bench argument: running self-checks only (the load test runs under `cargo bench`)"
+    );
+    let mut failed = 0;
+    for (name, check) in CHECKS {
+        match check() {
+            Ok(()) => println!("loadtest self-check {name} ... ok"),
+            Err(e) => {
+                failed += 1;
+                println!("loadtest self-check {name} ... FAILED: {e}");
+            }
+        }
+    }
+    println!(
+        "loadtest self-check: {} passed, {failed} failed",
+        CHECKS.len() - failed
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+fn settings(args: &[&str]) -> Result<Settings, String> {
+    let flags = Flags::try_parse_from(std::iter::once("loadtest").chain(args.iter().copied()))
+        .map_err(|e| e.to_string())?;
+    Settings::from_flags(flags, Path::new("/repo"), "STAMP").map_err(|e| format!("{e:#}"))
+}
+
+fn wrk_result_line() -> Result<(), String> {
+    let plain = "Running 1s test\nLOADLAB_RESULT {\"requests\":1000,\"duration_us\":2000000,\"bytes\":1,\"connect\":0,\
+                 \"read\":2,\"write\":0,\"timeout\":1,\"status\":7,\"p50_us\":400,\"p90_us\":900,\"p99_us\":1500,\
+                 \"max_us\":9000,\"mean_us\":500,\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null}\n";
+    let m = Measurement::from_wrk(&parse_result(plain)?);
+    ensure(m.rps == 500.0 && m.p99_ms == 1.5 && m.non_2xx == 7, || {
+        format!("{m:?}")
+    })?;
+    ensure(m.errors.total() == 3 && m.inserts_acked.is_none(), || {
+        format!("{m:?}")
+    })?;
+    let counted = plain.replace(
+        "\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null",
+        "\"count_2xx\":990,\"count_non2xx\":10,\"count_201\":990",
+    );
+    let mut m = Measurement::from_wrk(&parse_result(&counted)?);
+    ensure(m.non_2xx == 10 && m.inserts_acked == Some(990), || {
+        format!("{m:?}")
+    })?;
+    m.rows_found = Some(989);
+    ensure(m.rows_missing(), || {
+        "989 rows for 990 acks must count as missing".into()
+    })?;
+    m.rows_found = Some(995);
+    ensure(!m.rows_missing(), || {
+        "995 rows for 990 acks are fine".into()
+    })?;
+    ensure(parse_result("wrk: connection refused").is_err(), || {
+        "no result line must be an error".into()
+    })
+}
+
+fn quick_defaults() -> Result<(), String> {
+    let s = settings(&["--quick"])?;
+    ensure(
+        s.duration.as_secs() == 1 && s.repeat == 1 && s.connections == [64],
+        || format!("{s:?}"),
+    )?;
+    let s = settings(&[
+        "--quick",
+        "--duration",
+        "3s",
+        "--connections",
+        "8,16",
+        "--scenarios",
+        "insert,healthz",
+    ])?;
+    ensure(
+        s.duration.as_secs() == 3 && s.connections == [8, 16],
+        || format!("{s:?}"),
+    )?;
+    ensure(s.scenarios == [Scenario::Healthz, Scenario::Insert], || {
+        format!("{:?}", s.scenarios)
+    })?;
+    let s = settings(&[
+        "--configs",
+        "sharded,shards1",
+        "--extra",
+        "node=http://127.0.0.1:3000/",
+    ])?;
+    ensure(s.configs == ["shards1", "sharded"], || {
+        format!("{:?}", s.configs)
+    })?;
+    let s = settings(&["--extra", "node=http://127.0.0.1:3000"])?;
+    ensure(s.configs.last().map(String::as_str) == Some("node"), || {
+        format!("{:?}", s.configs)
+    })?;
+    ensure(s.out == Path::new("/repo/benches/results/STAMP"), || {
+        format!("{:?}", s.out)
+    })?;
+    ensure(
+        selected(&[]) && selected(&["loadtest".into()]) && !selected(&["kernel".into()]),
+        || "bench filters".into(),
+    )
+}
+
+fn bad_flags() -> Result<(), String> {
+    for args in [
+        &["--duration", "1500ms"][..],
+        &["--configs", "apache"],
+        &["--repeat", "0"],
+        &["--connections", "0"],
+        &["--scenarios", "nope"],
+        &["--extra", "nginx=http://127.0.0.1:1"],
+        &["--shards", "0"],
+    ] {
+        ensure(settings(args).is_err(), || {
+            format!("{args:?} must be refused")
+        })?;
+    }
+    Ok(())
+}
+
+fn extras_loopback() -> Result<(), String> {
+    for ok in [
+        "a=http://127.0.0.1:3000",
+        "b=http://localhost:8080/",
+        "c=http://[::1]:9000",
+        "d=http://127.1.2.3",
+    ] {
+        parse_extra(ok)?;
+    }
+    for bad in [
+        "a=http://10.0.0.1:3000",
+        "b=https://127.0.0.1",
+        "c=http://example.com",
+        "=http://127.0.0.1",
+        "d",
+    ] {
+        ensure(parse_extra(bad).is_err(), || {
+            format!("{bad} must be refused")
+        })?;
+    }
+    let (host, port, path) = split_url("http://[::1]:9000/api/x?y=1")?;
+    ensure(
+        host == "[::1]" && port == 9000 && path == "/api/x?y=1",
+        || format!("{host} {port} {path}"),
+    )
+}
+
+fn http_parsing() -> Result<(), String> {
+    let plain = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")?;
+    ensure(plain.status == 200 && plain.body == "hello", || {
+        format!("{plain:?}")
+    })?;
+    let chunked =
+        parse_response(b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\n\r\n")?;
+    ensure(
+        chunked.status == 503 && chunked.body == "hello world",
+        || format!("{chunked:?}"),
+    )?;
+    ensure(parse_response(b"garbage").is_err(), || {
+        "garbage must not parse".into()
+    })
+}
+
+fn median() -> Result<(), String> {
+    let run = |rps: f64, p99_ms: f64| {
+        let mut m = Measurement::from_wrk(&parse_result(&format!(
+            "LOADLAB_RESULT {{\"requests\":{rps},\"duration_us\":1000000,\"bytes\":0,\"connect\":0,\"read\":0,\
+             \"write\":0,\"timeout\":0,\"status\":0,\"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\"max_us\":1,\
+             \"mean_us\":1,\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null}}"
+        ))?);
+        m.p99_ms = p99_ms;
+        Ok::<_, String>(Attempt {
+            rep: 0,
+            measurement: Some(m),
+            error: None,
+        })
+    };
+    let cell = Cell {
+        scenario: Scenario::Healthz,
+        connections: 64,
+        config: "x".into(),
+        attempts: vec![run(300.0, 3.0)?, run(100.0, 1.0)?, run(200.0, 2.0)?],
+    };
+    let m = cell.median().ok_or("no median")?;
+    ensure(m.rps == 200.0 && m.p99_ms == 2.0, || format!("{m:?}"))?;
+    ensure(cell.spread() == Some((100.0, 300.0)), || {
+        format!("{:?}", cell.spread())
+    })
+}
+
+fn formatting() -> Result<(), String> {
+    let (human, folder) = utc_from_unix(1_700_000_000);
+    ensure(
+        human == "2023-11-14 22:13:20 UTC" && folder == "2023-11-14T221320Z",
+        || format!("{human} {folder}"),
+    )?;
+    ensure(utc_from_unix(951_782_400).1 == "2000-02-29T000000Z", || {
+        "leap day".into()
+    })?;
+    ensure(
+        thousands(81_234.5) == "81,235" && thousands(999.0) == "999" && thousands(0.0) == "0",
+        || thousands(81_234.5),
+    )?;
+    ensure(
+        ms(0.4123) == "0.412" && ms(1.523) == "1.52" && ms(152.4) == "152",
+        || ms(1.523),
+    )
+}
+
+fn shell_quoting() -> Result<(), String> {
+    let argv: Vec<String> = [
+        "wrk",
+        "-c64",
+        "http://127.0.0.1:1/api/randoms?cant=1e6",
+        "it's",
+    ]
+    .map(String::from)
+    .to_vec();
+    let line = shell_join(&argv);
+    ensure(
+        line == r"wrk -c64 'http://127.0.0.1:1/api/randoms?cant=1e6' 'it'\''s'",
+        || line,
+    )
+}
+
+fn scripts_exist() -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for scenario in Scenario::ALL {
+        let script = root.join(scenario.script());
+        ensure(script.is_file(), || {
+            format!("{} is missing", script.display())
+        })?;
+    }
+    Ok(())
+}

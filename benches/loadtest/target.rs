@@ -1,0 +1,445 @@
+//! The configurations being compared: how each is started on loopback ports, where wrk
+//! points, and how it is stopped. Planned once per harness run (fixed ports, fixed
+//! commands, so the report can print them exactly), started fresh for every measured run
+//! with a new temporary database.
+//!
+//! Built-in configurations (the names of `--configs`):
+//! - `shards1`: `loadlab serve --shards 1 --no-front`, wrk on the shard (the baseline);
+//! - `sharded`: `loadlab serve --shards N --no-front`, wrk on shard 0 only;
+//! - `front`: `loadlab serve --shards N`, wrk on loadlab's front;
+//! - `nginx`: `loadlab serve --shards N --no-front` with nginx before its shards.
+//!
+//! Extras (`--extra NAME=URL`) are servers the user runs; the harness only points wrk at
+//! them.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cli::Settings;
+use crate::process::{Process, wait_ready};
+
+/// Names of the built-in configurations, in report order.
+pub(crate) const BUILT_IN: [&str; 4] = ["shards1", "sharded", "front", "nginx"];
+/// Stands for the fresh temporary folder of one measured run in command templates.
+const RUN_DIR: &str = "{run_dir}";
+/// How long a started configuration gets to answer `/readyz`.
+const READY_WITHIN: Duration = Duration::from_secs(15);
+
+/// What runs behind a configuration.
+#[derive(Debug, Clone)]
+enum Setup {
+    /// One `loadlab serve` command.
+    Loadlab { loadlab: Vec<String> },
+    /// `loadlab serve --no-front` with nginx before its shards.
+    Nginx {
+        loadlab: Vec<String>,
+        nginx: Vec<String>,
+        conf: String,
+    },
+    /// A server the user runs: nothing to start or stop.
+    External,
+}
+
+/// One configuration of the comparison.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Its name in `--configs`, the report and the JSON.
+    pub(crate) name: String,
+    /// One line for the report.
+    pub(crate) description: String,
+    /// Base URL wrk is pointed at (scenario paths are appended).
+    pub(crate) target: String,
+    /// Base URL of loadlab itself (shard 0), for `/app/mega/stats`; the target for extras.
+    pub(crate) direct: String,
+    /// URLs that must answer 200 before a run, in order.
+    ready_urls: Vec<String>,
+    setup: Setup,
+    /// Why it cannot run (a missing tool, a failed start); `None` while it can. Once set,
+    /// its remaining runs are skipped rather than failing one by one.
+    pub(crate) unavailable: Option<String>,
+    /// What the report should say about it (an unclean stop...), without repeats.
+    pub(crate) notes: Vec<String>,
+}
+
+/// A started configuration.
+#[derive(Debug)]
+pub(crate) struct Running {
+    /// In start order; stopped in reverse (nginx before the shards behind it).
+    processes: Vec<Process>,
+}
+
+impl Running {
+    /// Stops everything that was started; returns notes on unclean stops.
+    pub(crate) fn stop(mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        while let Some(process) = self.processes.pop() {
+            notes.extend(process.stop());
+        }
+        notes
+    }
+}
+
+impl Config {
+    /// The commands that start it, as a user would type them from the package root
+    /// (`$RUN_DIR`: a fresh temporary folder per measured run).
+    pub(crate) fn commands(&self, root: &Path) -> Vec<String> {
+        let root = format!("{}/", root.display());
+        let show = |argv: &[String]| {
+            shell_join(argv)
+                .replace(RUN_DIR, "$RUN_DIR")
+                .replace(&root, "")
+        };
+        match &self.setup {
+            Setup::Loadlab { loadlab } => vec![show(loadlab)],
+            Setup::Nginx { loadlab, nginx, .. } => vec![show(loadlab), show(nginx)],
+            Setup::External => vec![format!("(run by you at {})", self.target)],
+        }
+    }
+
+    /// The generated nginx.conf with `$RUN_DIR` in its paths, if this is the nginx row.
+    pub(crate) fn nginx_conf(&self) -> Option<String> {
+        match &self.setup {
+            Setup::Nginx { conf, .. } => Some(conf.replace(RUN_DIR, "$RUN_DIR")),
+            _ => None,
+        }
+    }
+
+    /// Records a note once.
+    pub(crate) fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+
+    /// Starts it with its files under `run_dir` (which must exist), from `cwd`, and waits
+    /// until it is ready. On error everything started so far has been stopped.
+    pub(crate) fn start(&self, run_dir: &Path, cwd: &Path) -> Result<Running, String> {
+        let dir = run_dir.to_string_lossy();
+        let fill = |argv: &[String]| {
+            argv.iter()
+                .map(|a| a.replace(RUN_DIR, &dir))
+                .collect::<Vec<_>>()
+        };
+        let mut processes = Vec::new();
+        match &self.setup {
+            Setup::External => {
+                // Only check that something answers: an extra may have no /readyz.
+                crate::http::get(&format!("{}/", self.target), Duration::from_secs(2))
+                    .map_err(|e| format!("nothing answers at {}: {e}", self.target))?;
+                return Ok(Running { processes });
+            }
+            Setup::Loadlab { loadlab } => {
+                processes.push(Process::spawn(
+                    "loadlab",
+                    &fill(loadlab),
+                    cwd,
+                    &run_dir.join("loadlab.log"),
+                )?);
+            }
+            Setup::Nginx {
+                loadlab,
+                nginx,
+                conf,
+            } => {
+                processes.push(Process::spawn(
+                    "loadlab",
+                    &fill(loadlab),
+                    cwd,
+                    &run_dir.join("loadlab.log"),
+                )?);
+                // Shards first: nginx would answer 502 until they listen.
+                for url in &self.ready_urls[..self.ready_urls.len() - 1] {
+                    wait_ready(url, READY_WITHIN, &mut processes)?;
+                }
+                std::fs::write(run_dir.join("nginx.conf"), conf.replace(RUN_DIR, &dir))
+                    .map_err(|e| format!("writing nginx.conf: {e}"))?;
+                processes.push(Process::spawn(
+                    "nginx",
+                    &fill(nginx),
+                    cwd,
+                    &run_dir.join("nginx.log"),
+                )?);
+            }
+        }
+        for url in &self.ready_urls {
+            wait_ready(url, READY_WITHIN, &mut processes)?;
+        }
+        Ok(Running { processes })
+    }
+}
+
+/// Plans the selected configurations: picks their ports and writes their commands.
+/// `nginx` is `None` when nginx is not installed (that row is then unavailable); `pin`
+/// runs the servers under `taskset -c 0`.
+pub(crate) fn plan(
+    settings: &Settings,
+    loadlab: &Path,
+    nginx: Option<&Path>,
+    pin: bool,
+) -> Result<Vec<Config>, String> {
+    let mut ports = Ports::new();
+    let max_conns = settings.max_connections();
+    let n = settings.shards;
+    let mut configs = Vec::new();
+    for name in &settings.configs {
+        let config = match name.as_str() {
+            "shards1" => {
+                let base = ports.block(1)?;
+                let argv = serve(settings, loadlab, pin, 1, base, None);
+                loadlab_config(
+                    name,
+                    "`--shards 1`, no front: wrk on the only shard (baseline)",
+                    argv,
+                    base,
+                )
+            }
+            "sharded" => {
+                let base = ports.block(n)?;
+                let argv = serve(settings, loadlab, pin, n, base, None);
+                let what = format!("`--shards {n}`, no front: wrk on shard 0 only");
+                loadlab_config(name, &what, argv, base)
+            }
+            "front" => {
+                let base = ports.block(n)?;
+                let front = ports.block(1)?;
+                let argv = serve(settings, loadlab, pin, n, base, Some(front));
+                let what = format!("`--shards {n}` behind loadlab's front: wrk on the front");
+                let mut config = loadlab_config(name, &what, argv, base);
+                config.target = format!("http://127.0.0.1:{front}");
+                config.ready_urls = vec![format!("{}/readyz", config.target)];
+                config
+            }
+            "nginx" => {
+                let base = ports.block(n)?;
+                let listen = ports.block(1)?;
+                let argv = serve(settings, loadlab, pin, n, base, None);
+                let what = format!(
+                    "`--shards {n}`, no front, nginx ({} worker) before the shards: wrk on nginx",
+                    settings.nginx_workers
+                );
+                let mut config = loadlab_config(name, &what, argv.clone(), base);
+                config.target = format!("http://127.0.0.1:{listen}");
+                config.ready_urls = (0..n)
+                    .map(|i| format!("http://127.0.0.1:{}/readyz", usize::from(base) + i))
+                    .chain([format!("{}/readyz", config.target)])
+                    .collect();
+                let program = nginx.map_or_else(|| "nginx".to_owned(), |p| p.display().to_string());
+                let mut nginx_argv = pinned(pin, 0);
+                nginx_argv.extend([program, "-p".into(), RUN_DIR.into()]);
+                nginx_argv.extend(["-c".into(), format!("{RUN_DIR}/nginx.conf")]);
+                nginx_argv.extend(["-e".into(), format!("{RUN_DIR}/nginx-error.log")]);
+                let conf = nginx_conf(settings.nginx_workers, base, n, listen, max_conns);
+                config.setup = Setup::Nginx {
+                    loadlab: argv,
+                    nginx: nginx_argv,
+                    conf,
+                };
+                if nginx.is_none() {
+                    config.unavailable =
+                        Some("nginx is not installed (`apt-get install -y nginx-light`): nginx rows skipped".into());
+                }
+                config
+            }
+            extra => {
+                let extra = settings
+                    .extras
+                    .iter()
+                    .find(|e| e.name == extra)
+                    .ok_or_else(|| format!("unknown configuration {extra}"))?;
+                Config {
+                    name: extra.name.clone(),
+                    description: format!(
+                        "run by the user at {} (not started, stopped or pinned by the harness)",
+                        extra.url
+                    ),
+                    target: extra.url.clone(),
+                    direct: extra.url.clone(),
+                    ready_urls: Vec::new(),
+                    setup: Setup::External,
+                    unavailable: None,
+                    notes: Vec::new(),
+                }
+            }
+        };
+        configs.push(config);
+    }
+    Ok(configs)
+}
+
+fn loadlab_config(name: &str, description: &str, loadlab: Vec<String>, base: u16) -> Config {
+    let direct = format!("http://127.0.0.1:{base}");
+    Config {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        target: direct.clone(),
+        ready_urls: vec![format!("{direct}/readyz")],
+        direct,
+        setup: Setup::Loadlab { loadlab },
+        unavailable: None,
+        notes: Vec::new(),
+    }
+}
+
+/// `taskset -c CPU` when pinning, else nothing.
+pub(crate) fn pinned(pin: bool, cpu: usize) -> Vec<String> {
+    if pin {
+        vec!["taskset".into(), "-c".into(), cpu.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The `loadlab serve` command line; `front`: the front's port, `None` for `--no-front`.
+fn serve(
+    settings: &Settings,
+    loadlab: &Path,
+    pin: bool,
+    shards: usize,
+    base: u16,
+    front: Option<u16>,
+) -> Vec<String> {
+    let max_conns = settings.max_connections();
+    let mut argv = pinned(pin, 0);
+    argv.push(loadlab.display().to_string());
+    argv.extend(["serve", "--shards"].map(String::from));
+    argv.push(shards.to_string());
+    argv.extend(["--shard-base-port".into(), base.to_string()]);
+    argv.extend(["--db".into(), format!("{RUN_DIR}/mega.db")]);
+    // Admission sized to the load: with the default 64, randoms-1e6 at 256 connections
+    // would measure 503s rather than throughput. The report says so.
+    argv.extend([
+        "--randoms-queue".into(),
+        randoms_queue(max_conns).to_string(),
+    ]);
+    match front {
+        Some(port) => {
+            argv.extend(["--bind".into(), format!("127.0.0.1:{port}")]);
+            // The same sizing rule as nginx's `keepalive` below: no upstream churn.
+            argv.extend(["--upstream-pool".into(), max_conns.to_string()]);
+        }
+        None => argv.push("--no-front".into()),
+    }
+    argv.extend(settings.serve_args.iter().cloned());
+    argv
+}
+
+/// `--randoms-queue` for a run whose largest connection count is `max_conns`.
+pub(crate) fn randoms_queue(max_conns: usize) -> usize {
+    max_conns.max(1024)
+}
+
+/// The generated nginx.conf: `workers` processes, `upstream` over the shard ports,
+/// keep-alive sized to the most connections of the run.
+fn nginx_conf(workers: usize, base: u16, shards: usize, listen: u16, max_conns: usize) -> String {
+    let servers: String = (0..shards)
+        .map(|i| format!("        server 127.0.0.1:{};\n", usize::from(base) + i))
+        .collect();
+    // Each client connection may hold one upstream connection, plus slack for listeners.
+    let worker_connections = (2 * max_conns + 64).max(1024);
+    format!(
+        "# Generated by benches/loadtest: nginx before the shards of `loadlab serve --no-front`.
+worker_processes {workers};
+worker_rlimit_nofile {rlimit};
+daemon off;
+pid {RUN_DIR}/nginx.pid;
+error_log {RUN_DIR}/nginx-error.log warn;
+
+events {{
+    worker_connections {worker_connections};
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {RUN_DIR}/nginx-client-body;
+    proxy_temp_path {RUN_DIR}/nginx-proxy;
+    fastcgi_temp_path {RUN_DIR}/nginx-fastcgi;
+    uwsgi_temp_path {RUN_DIR}/nginx-uwsgi;
+    scgi_temp_path {RUN_DIR}/nginx-scgi;
+    # nginx's default (1000 requests per client connection) would make wrk reconnect
+    # mid-run, a cost the other rows do not pay.
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+
+    upstream loadlab_shards {{
+{servers}        # Idle upstream connections kept: sized to the run's most connections, or they
+        # churn (FIELD-NOTES: keepalive 64 at 256 connections fell to 21 k req/s).
+        keepalive {max_conns};
+        keepalive_requests 1000000;
+        keepalive_timeout 75s;
+    }}
+
+    server {{
+        listen 127.0.0.1:{listen};
+        location / {{
+            proxy_pass http://loadlab_shards;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}
+}}
+",
+        rlimit = 2 * worker_connections,
+    )
+}
+
+/// Hands out loopback ports below the ephemeral range (where wrk's own client sockets
+/// live), starting at an offset derived from the process id so that two harness runs at
+/// once are unlikely to probe the same ports.
+struct Ports {
+    next: u16,
+}
+
+impl Ports {
+    const FIRST: u16 = 20_000;
+    const END: u16 = 32_000;
+
+    fn new() -> Self {
+        let offset = (std::process::id() % 400) as u16 * 25;
+        Self {
+            next: Self::FIRST + offset,
+        }
+    }
+
+    /// `n` consecutive ports that are free now. Another process may still take one
+    /// before the server binds it: that start then fails and the report says why.
+    fn block(&mut self, n: usize) -> Result<u16, String> {
+        let n = u16::try_from(n).map_err(|_| "too many ports".to_owned())?;
+        let mut wrapped = false;
+        loop {
+            if self.next.saturating_add(n) >= Self::END {
+                if wrapped {
+                    return Err(format!(
+                        "no {n} consecutive free loopback ports in {}..{}",
+                        Self::FIRST,
+                        Self::END
+                    ));
+                }
+                wrapped = true;
+                self.next = Self::FIRST;
+            }
+            let base = self.next;
+            self.next += n;
+            if (base..base + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+                return Ok(base);
+            }
+        }
+    }
+}
+
+/// Joins arguments into a command line a POSIX shell reads back the same.
+pub(crate) fn shell_join(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+{}$".contains(c));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

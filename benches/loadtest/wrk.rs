@@ -1,0 +1,201 @@
+//! Running wrk and reading its result: the command line for one run, a bounded wait,
+//! and the `LOADLAB_RESULT` line printed by `benches/wrk/report.lua`, turned into a
+//! [`Measurement`].
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::process::{log_tail, wait_for};
+
+/// wrk's per-request timeout: a request slower than this counts as a timeout error and
+/// leaves the latency figures. Generous, so slow configurations show as slow.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The marker of the line that report.lua prints.
+const RESULT_MARKER: &str = "LOADLAB_RESULT ";
+
+/// How to run wrk.
+#[derive(Debug, Clone)]
+pub(crate) struct WrkCommand {
+    /// The whole command line, `taskset` included when pinning.
+    pub(crate) argv: Vec<String>,
+    /// The run's length, to bound the wait.
+    pub(crate) duration: Duration,
+}
+
+impl WrkCommand {
+    /// A run of `duration` with `connections` over `threads` threads, `script` (relative
+    /// to the package root, wrk's working folder) against `url`.
+    pub(crate) fn new(
+        pin: bool,
+        threads: usize,
+        connections: usize,
+        duration: Duration,
+        script: &str,
+        url: &str,
+    ) -> Self {
+        let mut argv = crate::target::pinned(pin, 1);
+        argv.push("wrk".into());
+        argv.push(format!("-t{threads}"));
+        argv.push(format!("-c{connections}"));
+        argv.push(format!("-d{}s", duration.as_secs()));
+        argv.push(format!("--timeout={}s", REQUEST_TIMEOUT.as_secs()));
+        argv.push("--latency".into());
+        argv.extend(["-s".into(), script.into(), url.into()]);
+        Self { argv, duration }
+    }
+
+    /// Runs it from `cwd`, its output to `log`, and parses the result line.
+    pub(crate) fn run(&self, cwd: &Path, log: &Path) -> Result<WrkResult, String> {
+        let (program, args) = self.argv.split_first().ok_or("empty wrk command")?;
+        let out =
+            std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        // Output to a file rather than a pipe: nothing to drain while waiting.
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting wrk: {e}"))?;
+        // wrk stops itself after -d; the margin covers its start and a slow last request.
+        let limit = self.duration + REQUEST_TIMEOUT + Duration::from_secs(20);
+        let Some(status) = wait_for(&mut child, limit) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "wrk did not finish within {}s: killed",
+                limit.as_secs()
+            ));
+        };
+        let text =
+            std::fs::read_to_string(log).map_err(|e| format!("reading {}: {e}", log.display()))?;
+        if !status.success() {
+            return Err(format!("wrk failed ({status}): {}", log_tail(log)));
+        }
+        parse_result(&text)
+    }
+}
+
+/// What report.lua's `done()` prints: wrk's summary, in its own units.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct WrkResult {
+    requests: u64,
+    duration_us: u64,
+    connect: u64,
+    read: u64,
+    write: u64,
+    timeout: u64,
+    status: u64,
+    p50_us: u64,
+    p90_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    /// `null` unless the script counted responses (insert, mixed).
+    count_2xx: Option<u64>,
+    count_non2xx: Option<u64>,
+    count_201: Option<u64>,
+}
+
+/// Finds and parses the `LOADLAB_RESULT` line in wrk's output.
+pub(crate) fn parse_result(output: &str) -> Result<WrkResult, String> {
+    let line = output
+        .lines()
+        .find_map(|l| l.strip_prefix(RESULT_MARKER))
+        .ok_or_else(|| {
+            format!(
+                "wrk printed no {}line: {}",
+                RESULT_MARKER,
+                crate::process::shorten(output, 300)
+            )
+        })?;
+    serde_json::from_str(line).map_err(|e| format!("bad {}line `{line}`: {e}", RESULT_MARKER))
+}
+
+/// Socket-level errors as wrk counts them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct SocketErrors {
+    /// Failed connects.
+    pub(crate) connect: u64,
+    /// Failed or reset reads.
+    pub(crate) read: u64,
+    /// Failed writes.
+    pub(crate) write: u64,
+    /// Requests slower than wrk's `--timeout`.
+    pub(crate) timeout: u64,
+}
+
+impl SocketErrors {
+    /// All of them.
+    pub(crate) fn total(&self) -> u64 {
+        self.connect + self.read + self.write + self.timeout
+    }
+}
+
+/// One measured run, in the report's units.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Measurement {
+    /// Completed responses per second.
+    pub(crate) rps: f64,
+    /// Latency percentiles and maximum, milliseconds.
+    pub(crate) p50_ms: f64,
+    pub(crate) p90_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+    /// Completed responses.
+    pub(crate) requests: u64,
+    /// Measured seconds.
+    pub(crate) seconds: f64,
+    /// Socket errors.
+    pub(crate) errors: SocketErrors,
+    /// Responses outside 2xx. Where the script does not count responses (healthz,
+    /// randoms), wrk's own status errors: 4xx and 5xx.
+    pub(crate) non_2xx: u64,
+    /// Inserts acknowledged with 201 (insert and mixed only).
+    pub(crate) inserts_acked: Option<u64>,
+    /// Rows the table gained over the measured run (insert and mixed only, when the
+    /// target serves `/app/mega/stats`).
+    pub(crate) rows_found: Option<u64>,
+    /// Why `rows_found` is missing, when it is.
+    pub(crate) rows_note: Option<String>,
+}
+
+impl Measurement {
+    /// Converts wrk's figures.
+    pub(crate) fn from_wrk(r: &WrkResult) -> Self {
+        let seconds = r.duration_us as f64 / 1e6;
+        let ms = |us: u64| us as f64 / 1e3;
+        Self {
+            rps: if seconds > 0.0 {
+                r.requests as f64 / seconds
+            } else {
+                0.0
+            },
+            p50_ms: ms(r.p50_us),
+            p90_ms: ms(r.p90_us),
+            p99_ms: ms(r.p99_us),
+            max_ms: ms(r.max_us),
+            requests: r.requests,
+            seconds,
+            errors: SocketErrors {
+                connect: r.connect,
+                read: r.read,
+                write: r.write,
+                timeout: r.timeout,
+            },
+            non_2xx: r.count_non2xx.unwrap_or(r.status),
+            inserts_acked: r.count_2xx.and(r.count_201),
+            rows_found: None,
+            rows_note: None,
+        }
+    }
+
+    /// Whether an acknowledged insert is missing from the table.
+    pub(crate) fn rows_missing(&self) -> bool {
+        matches!((self.rows_found, self.inserts_acked), (Some(found), Some(acked)) if found < acked)
+    }
+}

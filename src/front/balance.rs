@@ -1,0 +1,270 @@
+//! Balancing: [`Pool`] picks a member for each try, [`Routes`] picks the pool.
+//!
+//! Two pickers, chosen per pool at start-up:
+//! - equal weights: plain round robin on an atomic counter (no lock on the request
+//!   path). The counter picks the k-th *available* member, so a member that is down
+//!   does not double its successor's share.
+//! - unequal weights: nginx's smooth weighted round robin (exact proportions, evenly
+//!   interleaved: 2:1 gives a b a a b a ...), under a mutex held only for the pick.
+//!
+//! Weight 0 means *draining*: never picked, still checked. Unavailable members are
+//! skipped without touching their state, so their weights are intact when they
+//! return.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use metrics::{Counter, Histogram};
+
+use super::upstream::Upstream;
+
+/// A named set of upstreams balanced together.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    name: String,
+    members: Vec<Member>,
+    picker: Picker,
+}
+
+/// One upstream as a member of one pool: its weight and its per-pool metrics.
+#[derive(Debug)]
+pub(crate) struct Member {
+    /// Shared with other pools listing the same address.
+    pub(crate) upstream: Arc<Upstream>,
+    /// The label this pool uses for it.
+    pub(crate) label: String,
+    /// Share of the pool's requests; 0: draining.
+    pub(crate) weight: u32,
+    /// `front_upstream_duration_seconds{pool, upstream}`.
+    pub(crate) duration: Histogram,
+    /// `front_requests_total{pool, upstream, status}` by status code 100..=599, made on
+    /// first use so the request path neither formats labels nor looks up the registry.
+    statuses: Box<[OnceLock<Counter>]>,
+    pool: String,
+}
+
+#[derive(Debug)]
+enum Picker {
+    /// Next turn; the k-th available member is picked for turn k (mod available).
+    RoundRobin(AtomicUsize),
+    /// Smooth weighted round robin: each member's current weight.
+    Weighted(Mutex<Vec<i64>>),
+}
+
+impl Member {
+    /// A member of `pool`.
+    pub(crate) fn new(pool: &str, label: &str, weight: u32, upstream: Arc<Upstream>) -> Self {
+        Self {
+            duration: metrics::histogram!(
+                "front_upstream_duration_seconds",
+                "pool" => pool.to_owned(),
+                "upstream" => label.to_owned()
+            ),
+            statuses: (100..600).map(|_| OnceLock::new()).collect(),
+            upstream,
+            label: label.to_owned(),
+            weight,
+            pool: pool.to_owned(),
+        }
+    }
+
+    /// Counts one answered request in `front_requests_total`.
+    pub(crate) fn count_status(&self, status: u16) {
+        match self.statuses.get(usize::from(status).wrapping_sub(100)) {
+            Some(slot) => slot
+                .get_or_init(|| requests_counter(&self.pool, &self.label, status))
+                .increment(1),
+            None => requests_counter(&self.pool, &self.label, status).increment(1),
+        }
+    }
+
+    fn is_pickable(&self) -> bool {
+        self.weight > 0 && self.upstream.is_available()
+    }
+}
+
+/// `front_requests_total{pool, upstream, status}` (also for `upstream="none"`).
+pub(crate) fn requests_counter(pool: &str, upstream: &str, status: u16) -> Counter {
+    metrics::counter!(
+        "front_requests_total",
+        "pool" => pool.to_owned(),
+        "upstream" => upstream.to_owned(),
+        "status" => status.to_string()
+    )
+}
+
+impl Pool {
+    /// A pool over `members` (at least one).
+    pub(crate) fn new(name: &str, members: Vec<Member>) -> Self {
+        let first = members.iter().map(|m| m.weight).find(|&w| w > 0);
+        let equal = members
+            .iter()
+            .all(|m| m.weight == 0 || Some(m.weight) == first);
+        let picker = if equal {
+            Picker::RoundRobin(AtomicUsize::new(0))
+        } else {
+            Picker::Weighted(Mutex::new(vec![0; members.len()]))
+        };
+        Self {
+            name: name.to_owned(),
+            members,
+            picker,
+        }
+    }
+
+    /// The pool's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The members, in config order.
+    pub(crate) fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Picks the member for the next try, skipping unavailable, draining and `tried`
+    /// members; `None` when no member is left.
+    pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let pickable = |i: usize| !tried.contains(&i) && self.members[i].is_pickable();
+        match &self.picker {
+            Picker::RoundRobin(next) => {
+                let turn = next.fetch_add(1, Ordering::Relaxed);
+                let n = self.members.len();
+                // Fast path, every member up: exact round robin with no counting.
+                let first = turn % n;
+                if tried.is_empty() && self.members.iter().all(Member::is_pickable) {
+                    return Some(first);
+                }
+                let available = (0..n).filter(|&i| pickable(i)).count();
+                if available == 0 {
+                    return None;
+                }
+                (0..n).filter(|&i| pickable(i)).nth(turn % available)
+            }
+            Picker::Weighted(current) => {
+                // Poisoning only means a panic mid-pick; the weights are still numbers.
+                let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+                let mut total = 0i64;
+                let mut best: Option<usize> = None;
+                for (i, member) in self.members.iter().enumerate() {
+                    if !pickable(i) {
+                        continue;
+                    }
+                    let weight = i64::from(member.weight);
+                    current[i] += weight;
+                    total += weight;
+                    if best.is_none_or(|b| current[i] > current[b]) {
+                        best = Some(i);
+                    }
+                }
+                let best = best?;
+                current[best] -= total;
+                Some(best)
+            }
+        }
+    }
+}
+
+/// Path prefixes to pools; the longest matching prefix wins.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    /// (prefix, pool index), longest prefix first, so the first match is the longest.
+    by_length: Vec<(String, usize)>,
+    /// The pool for paths no route matches.
+    fallback: usize,
+}
+
+impl Routes {
+    /// Routes from (prefix, pool index) pairs.
+    pub(crate) fn new(mut routes: Vec<(String, usize)>, fallback: usize) -> Self {
+        routes.sort_by_key(|route| std::cmp::Reverse(route.0.len()));
+        Self {
+            by_length: routes,
+            fallback,
+        }
+    }
+
+    /// The pool index for `path`.
+    pub(crate) fn pool_for(&self, path: &str) -> usize {
+        self.by_length
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map_or(self.fallback, |&(_, pool)| pool)
+    }
+
+    /// The pool index for paths no route matches.
+    pub(crate) fn fallback(&self) -> usize {
+        self.fallback
+    }
+
+    /// (prefix, pool index), longest first.
+    pub(crate) fn entries(&self) -> &[(String, usize)] {
+        &self.by_length
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::front::config::HealthConfig;
+
+    fn pool(weights: &[u32]) -> Pool {
+        let members = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let label = format!("127.0.0.1:{}", 10 + i);
+                let addr = label.parse().expect("literal");
+                let upstream =
+                    Upstream::new(&label, addr, &[], &HealthConfig::default()).expect("valid");
+                Member::new("test", &label, w, Arc::new(upstream))
+            })
+            .collect();
+        Pool::new("test", members)
+    }
+
+    fn picks(pool: &Pool, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| pool.pick(&[]).expect("a member is available"))
+            .collect()
+    }
+
+    #[test]
+    fn equal_weights_take_turns() {
+        assert_eq!(picks(&pool(&[1, 1, 1]), 6), [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn smooth_weights_are_exact_and_interleaved() {
+        assert_eq!(picks(&pool(&[2, 1]), 6), [0, 1, 0, 0, 1, 0]);
+        assert_eq!(picks(&pool(&[5, 1, 1]), 7), [0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn weight_zero_is_draining_and_never_picked() {
+        assert_eq!(picks(&pool(&[0, 1, 1]), 4), [1, 2, 1, 2]);
+        assert_eq!(picks(&pool(&[0, 2, 1]), 3), [1, 2, 1]);
+        assert_eq!(pool(&[0, 0]).pick(&[]), None);
+    }
+
+    #[test]
+    fn tried_and_unavailable_members_are_skipped_evenly() {
+        let p = pool(&[1, 1, 1]);
+        assert_eq!(p.pick(&[0, 1]), Some(2));
+        assert_eq!(p.pick(&[0, 1, 2]), None);
+        p.members[1].upstream.set_active_up(false);
+        let got = picks(&p, 4);
+        assert_eq!(got.iter().filter(|&&i| i == 0).count(), 2, "{got:?}");
+        assert_eq!(got.iter().filter(|&&i| i == 2).count(), 2, "{got:?}");
+    }
+
+    #[test]
+    fn the_longest_prefix_wins() {
+        let routes = Routes::new(vec![("/api".into(), 1), ("/api/randoms".into(), 2)], 0);
+        assert_eq!(routes.pool_for("/api/randoms"), 2);
+        assert_eq!(routes.pool_for("/api/other"), 1);
+        assert_eq!(routes.pool_for("/app"), 0);
+    }
+}

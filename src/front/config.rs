@@ -1,0 +1,441 @@
+//! [`FrontConfig`]: the front's pools, routes and health checks, from a TOML file
+//! (`--front-config` of `serve`, `--config` of `loadlab front`) or built in (one
+//! round-robin pool of all shards).
+//!
+//! The file format, with every key (`examples/front.toml` is the nginx set-up this
+//! replaces; `docs/front.md` documents it for users):
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"          # loadlab front only; --bind overrides it
+//! default_pool = "main"              # optional: pool for paths no route matches
+//!
+//! [health]                           # every key optional; defaults shown
+//! active = true                      # GET `path` every `interval`
+//! interval = "2s"
+//! timeout = "1s"
+//! path = "/healthz"
+//! rise = 2                           # consecutive successes to come back up
+//! fall = 2                           # consecutive failures to go down
+//! max_fails = 1                      # passive: failures within fail_timeout ...
+//! fail_timeout = "10s"               # ... skip the upstream for fail_timeout (0: never)
+//!
+//! [[pools]]
+//! name = "main"
+//! upstreams = [{ addr = "127.0.0.1:3000", weight = 2 }, { addr = "app2.lan:3000" }]
+//!
+//! [[routes]]
+//! prefix = "/api/randoms"            # longest matching prefix wins
+//! pool = "main"
+//! ```
+//!
+//! Everything is checked once, at load, with messages naming the pool, route or key:
+//! a front that starts has a valid configuration.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Pools, routes and health-check settings of the front.
+///
+/// A *pool* is a named set of upstreams balanced together; a *route* sends the paths
+/// under a prefix to a pool. Build it with [`FrontConfig::load`], [`FrontConfig::parse`]
+/// or [`FrontConfig::round_robin`]; [`crate::front::Front::new`] validates it again, so
+/// fields changed by hand cannot smuggle in an inconsistent config.
+#[derive(Debug, Clone)]
+pub struct FrontConfig {
+    /// Where `loadlab front` listens when `--bind` is not given; `None`: 127.0.0.1:8080.
+    pub listen: Option<SocketAddr>,
+    /// The pool for paths no route matches; `None`: the pool of the `/` route, or the
+    /// only pool.
+    pub default_pool: Option<String>,
+    /// Active and passive health checks.
+    pub health: HealthConfig,
+    /// The pools, in file order.
+    pub pools: Vec<PoolConfig>,
+    /// Prefix routes, in file order (matching picks the longest prefix, not the first).
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One named pool of upstreams.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Unique name, used by routes and as the `pool` metric label.
+    pub name: String,
+    /// Its members, each address at most once.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// One member of a pool.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The address as written (`host:port`): the `upstream` metric label and the `Host`
+    /// header sent to it.
+    pub label: String,
+    /// Where to connect: resolved once, at load (the first address DNS returns).
+    pub addr: SocketAddr,
+    /// Share of the pool's requests (smooth weighted round robin); 0 means draining:
+    /// never picked, still health-checked.
+    pub weight: u32,
+}
+
+/// A prefix route.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Matched against the request path as plain text, as nginx's `location /prefix`
+    /// does: `/api` also matches `/apix`; end it with `/` to match only below it.
+    pub prefix: String,
+    /// The pool it sends to.
+    pub pool: String,
+}
+
+/// Health checks. Active checks flip an upstream only after `rise`/`fall` consecutive
+/// results (pingora); passive ones follow nginx's `max_fails`/`fail_timeout`.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Whether to send active checks at all (upstreams without a health endpoint).
+    pub active: bool,
+    /// Time between two checks of one upstream.
+    pub interval: Duration,
+    /// Time a check gets to answer (a 2xx status) before it counts as failed.
+    pub timeout: Duration,
+    /// Path checked with `GET`.
+    pub path: String,
+    /// Consecutive successful checks that bring a down upstream back up.
+    pub rise: u32,
+    /// Consecutive failed checks that take an up upstream down.
+    pub fall: u32,
+    /// Failed requests within `fail_timeout` after which an upstream is skipped for
+    /// `fail_timeout`; 0 disables passive checks.
+    pub max_fails: u32,
+    /// The passive window, and how long a failed upstream is skipped.
+    pub fail_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            active: true,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            path: "/healthz".to_owned(),
+            rise: 2,
+            fall: 2,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl FrontConfig {
+    /// Loads and validates a TOML front config.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the front config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("front config {}", path.display()))
+    }
+
+    /// Parses and validates the text of a front config (resolving host names).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let raw: RawConfig = toml::from_str(text)?;
+        let defaults = HealthConfig::default();
+        let health = raw.health.unwrap_or_default();
+        let duration = |key: &str, value: Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(&text).with_context(|| {
+                format!("[health] {key} = \"{text}\" is not a duration (e.g. \"2s\", \"500ms\")")
+            }),
+        };
+        let health = HealthConfig {
+            active: health.active.unwrap_or(defaults.active),
+            interval: duration("interval", health.interval, defaults.interval)?,
+            timeout: duration("timeout", health.timeout, defaults.timeout)?,
+            path: health.path.unwrap_or(defaults.path),
+            rise: health.rise.unwrap_or(defaults.rise),
+            fall: health.fall.unwrap_or(defaults.fall),
+            max_fails: health.max_fails.unwrap_or(defaults.max_fails),
+            fail_timeout: duration("fail_timeout", health.fail_timeout, defaults.fail_timeout)?,
+        };
+        let pools = raw
+            .pools
+            .into_iter()
+            .map(|pool| {
+                let upstreams = pool
+                    .upstreams
+                    .into_iter()
+                    .map(|u| {
+                        let addr =
+                            resolve(&u.addr).with_context(|| format!("pool `{}`", pool.name))?;
+                        Ok(UpstreamConfig {
+                            label: u.addr,
+                            addr,
+                            weight: u.weight.unwrap_or(1),
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(PoolConfig {
+                    name: pool.name,
+                    upstreams,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let routes = raw
+            .routes
+            .into_iter()
+            .map(|r| RouteConfig {
+                prefix: r.prefix,
+                pool: r.pool,
+            })
+            .collect();
+        let config = Self {
+            listen: raw.listen,
+            default_pool: raw.default_pool,
+            health,
+            pools,
+            routes,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// One round-robin pool, named `default`, over `upstreams` (the shards of `serve`).
+    pub fn round_robin(upstreams: &[SocketAddr]) -> Self {
+        Self {
+            listen: None,
+            default_pool: None,
+            health: HealthConfig::default(),
+            pools: vec![PoolConfig {
+                name: "default".to_owned(),
+                upstreams: upstreams
+                    .iter()
+                    .map(|&addr| UpstreamConfig {
+                        label: addr.to_string(),
+                        addr,
+                        weight: 1,
+                    })
+                    .collect(),
+            }],
+            routes: Vec::new(),
+        }
+    }
+
+    /// Checks the rules a parsed config must follow; the error names what is wrong.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let h = &self.health;
+        if h.interval.is_zero() || h.timeout.is_zero() {
+            bail!("[health] interval and timeout must be longer than 0");
+        }
+        if h.rise == 0 || h.fall == 0 {
+            bail!("[health] rise and fall must be at least 1");
+        }
+        if !h.path.starts_with('/') || h.path.parse::<axum::http::uri::PathAndQuery>().is_err() {
+            bail!("[health] path `{}` must be a path starting with /", h.path);
+        }
+        if self.pools.is_empty() {
+            bail!("no pools: add at least one [[pools]] with upstreams");
+        }
+        let mut names = HashSet::new();
+        for pool in &self.pools {
+            if pool.name.is_empty() {
+                bail!("a pool has an empty name");
+            }
+            if !names.insert(pool.name.as_str()) {
+                bail!("two pools are named `{}`", pool.name);
+            }
+            if pool.upstreams.is_empty() {
+                bail!("pool `{}` has no upstreams", pool.name);
+            }
+            let mut addrs = HashSet::new();
+            for upstream in &pool.upstreams {
+                if !addrs.insert(upstream.addr) {
+                    bail!(
+                        "pool `{}` lists {} ({}) twice: use a weight instead",
+                        pool.name,
+                        upstream.label,
+                        upstream.addr
+                    );
+                }
+            }
+        }
+        let mut prefixes = HashSet::new();
+        for route in &self.routes {
+            if !route.prefix.starts_with('/') {
+                bail!("route prefix `{}` must start with /", route.prefix);
+            }
+            if !prefixes.insert(route.prefix.as_str()) {
+                bail!("two routes have the prefix `{}`", route.prefix);
+            }
+            if !names.contains(route.pool.as_str()) {
+                bail!(
+                    "route `{}` names the unknown pool `{}`",
+                    route.prefix,
+                    route.pool
+                );
+            }
+        }
+        match &self.default_pool {
+            Some(pool) if !names.contains(pool.as_str()) => {
+                bail!("default_pool names the unknown pool `{pool}`")
+            }
+            Some(_) if prefixes.contains("/") => {
+                bail!("both default_pool and a route for \"/\" say where other paths go: keep one")
+            }
+            _ => {}
+        }
+        if self.fallback_pool().is_none() {
+            bail!(
+                "with several pools, set default_pool or add a route with prefix \"/\" for the other paths"
+            );
+        }
+        Ok(())
+    }
+
+    /// The pool for paths no route matches, by name: `default_pool`, else the pool of
+    /// the `/` route, else the only pool (never `None` after [`Self::validate`]).
+    pub fn fallback_pool(&self) -> Option<&str> {
+        if let Some(pool) = &self.default_pool {
+            return Some(pool);
+        }
+        if let Some(route) = self.routes.iter().find(|r| r.prefix == "/") {
+            return Some(&route.pool);
+        }
+        match self.pools.as_slice() {
+            [only] => Some(&only.name),
+            _ => None,
+        }
+    }
+}
+
+/// Resolves `host:port` (or an `ip:port` literal) to its first address.
+fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(literal) = addr.parse() {
+        return Ok(literal);
+    }
+    // Blocking DNS, once, at start-up: acceptable there, never on the request path.
+    addr.to_socket_addrs()
+        .with_context(|| format!("upstream `{addr}` is not a host:port that resolves"))?
+        .next()
+        .with_context(|| format!("upstream `{addr}` resolves to no address"))
+}
+
+/// The file as written; [`FrontConfig::parse`] checks and converts it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<SocketAddr>,
+    default_pool: Option<String>,
+    health: Option<RawHealth>,
+    #[serde(default)]
+    pools: Vec<RawPool>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    active: Option<bool>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    path: Option<String>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    max_fails: Option<u32>,
+    fail_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: String,
+    upstreams: Vec<RawUpstream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    addr: String,
+    weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: String,
+    pool: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        format!(
+            "{:#}",
+            FrontConfig::parse(text).expect_err("the config is invalid")
+        )
+    }
+
+    #[test]
+    fn the_nginx_example_parses_with_its_weights_and_route() {
+        let config = FrontConfig::parse(include_str!("../../examples/front.toml"))
+            .expect("example is valid");
+        let main = &config.pools[0];
+        assert_eq!(main.name, "main");
+        assert_eq!(
+            main.upstreams.iter().map(|u| u.weight).collect::<Vec<_>>(),
+            [2, 1]
+        );
+        assert_eq!(config.pools[1].upstreams.len(), 4);
+        assert_eq!(config.routes[0].prefix, "/api/randoms");
+        assert_eq!(config.fallback_pool(), Some("main"));
+    }
+
+    #[test]
+    fn the_two_host_example_parses() {
+        let config = FrontConfig::parse(include_str!("../../examples/front-hosts.toml"))
+            .expect("example is valid");
+        assert_eq!(config.pools.len(), 1);
+        assert!(config.listen.is_some());
+    }
+
+    #[test]
+    fn defaults_apply_to_a_minimal_file() {
+        let config = FrontConfig::parse(
+            "[[pools]]\nname = \"p\"\nupstreams = [{ addr = \"127.0.0.1:1\" }]\n",
+        )
+        .expect("valid");
+        assert_eq!(config.health.max_fails, 1);
+        assert_eq!(config.health.fail_timeout, Duration::from_secs(10));
+        assert_eq!(config.pools[0].upstreams[0].weight, 1);
+        assert_eq!(config.fallback_pool(), Some("p"));
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_with_a_clear_reason() {
+        let pool = "[[pools]]\nname = \"p\"\nupstreams = [{ addr = \"127.0.0.1:1\" }]\n";
+        assert!(error_of("").contains("no pools"));
+        assert!(error_of(&format!("{pool}{pool}")).contains("two pools are named `p`"));
+        assert!(error_of("[[pools]]\nname = \"p\"\nupstreams = []\n").contains("has no upstreams"));
+        assert!(
+            error_of(&format!(
+                "{pool}[[routes]]\nprefix = \"/a\"\npool = \"q\"\n"
+            ))
+            .contains("unknown pool `q`")
+        );
+        assert!(
+            error_of("[[pools]]\nname = \"p\"\nupstreams = [{ addr = \"nope\" }]\n")
+                .contains("upstream `nope`")
+        );
+        assert!(error_of(&format!("{pool}[health]\ninterval = \"soon\"\n")).contains("interval"));
+        assert!(error_of(&format!("{pool}[health]\nrise = 0\n")).contains("rise"));
+        let two = "[[pools]]\nname = \"q\"\nupstreams = [{ addr = \"127.0.0.1:2\" }]\n";
+        assert!(error_of(&format!("{pool}{two}")).contains("default_pool"));
+        assert!(error_of(&format!("{pool}colour = \"red\"\n")).contains("colour"));
+        let twice = "[[pools]]\nname = \"p\"\nupstreams = [{ addr = \"127.0.0.1:1\" }, { addr = \"127.0.0.1:1\" }]\n";
+        assert!(error_of(twice).contains("twice"));
+    }
+}

@@ -1,0 +1,176 @@
+//! Active health checks: one task per upstream address sends `GET {path}` every
+//! `interval` and flips the upstream only after `fall` consecutive failures or `rise`
+//! consecutive successes (pingora's `health_check`), so one lost check moves nothing.
+//!
+//! Started by [`crate::front::Front::spawn_health_checks`] on the caller's runtime;
+//! each task ends when the shutdown token is cancelled. Checks open a fresh connection
+//! each time (no keep-alive): what they test is that the upstream still accepts
+//! connections and answers, which a long-lived pooled connection would hide.
+
+use std::sync::Arc;
+
+use axum::http::{Request, Uri, header};
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
+
+use super::config::HealthConfig;
+use super::upstream::Upstream;
+
+/// The client of the checks: no pooling, connect bounded by the check timeout.
+type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Spawns one check task per upstream on the current runtime.
+///
+/// With `config.active` off, the tasks still tick to keep `front_upstream_up` current
+/// (a passive hold ends by time, with no event to publish it).
+pub(crate) fn spawn_checks(
+    upstreams: &[Arc<Upstream>],
+    config: &HealthConfig,
+    shutdown: &CancellationToken,
+) {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(config.timeout));
+    let client: CheckClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector);
+    for upstream in upstreams {
+        tokio::spawn(check_loop(
+            Arc::clone(upstream),
+            client.clone(),
+            config.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// Checks `upstream` every interval until `shutdown`.
+async fn check_loop(
+    upstream: Arc<Upstream>,
+    client: CheckClient,
+    config: HealthConfig,
+    shutdown: CancellationToken,
+) {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(upstream.authority().clone())
+        .path_and_query(config.path.as_str())
+        .build();
+    let uri = match uri {
+        Ok(uri) => uri,
+        Err(e) => {
+            // `validate` checked the path and the authority came from a SocketAddr.
+            tracing::error!(upstream = upstream.label(), error = %e, "health check URI is invalid: not checking");
+            return;
+        }
+    };
+    let mut interval = tokio::time::interval(config.interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut streak = Streak::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        if config.active {
+            let ok = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                ok = check_once(&client, &uri, &upstream, &config) => ok,
+            };
+            if let Some(up) = streak.record(ok, upstream.is_active_up(), &config)
+                && upstream.set_active_up(up)
+            {
+                if up {
+                    tracing::info!(upstream = upstream.label(), "upstream is back up");
+                } else {
+                    tracing::warn!(
+                        upstream = upstream.label(),
+                        fall = config.fall,
+                        "upstream is down: health checks failed"
+                    );
+                }
+            }
+        }
+        upstream.publish();
+    }
+}
+
+/// One check: a 2xx answer within the timeout.
+async fn check_once(
+    client: &CheckClient,
+    uri: &Uri,
+    upstream: &Upstream,
+    config: &HealthConfig,
+) -> bool {
+    let request = Request::get(uri.clone())
+        .header(header::HOST, upstream.host_header().clone())
+        .header(header::USER_AGENT, "loadlab-front-health")
+        .body(Empty::new());
+    let Ok(request) = request else { return false };
+    match tokio::time::timeout(config.timeout, client.request(request)).await {
+        Ok(Ok(response)) => response.status().is_success(),
+        Ok(Err(e)) => {
+            tracing::debug!(upstream = upstream.label(), error = %e, "health check failed");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(upstream = upstream.label(), "health check timed out");
+            false
+        }
+    }
+}
+
+/// Consecutive results of one upstream's checks.
+#[derive(Debug, Default)]
+struct Streak {
+    successes: u32,
+    failures: u32,
+}
+
+impl Streak {
+    /// Records a result; returns the new state when it should flip.
+    fn record(&mut self, ok: bool, up: bool, config: &HealthConfig) -> Option<bool> {
+        if ok {
+            self.successes = self.successes.saturating_add(1);
+            self.failures = 0;
+            (!up && self.successes >= config.rise).then_some(true)
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.successes = 0;
+            (up && self.failures >= config.fall).then_some(false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flip_needs_consecutive_results() {
+        let config = HealthConfig {
+            rise: 2,
+            fall: 3,
+            ..HealthConfig::default()
+        };
+        let mut streak = Streak::default();
+        assert_eq!(streak.record(false, true, &config), None);
+        assert_eq!(streak.record(false, true, &config), None);
+        assert_eq!(
+            streak.record(true, true, &config),
+            None,
+            "a success breaks the streak"
+        );
+        assert_eq!(streak.record(false, true, &config), None);
+        assert_eq!(streak.record(false, true, &config), None);
+        assert_eq!(streak.record(false, true, &config), Some(false));
+        assert_eq!(streak.record(true, false, &config), None);
+        assert_eq!(streak.record(true, false, &config), Some(true));
+    }
+}

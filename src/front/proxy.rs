@@ -1,0 +1,446 @@
+//! [`Proxy`]: forwards one request to a pool, with failover, and streams the answer
+//! back.
+//!
+//! Per request: strip hop-by-hop headers, add `X-Forwarded-*`, then try members in
+//! the pool's order until one answers with headers:
+//! - a failed connect moves on for any method (the request never left);
+//! - a failure after the request may have been sent moves on only for idempotent
+//!   methods (nginx's `proxy_next_upstream error`), and only while the request body
+//!   has not been read (bodies are streamed, never buffered, so a body that started
+//!   going out cannot be sent again);
+//! - at most one try per member, all within one `--upstream-timeout` deadline: past
+//!   it the client gets 504 (a slow upstream is not retried: the next would be as
+//!   slow, and the deadline would multiply);
+//! - no member left: 502 at once.
+//!
+//! Once response headers are back the response is the client's, whatever its
+//! status: nothing is retried after bytes went to the client.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::uri::{self, PathAndQuery, Scheme, Uri};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use metrics::Counter;
+use tokio::time::Instant;
+
+use super::balance::{Pool, requests_counter};
+use super::upstream::FailureKind;
+use crate::config::UpstreamLimits;
+use crate::error::json_error;
+
+/// How long an idle pooled upstream connection is kept. Shorter than loadlab's own
+/// `--header-read-timeout` (10 s), which closes idle keep-alive connections: the front
+/// drops them first instead of racing the upstream's close with a new request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// `X-Forwarded-For`, `-Proto`, `-Host`.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1, plus the
+/// old `Keep-Alive` and `Proxy-Connection`): never forwarded, in either direction.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The pooled HTTP/1.1 client to the upstreams, and what forwarding needs.
+#[derive(Debug)]
+pub(crate) struct Proxy {
+    client: Client<HttpConnector, UpstreamBody>,
+    limits: UpstreamLimits,
+    /// `front_retries_total`: tries after the first.
+    retries: Counter,
+}
+
+impl Proxy {
+    /// A client with `pool_idle_per_upstream` idle keep-alive connections per upstream:
+    /// sized to the concurrency so connections are reused, not churned (FIELD-NOTES:
+    /// nginx's `keepalive 64` at 256 connections collapsed into TIME_WAIT).
+    pub(crate) fn new(limits: UpstreamLimits) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(limits.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(limits.pool_idle_per_upstream)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Self {
+            client,
+            limits,
+            retries: metrics::counter!("front_retries_total"),
+        }
+    }
+
+    /// Forwards `req` to a member of `pool`; see the module docs for the rules.
+    pub(crate) async fn forward(&self, pool: &Pool, req: Request) -> Response {
+        let (mut parts, body) = req.into_parts();
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        prepare_request_headers(&mut parts.headers, peer);
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let idempotent = is_idempotent(&parts.method);
+        let body = RequestBody::new(body);
+        let deadline = Instant::now() + self.limits.response_timeout;
+        let tries = pool.members().len();
+        let mut tried = Vec::new();
+        let mut last_failure: Option<(usize, String)> = None;
+        for attempt in 0..tries {
+            let Some(index) = pool.pick(&tried) else {
+                break;
+            };
+            let Some(upstream_body) = body.for_try(attempt) else {
+                break;
+            };
+            if attempt > 0 {
+                self.retries.increment(1);
+            }
+            let member = &pool.members()[index];
+            let upstream = &member.upstream;
+            // A copy for each try but the last: the client consumes the request, and a
+            // failed try does not give it back.
+            let headers = if attempt + 1 < tries {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            let mut request = axum::http::Request::new(upstream_body);
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = upstream_uri(upstream.authority(), &path_and_query);
+            *request.headers_mut() = headers;
+            request
+                .headers_mut()
+                .insert(header::HOST, upstream.host_header().clone());
+            let started = Instant::now();
+            match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+                Ok(Ok(response)) => {
+                    member.duration.record(started.elapsed().as_secs_f64());
+                    member.count_status(response.status().as_u16());
+                    return client_response(response);
+                }
+                Ok(Err(error)) => {
+                    let kind = if error.is_connect() {
+                        FailureKind::Connect
+                    } else {
+                        FailureKind::Send
+                    };
+                    upstream.record_failure(kind);
+                    let message = error_chain(&error);
+                    tracing::debug!(upstream = upstream.label(), ?kind, error = %message, "upstream try failed");
+                    last_failure = Some((index, message));
+                    if kind == FailureKind::Send && !idempotent {
+                        break;
+                    }
+                    tried.push(index);
+                }
+                Err(_) => {
+                    upstream.record_failure(FailureKind::Timeout);
+                    member.count_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
+                    return json_error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "upstream {} did not answer within the {}s upstream timeout",
+                            upstream.label(),
+                            self.limits.response_timeout.as_secs_f64()
+                        ),
+                    );
+                }
+            }
+        }
+        match last_failure {
+            Some((index, message)) => {
+                let member = &pool.members()[index];
+                member.count_status(StatusCode::BAD_GATEWAY.as_u16());
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("upstream {} failed: {message}", member.label),
+                )
+            }
+            None => {
+                requests_counter(pool.name(), "none", StatusCode::BAD_GATEWAY.as_u16())
+                    .increment(1);
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("no upstream of pool `{}` is available", pool.name()),
+                )
+            }
+        }
+    }
+}
+
+/// `http://{authority}{path_and_query}`: the client needs the absolute form to pick the
+/// connection, then writes the origin form on the wire.
+fn upstream_uri(authority: &uri::Authority, path_and_query: &PathAndQuery) -> Uri {
+    let mut parts = uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path_and_query.clone());
+    // Scheme, authority and path are all set, each already valid: this cannot fail.
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
+/// The client's side of an upstream response: hop-by-hop headers removed, the body
+/// streamed as it arrives.
+fn client_response(response: axum::http::Response<hyper::body::Incoming>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// RFC 9110 9.2.2: methods whose repetition has the effect of a single request.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Strips hop-by-hop headers; sets `X-Forwarded-For` (appending the peer to any list
+/// the client sent), `X-Forwarded-Proto` and `X-Forwarded-Host` (the client's `Host`,
+/// which is replaced by the upstream's own).
+fn prepare_request_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
+    remove_hop_by_hop(headers);
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let Some(peer) = peer {
+        let mut list = Vec::with_capacity(48);
+        for earlier in headers.get_all(&X_FORWARDED_FOR) {
+            list.extend_from_slice(earlier.as_bytes());
+            list.extend_from_slice(b", ");
+        }
+        list.extend_from_slice(peer.to_string().as_bytes());
+        // Earlier values were valid header values and an IP is ASCII: this succeeds;
+        // if it somehow did not, forwarding without the header beats failing.
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(list)) {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
+    }
+}
+
+/// Removes the [`HOP_BY_HOP`] headers and any header `Connection` names.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            // The usual tokens name no header to remove (keep-alive is removed anyway).
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("keep-alive")
+                || token.eq_ignore_ascii_case("close")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        headers.remove(name);
+    }
+}
+
+/// An error and its causes, `outer: inner: innermost`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// The client's request body, kept so a try that never read it can hand it to the
+/// next try.
+enum RequestBody {
+    /// No body (most GETs): every try gets an empty one, nothing to keep.
+    Empty,
+    /// A body, held in a slot shared with the try that may read it.
+    Streamed(Arc<Mutex<Slot>>, SizeHint),
+}
+
+/// Where a request body waits until a try reads it.
+struct Slot {
+    /// The try allowed to take the body: a try the front gave up on cannot take it
+    /// from the next one, however late its connection polls.
+    try_index: usize,
+    body: Option<Body>,
+}
+
+impl RequestBody {
+    fn new(body: Body) -> Self {
+        use hyper::body::Body as _;
+        if body.is_end_stream() {
+            RequestBody::Empty
+        } else {
+            let hint = body.size_hint();
+            RequestBody::Streamed(
+                Arc::new(Mutex::new(Slot {
+                    try_index: 0,
+                    body: Some(body),
+                })),
+                hint,
+            )
+        }
+    }
+
+    /// The body for try `attempt`, or `None` when an earlier try already read it.
+    fn for_try(&self, attempt: usize) -> Option<UpstreamBody> {
+        match self {
+            RequestBody::Empty => Some(UpstreamBody::Empty),
+            RequestBody::Streamed(slot, hint) => {
+                let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+                guard.body.as_ref()?;
+                guard.try_index = attempt;
+                Some(UpstreamBody::Streamed {
+                    slot: Arc::clone(slot),
+                    try_index: attempt,
+                    taken: None,
+                    hint: *hint,
+                })
+            }
+        }
+    }
+}
+
+/// The body of one try, as the upstream client reads it.
+enum UpstreamBody {
+    /// Nothing to send.
+    Empty,
+    /// The client's body, taken from the slot on first read.
+    Streamed {
+        slot: Arc<Mutex<Slot>>,
+        try_index: usize,
+        taken: Option<Body>,
+        hint: SizeHint,
+    },
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        use std::task::Poll;
+        match self.get_mut() {
+            UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Streamed {
+                slot,
+                try_index,
+                taken,
+                ..
+            } => {
+                if taken.is_none() {
+                    let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+                    if guard.try_index == *try_index {
+                        *taken = guard.body.take();
+                    }
+                }
+                match taken {
+                    Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+                    None => Poll::Ready(Some(Err(axum::Error::new(
+                        "the request body went to another upstream",
+                    )))),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Streamed { taken, .. } => {
+                taken.as_ref().is_some_and(|b| b.is_end_stream())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Streamed {
+                taken: Some(body), ..
+            } => body.size_hint(),
+            UpstreamBody::Streamed { hint, .. } => *hint,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_forwarded_headers_come() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("front.example"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        prepare_request_headers(&mut headers, Some("127.0.0.1".parse().expect("literal")));
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "transfer-encoding",
+            "host",
+        ] {
+            assert!(headers.get(gone).is_none(), "{gone} was forwarded");
+        }
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(headers["x-forwarded-host"], "front.example");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn only_safe_to_repeat_methods_are_idempotent() {
+        assert!(is_idempotent(&Method::GET));
+        assert!(is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+}

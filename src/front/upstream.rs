@@ -1,0 +1,268 @@
+//! [`Upstream`]: one upstream address, how to reach it, and its health, shared by every
+//! pool that lists the address (so it is checked once and fails once).
+//!
+//! An upstream is *available* when its active checks say up and no passive failure
+//! is holding it out. The request path reads two atomics (and the clock only while a
+//! passive failure is recorded); the failure path takes a small mutex.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderValue;
+use axum::http::uri::Authority;
+use metrics::{Counter, Gauge};
+
+use super::config::HealthConfig;
+
+/// Why a try at an upstream failed: the `kind` label of `front_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureKind {
+    /// No connection could be made (refused, unreachable, connect timeout): the
+    /// request never left, so any method may move to the next upstream.
+    Connect,
+    /// The connection broke after the request was (maybe) sent, before response
+    /// headers came back.
+    Send,
+    /// No response headers within `--upstream-timeout`.
+    Timeout,
+}
+
+impl FailureKind {
+    fn index(self) -> usize {
+        match self {
+            FailureKind::Connect => 0,
+            FailureKind::Send => 1,
+            FailureKind::Timeout => 2,
+        }
+    }
+}
+
+/// One upstream address and its health.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    /// The address as configured (`host:port`): metric label and `Host` header.
+    label: String,
+    /// Where connections go.
+    addr: SocketAddr,
+    /// `addr` as a URI authority, parsed once so each request only clones it.
+    authority: Authority,
+    /// The `Host` header sent upstream (nginx's `$proxy_host`), built once.
+    host: HeaderValue,
+    /// The active checks' verdict. Starts up, so a fresh front serves at once; a dead
+    /// upstream is then found by the first failed connect (passive) or by the checks.
+    active_up: AtomicBool,
+    /// Passive: nanoseconds since `epoch` until which the upstream is skipped; 0 when
+    /// no failure holds it out. An atomic so the request path never locks.
+    failed_until: AtomicU64,
+    /// Failures counted in the current passive window. A mutex because counting and
+    /// starting a window must happen together; only failures take it.
+    window: Mutex<FailWindow>,
+    /// Origin of `failed_until`.
+    epoch: Instant,
+    /// `max_fails` (0: passive checks off).
+    max_fails: u32,
+    /// `fail_timeout`: the window, and how long a failed upstream is skipped.
+    fail_timeout: Duration,
+    /// `front_upstream_errors_total{upstream, kind}`, one per [`FailureKind`].
+    errors: [Counter; 3],
+    /// `front_upstream_up{pool, upstream}`, one per pool listing the address.
+    up_gauges: Vec<Gauge>,
+}
+
+#[derive(Debug)]
+struct FailWindow {
+    fails: u32,
+    started: Instant,
+}
+
+impl Upstream {
+    /// An upstream listed by the pools `memberships` (pool name, label in that pool).
+    pub(crate) fn new(
+        label: &str,
+        addr: SocketAddr,
+        memberships: &[(&str, &str)],
+        health: &HealthConfig,
+    ) -> anyhow::Result<Self> {
+        let authority: Authority = addr.to_string().parse()?;
+        let host = HeaderValue::from_str(label)?;
+        let errors = ["connect", "send", "timeout"]
+            .map(|kind| metrics::counter!("front_upstream_errors_total", "upstream" => label.to_owned(), "kind" => kind));
+        let up_gauges = memberships
+            .iter()
+            .map(|&(pool, label)| {
+                metrics::gauge!("front_upstream_up", "pool" => pool.to_owned(), "upstream" => label.to_owned())
+            })
+            .collect();
+        let now = Instant::now();
+        let upstream = Self {
+            label: label.to_owned(),
+            addr,
+            authority,
+            host,
+            active_up: AtomicBool::new(true),
+            failed_until: AtomicU64::new(0),
+            window: Mutex::new(FailWindow {
+                fails: 0,
+                started: now,
+            }),
+            epoch: now,
+            max_fails: health.max_fails,
+            fail_timeout: health.fail_timeout,
+            errors,
+            up_gauges,
+        };
+        upstream.publish();
+        Ok(upstream)
+    }
+
+    /// The address as configured.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Where connections go.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URI authority of `addr`.
+    pub(crate) fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The `Host` header to send.
+    pub(crate) fn host_header(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// Whether requests may go here now (weights aside).
+    pub(crate) fn is_available(&self) -> bool {
+        self.active_up.load(Ordering::Relaxed) && !self.passive_failed()
+    }
+
+    /// Whether the active checks currently say up.
+    pub(crate) fn is_active_up(&self) -> bool {
+        self.active_up.load(Ordering::Relaxed)
+    }
+
+    /// Whether a passive failure holds the upstream out now.
+    pub(crate) fn passive_failed(&self) -> bool {
+        let until = self.failed_until.load(Ordering::Relaxed);
+        until != 0 && self.nanos_since_epoch(Instant::now()) < until
+    }
+
+    /// Records a failed try: counts it and, after `max_fails` within `fail_timeout`,
+    /// holds the upstream out for `fail_timeout`.
+    pub(crate) fn record_failure(&self, kind: FailureKind) {
+        self.errors[kind.index()].increment(1);
+        if self.max_fails == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let tripped = {
+            // A poisoned lock only means another thread panicked while counting: the
+            // counts are still plain numbers, keep using them.
+            let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            if now.duration_since(window.started) > self.fail_timeout {
+                window.fails = 0;
+                window.started = now;
+            }
+            window.fails += 1;
+            if window.fails >= self.max_fails {
+                window.fails = 0;
+                let until = self.nanos_since_epoch(now + self.fail_timeout).max(1);
+                self.failed_until.store(until, Ordering::Relaxed);
+                true
+            } else {
+                false
+            }
+        };
+        if tripped {
+            tracing::warn!(
+                upstream = %self.label,
+                kind = ?kind,
+                fail_timeout = ?self.fail_timeout,
+                "upstream failed: skipping it for fail_timeout"
+            );
+            self.publish();
+        }
+    }
+
+    /// Applies an active-check verdict; returns whether the state flipped. Coming back
+    /// up also clears a passive failure: the checks just saw it answer.
+    pub(crate) fn set_active_up(&self, up: bool) -> bool {
+        let flipped = self.active_up.swap(up, Ordering::Relaxed) != up;
+        if flipped && up {
+            self.failed_until.store(0, Ordering::Relaxed);
+        }
+        self.publish();
+        flipped
+    }
+
+    /// Sets `front_upstream_up` from the current availability. Called on every change
+    /// and on every health tick (a passive hold ends by time, with no event).
+    pub(crate) fn publish(&self) {
+        let up = if self.is_available() { 1.0 } else { 0.0 };
+        for gauge in &self.up_gauges {
+            gauge.set(up);
+        }
+    }
+
+    fn nanos_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(max_fails: u32, fail_timeout: Duration) -> Upstream {
+        let health = HealthConfig {
+            max_fails,
+            fail_timeout,
+            ..HealthConfig::default()
+        };
+        Upstream::new(
+            "127.0.0.1:9",
+            "127.0.0.1:9".parse().expect("literal"),
+            &[],
+            &health,
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn max_fails_failures_hold_an_upstream_out() {
+        let u = upstream(2, Duration::from_secs(60));
+        u.record_failure(FailureKind::Connect);
+        assert!(u.is_available(), "one failure of two allowed");
+        u.record_failure(FailureKind::Send);
+        assert!(!u.is_available());
+        assert!(u.set_active_up(false));
+        assert!(u.set_active_up(true), "coming back up is a flip");
+        assert!(u.is_available(), "an active rise clears the passive hold");
+    }
+
+    #[test]
+    fn the_passive_hold_ends_after_fail_timeout() {
+        let u = upstream(1, Duration::from_millis(1));
+        u.record_failure(FailureKind::Timeout);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !u.is_available() {
+            assert!(Instant::now() < deadline, "the hold never ended");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn max_fails_zero_disables_passive_checks() {
+        let u = upstream(0, Duration::from_secs(60));
+        for _ in 0..10 {
+            u.record_failure(FailureKind::Connect);
+        }
+        assert!(u.is_available());
+    }
+}
