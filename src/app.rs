@@ -138,11 +138,14 @@ impl App {
         for (index, listener) in shards.into_iter().enumerate() {
             let router = crate::routes::app(state.clone(), ShardLabel::shard(index));
             let (limits, shutdown) = (limits.clone(), shutdown.clone());
-            threads.push(spawn_runtime_thread(format!("loadlab-shard-{index}"), async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                server::serve(listener, router, limits, shutdown).await;
-                Ok(())
-            })?);
+            threads.push(spawn_runtime_thread(
+                format!("loadlab-shard-{index}"),
+                async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    server::serve(listener, router, limits, shutdown).await;
+                    Ok(())
+                },
+            )?);
         }
         let mut tasks = tokio::task::JoinSet::new();
         // The front runs on this multi-threaded runtime, so it can use every core while
@@ -152,7 +155,12 @@ impl App {
             front.spawn_health_checks(shutdown.clone());
             let router = front.router(&state.config().edge);
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            tasks.spawn(server::serve(listener, router, limits.clone(), shutdown.clone()));
+            tasks.spawn(server::serve(
+                listener,
+                router,
+                limits.clone(),
+                shutdown.clone(),
+            ));
         }
         if let Some(listener) = metrics {
             let router = axum::Router::new().route(

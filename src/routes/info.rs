@@ -242,6 +242,15 @@ fn render_value(out: &mut String, key: &str, value: &Value) {
             }
             out.push_str("</table>");
         }
+        // Scalars (the arguments) inline, one chip each, so a command line reads as one.
+        Value::Array(items)
+            if !items.is_empty() && items.iter().all(|v| !v.is_object() && !v.is_array()) =>
+        {
+            for item in items {
+                let (text, _) = scalar_text(key, item);
+                let _ = write!(out, "<span class=\"chip\">{}</span>", escape(&text));
+            }
+        }
         Value::Array(items) if !items.is_empty() => {
             out.push_str("<ul>");
             for item in items {

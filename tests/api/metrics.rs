@@ -19,22 +19,13 @@ struct TableRow {
 /// The table's header cells, lowercased: how the table is found.
 const HEADER: [&str; 5] = ["name", "type", "labels", "unit", "meaning"];
 
-/// The metric table, from README.md once the lead has merged docs/metrics.md into it,
-/// else from docs/metrics.md; and the file it came from.
+/// The README's metric table, and the path it was read from.
 fn metric_table() -> (PathBuf, BTreeMap<String, TableRow>) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for candidate in ["README.md", "docs/metrics.md"] {
-        let path = root.join(candidate);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        if let Some(rows) = parse_table(&text) {
-            return (path, rows);
-        }
-    }
-    panic!(
-        "no metric table (| name | type | labels | unit | meaning |) in README.md or docs/metrics.md"
-    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let text = std::fs::read_to_string(&path).expect("README.md is readable");
+    let rows = parse_table(&text)
+        .expect("README.md has the metric table (| name | type | labels | unit | meaning |)");
+    (path, rows)
 }
 
 fn cells(line: &str) -> Vec<String> {
