@@ -209,6 +209,7 @@ impl Routes {
 mod tests {
     use super::*;
     use crate::front::config::HealthConfig;
+    use crate::front::upstream::tests::test_limits;
 
     fn pool(weights: &[u32]) -> Pool {
         let members = weights
@@ -218,7 +219,8 @@ mod tests {
                 let label = format!("127.0.0.1:{}", 10 + i);
                 let addr = label.parse().expect("literal");
                 let upstream =
-                    Upstream::new(&label, addr, &[], &HealthConfig::default()).expect("valid");
+                    Upstream::new(&label, addr, &[], &HealthConfig::default(), &test_limits())
+                        .expect("valid");
                 Member::new("test", &label, w, Arc::new(upstream))
             })
             .collect();

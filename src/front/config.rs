@@ -2,31 +2,9 @@
 //! (`--front-config` of `serve`, `--config` of `loadlab front`) or built in (one
 //! round-robin pool of all shards).
 //!
-//! The file format, with every key (`examples/front.toml` is the nginx set-up this
-//! replaces; `docs/front.md` documents it for users):
-//!
-//! ```toml
-//! listen = "127.0.0.1:8080"          # loadlab front only; --bind overrides it
-//! default_pool = "main"              # optional: pool for paths no route matches
-//!
-//! [health]                           # every key optional; defaults shown
-//! active = true                      # GET `path` every `interval`
-//! interval = "2s"
-//! timeout = "1s"
-//! path = "/healthz"
-//! rise = 2                           # consecutive successes to come back up
-//! fall = 2                           # consecutive failures to go down
-//! max_fails = 1                      # passive: failures within fail_timeout ...
-//! fail_timeout = "10s"               # ... skip the upstream for fail_timeout (0: never)
-//!
-//! [[pools]]
-//! name = "main"
-//! upstreams = [{ addr = "127.0.0.1:3000", weight = 2 }, { addr = "app2.lan:3000" }]
-//!
-//! [[routes]]
-//! prefix = "/api/randoms"            # longest matching prefix wins
-//! pool = "main"
-//! ```
+//! The file format is documented, key by key, in `docs/front.md`;
+//! `examples/front.toml` is the nginx set-up it replaces, and
+//! `examples/front-hosts.toml` a front over two hosts.
 //!
 //! Everything is checked once, at load, with messages naming the pool, route or key:
 //! a front that starts has a valid configuration.
@@ -38,6 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+
+pub use super::health::HealthConfig;
 
 /// Pools, routes and health-check settings of the front.
 ///
@@ -90,44 +70,6 @@ pub struct RouteConfig {
     pub prefix: String,
     /// The pool it sends to.
     pub pool: String,
-}
-
-/// Health checks. Active checks flip an upstream only after `rise`/`fall` consecutive
-/// results (pingora); passive ones follow nginx's `max_fails`/`fail_timeout`.
-#[derive(Debug, Clone)]
-pub struct HealthConfig {
-    /// Whether to send active checks at all (upstreams without a health endpoint).
-    pub active: bool,
-    /// Time between two checks of one upstream.
-    pub interval: Duration,
-    /// Time a check gets to answer (a 2xx status) before it counts as failed.
-    pub timeout: Duration,
-    /// Path checked with `GET`.
-    pub path: String,
-    /// Consecutive successful checks that bring a down upstream back up.
-    pub rise: u32,
-    /// Consecutive failed checks that take an up upstream down.
-    pub fall: u32,
-    /// Failed requests within `fail_timeout` after which an upstream is skipped for
-    /// `fail_timeout`; 0 disables passive checks.
-    pub max_fails: u32,
-    /// The passive window, and how long a failed upstream is skipped.
-    pub fail_timeout: Duration,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        Self {
-            active: true,
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
-            path: "/healthz".to_owned(),
-            rise: 2,
-            fall: 2,
-            max_fails: 1,
-            fail_timeout: Duration::from_secs(10),
-        }
-    }
 }
 
 impl FrontConfig {

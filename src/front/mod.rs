@@ -12,6 +12,9 @@
 //!   smooth weighted round robin).
 //! - `upstream`: one upstream address and its health (active verdict, passive holds).
 //! - `health`: the active check tasks.
+//! - `pool`: keep-alive connections to one upstream; `body`: request and response
+//!   bodies streamed through (a request body kept for a retry, a response body that
+//!   gives its connection back).
 //! - `proxy`: forwarding one request, failover, hop-by-hop headers, 502/504.
 //!
 //! The front answers `/metrics` (this process's) and `GET /front/status` itself;
@@ -20,7 +23,9 @@
 pub mod config;
 
 mod balance;
+mod body;
 mod health;
+mod pool;
 mod proxy;
 mod upstream;
 
@@ -88,7 +93,7 @@ impl Front {
         for addr in order {
             let (label, pools) = &memberships[&addr];
             let upstream = Arc::new(
-                Upstream::new(label, addr, pools, &config.health)
+                Upstream::new(label, addr, pools, &config.health, &limits)
                     .with_context(|| format!("upstream `{label}` is not a valid Host header"))?,
             );
             by_addr.insert(addr, Arc::clone(&upstream));
@@ -227,19 +232,11 @@ pub fn run_standalone(args: &crate::cli::FrontArgs) -> anyhow::Result<()> {
             .parse()
             .context("the default listen address")?,
     };
-    let runtime = match std::env::var("XRT").as_deref() {
-        Ok("current") => tokio::runtime::Builder::new_current_thread(),
-        Ok("one") => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(1);
-            b
-        }
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    }
-    .enable_all()
-    .thread_name("loadlab-front")
-    .build()
-    .context("building the tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("loadlab-front")
+        .build()
+        .context("building the tokio runtime")?;
     runtime.block_on(async move {
         let front = Front::new(config, limits)?;
         let listener = tokio::net::TcpListener::bind(bind)

@@ -16,33 +16,27 @@
 //! Once response headers are back the response is the client's, whatever its
 //! status: nothing is retried after bytes went to the client.
 
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::uri::{self, PathAndQuery, Scheme, Uri};
+use axum::http::uri::{PathAndQuery, Uri};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use hyper::body::{Frame, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1::SendRequest;
 use metrics::Counter;
 use tokio::time::Instant;
 
 use super::balance::{Pool, requests_counter};
+use super::body::{PooledBody, RequestBody, UpstreamBody};
+use super::pool::{ConnPool, SendFailure};
 use super::upstream::FailureKind;
 use crate::config::UpstreamLimits;
 use crate::error::json_error;
-
-/// How long an idle pooled upstream connection is kept. Shorter than loadlab's own
-/// `--header-read-timeout` (10 s), which closes idle keep-alive connections: the front
-/// drops them first instead of racing the upstream's close with a new request.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// `X-Forwarded-For`, `-Proto`, `-Host`.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -63,31 +57,19 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// The pooled HTTP/1.1 client to the upstreams, and what forwarding needs.
+/// What forwarding needs besides the pools: the limits and the retry counter. The
+/// connections live with each upstream ([`super::pool::ConnPool`]).
 #[derive(Debug)]
 pub(crate) struct Proxy {
-    client: Client<HttpConnector, UpstreamBody>,
     limits: UpstreamLimits,
     /// `front_retries_total`: tries after the first.
     retries: Counter,
 }
 
 impl Proxy {
-    /// A client with `pool_idle_per_upstream` idle keep-alive connections per upstream:
-    /// sized to the concurrency so connections are reused, not churned (FIELD-NOTES:
-    /// nginx's `keepalive 64` at 256 connections collapsed into TIME_WAIT).
+    /// A proxy bounded by `limits`.
     pub(crate) fn new(limits: UpstreamLimits) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(limits.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(limits.pool_idle_per_upstream)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         Self {
-            client,
             limits,
             retries: metrics::counter!("front_retries_total"),
         }
@@ -133,26 +115,26 @@ impl Proxy {
             };
             let mut request = axum::http::Request::new(upstream_body);
             *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = upstream_uri(upstream.authority(), &path_and_query);
+            // Origin form on the wire: the connection already says which upstream.
+            *request.uri_mut() = Uri::from(path_and_query.clone());
             *request.headers_mut() = headers;
             request
                 .headers_mut()
                 .insert(header::HOST, upstream.host_header().clone());
             let started = Instant::now();
-            match tokio::time::timeout_at(deadline, self.client.request(request)).await {
-                Ok(Ok(response)) => {
+            let connections = upstream.connections();
+            match tokio::time::timeout_at(deadline, connections.send(request)).await {
+                Ok(Ok((response, sender))) => {
                     member.duration.record(started.elapsed().as_secs_f64());
                     member.count_status(response.status().as_u16());
-                    return client_response(response);
+                    return client_response(response, sender, connections);
                 }
-                Ok(Err(error)) => {
-                    let kind = if error.is_connect() {
-                        FailureKind::Connect
-                    } else {
-                        FailureKind::Send
+                Ok(Err(failure)) => {
+                    let (kind, message) = match &failure {
+                        SendFailure::Connect(e) => (FailureKind::Connect, error_chain(e)),
+                        SendFailure::Send(e) => (FailureKind::Send, error_chain(e)),
                     };
                     upstream.record_failure(kind);
-                    let message = error_chain(&error);
                     tracing::debug!(upstream = upstream.label(), ?kind, error = %message, "upstream try failed");
                     last_failure = Some((index, message));
                     if kind == FailureKind::Send && !idempotent {
@@ -195,23 +177,19 @@ impl Proxy {
     }
 }
 
-/// `http://{authority}{path_and_query}`: the client needs the absolute form to pick the
-/// connection, then writes the origin form on the wire.
-fn upstream_uri(authority: &uri::Authority, path_and_query: &PathAndQuery) -> Uri {
-    let mut parts = uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(path_and_query.clone());
-    // Scheme, authority and path are all set, each already valid: this cannot fail.
-    Uri::from_parts(parts).unwrap_or_default()
-}
-
 /// The client's side of an upstream response: hop-by-hop headers removed, the body
-/// streamed as it arrives.
-fn client_response(response: axum::http::Response<hyper::body::Incoming>) -> Response {
+/// streamed as it arrives, the connection back in the pool after its last byte.
+fn client_response(
+    response: axum::http::Response<hyper::body::Incoming>,
+    sender: SendRequest<UpstreamBody>,
+    connections: &Arc<ConnPool>,
+) -> Response {
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(
+        parts,
+        Body::new(PooledBody::new(body, sender, Arc::clone(connections))),
+    )
 }
 
 /// RFC 9110 9.2.2: methods whose repetition has the effect of a single request.
@@ -237,7 +215,8 @@ fn prepare_request_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
             list.extend_from_slice(earlier.as_bytes());
             list.extend_from_slice(b", ");
         }
-        list.extend_from_slice(peer.to_string().as_bytes());
+        // Writing to a Vec cannot fail.
+        let _ = write!(list, "{peer}");
         // Earlier values were valid header values and an IP is ASCII: this succeeds;
         // if it somehow did not, forwarding without the header beats failing.
         if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(list)) {
@@ -279,125 +258,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
-}
-
-/// The client's request body, kept so a try that never read it can hand it to the
-/// next try.
-enum RequestBody {
-    /// No body (most GETs): every try gets an empty one, nothing to keep.
-    Empty,
-    /// A body, held in a slot shared with the try that may read it.
-    Streamed(Arc<Mutex<Slot>>, SizeHint),
-}
-
-/// Where a request body waits until a try reads it.
-struct Slot {
-    /// The try allowed to take the body: a try the front gave up on cannot take it
-    /// from the next one, however late its connection polls.
-    try_index: usize,
-    body: Option<Body>,
-}
-
-impl RequestBody {
-    fn new(body: Body) -> Self {
-        use hyper::body::Body as _;
-        if body.is_end_stream() {
-            RequestBody::Empty
-        } else {
-            let hint = body.size_hint();
-            RequestBody::Streamed(
-                Arc::new(Mutex::new(Slot {
-                    try_index: 0,
-                    body: Some(body),
-                })),
-                hint,
-            )
-        }
-    }
-
-    /// The body for try `attempt`, or `None` when an earlier try already read it.
-    fn for_try(&self, attempt: usize) -> Option<UpstreamBody> {
-        match self {
-            RequestBody::Empty => Some(UpstreamBody::Empty),
-            RequestBody::Streamed(slot, hint) => {
-                let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-                guard.body.as_ref()?;
-                guard.try_index = attempt;
-                Some(UpstreamBody::Streamed {
-                    slot: Arc::clone(slot),
-                    try_index: attempt,
-                    taken: None,
-                    hint: *hint,
-                })
-            }
-        }
-    }
-}
-
-/// The body of one try, as the upstream client reads it.
-enum UpstreamBody {
-    /// Nothing to send.
-    Empty,
-    /// The client's body, taken from the slot on first read.
-    Streamed {
-        slot: Arc<Mutex<Slot>>,
-        try_index: usize,
-        taken: Option<Body>,
-        hint: SizeHint,
-    },
-}
-
-impl hyper::body::Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        use std::task::Poll;
-        match self.get_mut() {
-            UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Streamed {
-                slot,
-                try_index,
-                taken,
-                ..
-            } => {
-                if taken.is_none() {
-                    let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-                    if guard.try_index == *try_index {
-                        *taken = guard.body.take();
-                    }
-                }
-                match taken {
-                    Some(body) => std::pin::Pin::new(body).poll_frame(cx),
-                    None => Poll::Ready(Some(Err(axum::Error::new(
-                        "the request body went to another upstream",
-                    )))),
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Empty => true,
-            UpstreamBody::Streamed { taken, .. } => {
-                taken.as_ref().is_some_and(|b| b.is_end_stream())
-            }
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Streamed {
-                taken: Some(body), ..
-            } => body.size_hint(),
-            UpstreamBody::Streamed { hint, .. } => *hint,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 //! passive failure is recorded); the failure path takes a small mutex.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderValue;
@@ -15,6 +15,8 @@ use axum::http::uri::Authority;
 use metrics::{Counter, Gauge};
 
 use super::config::HealthConfig;
+use super::pool::ConnPool;
+use crate::config::UpstreamLimits;
 
 /// Why a try at an upstream failed: the `kind` label of `front_upstream_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +48,11 @@ pub(crate) struct Upstream {
     label: String,
     /// Where connections go.
     addr: SocketAddr,
-    /// `addr` as a URI authority, parsed once so each request only clones it.
+    /// `addr` as a URI authority (for the health checks' URIs).
     authority: Authority,
+    /// Keep-alive connections to `addr`; an `Arc` because response bodies carry it to
+    /// give their connection back.
+    connections: Arc<ConnPool>,
     /// The `Host` header sent upstream (nginx's `$proxy_host`), built once.
     host: HeaderValue,
     /// The active checks' verdict. Starts up, so a fresh front serves at once; a dead
@@ -84,6 +89,7 @@ impl Upstream {
         addr: SocketAddr,
         memberships: &[(&str, &str)],
         health: &HealthConfig,
+        limits: &UpstreamLimits,
     ) -> anyhow::Result<Self> {
         let authority: Authority = addr.to_string().parse()?;
         let host = HeaderValue::from_str(label)?;
@@ -100,6 +106,11 @@ impl Upstream {
             label: label.to_owned(),
             addr,
             authority,
+            connections: Arc::new(ConnPool::new(
+                addr,
+                limits.connect_timeout,
+                limits.pool_idle_per_upstream,
+            )),
             host,
             active_up: AtomicBool::new(true),
             failed_until: AtomicU64::new(0),
@@ -130,6 +141,11 @@ impl Upstream {
     /// The URI authority of `addr`.
     pub(crate) fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The keep-alive connections to it.
+    pub(crate) fn connections(&self) -> &Arc<ConnPool> {
+        &self.connections
     }
 
     /// The `Host` header to send.
@@ -216,7 +232,7 @@ impl Upstream {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn upstream(max_fails: u32, fail_timeout: Duration) -> Upstream {
@@ -230,8 +246,18 @@ mod tests {
             "127.0.0.1:9".parse().expect("literal"),
             &[],
             &health,
+            &test_limits(),
         )
         .expect("valid")
+    }
+
+    /// Limits for unit tests (nothing connects).
+    pub(crate) fn test_limits() -> UpstreamLimits {
+        UpstreamLimits {
+            response_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            pool_idle_per_upstream: 1,
+        }
     }
 
     #[test]

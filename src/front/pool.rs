@@ -1,0 +1,152 @@
+//! [`ConnPool`]: keep-alive HTTP/1.1 connections to one upstream address.
+//!
+//! A small pool on hyper's connection API rather than hyper-util's legacy client: the
+//! front knows its upstreams up front, so it needs no pool keyed by hashed authority,
+//! no boxed response future, and no task spawned per request to wait for the
+//! connection to become idle (the legacy client's cost on every HTTP/1.1 response
+//! with a body). A connection comes back through [`crate::front::body::PooledBody`]
+//! when its response body ends.
+//!
+//! Idle connections are kept last-in first-out, up to `--upstream-pool` per upstream
+//! (sized to the concurrency so connections are reused, not churned: FIELD-NOTES'
+//! nginx `keepalive 64` collapse at 256 connections), and dropped once idle for
+//! [`IDLE_TIMEOUT`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use super::body::UpstreamBody;
+
+/// How long an idle connection is kept. Shorter than loadlab's own
+/// `--header-read-timeout` (10 s), which closes idle keep-alive connections: the front
+/// drops them first instead of racing the upstream's close with a new request.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Why sending to an upstream failed.
+#[derive(Debug)]
+pub(crate) enum SendFailure {
+    /// No connection: the request never left, any method may go elsewhere.
+    Connect(io::Error),
+    /// The connection failed after the request was handed to it: it may have reached
+    /// the upstream.
+    Send(hyper::Error),
+}
+
+/// Idle connections to one upstream.
+#[derive(Debug)]
+pub(crate) struct ConnPool {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    max_idle: usize,
+    /// Idle connections, most recently used last. A mutex held only to push or pop.
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+impl ConnPool {
+    /// An empty pool; nothing connects until the first request.
+    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration, max_idle: usize) -> Self {
+        Self {
+            addr,
+            connect_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends `request` on an idle connection, or a new one. A request that an idle
+    /// connection refused before writing it (the upstream had closed it) goes on the
+    /// next connection: the stale keep-alive problem, solved without a failure.
+    pub(crate) async fn send(
+        &self,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<(Response<Incoming>, SendRequest<UpstreamBody>), SendFailure> {
+        loop {
+            let (mut sender, reused) = match self.checkout().await {
+                Some(sender) => (sender, true),
+                None => (self.connect().await.map_err(SendFailure::Connect)?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, sender)),
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    // A fresh connection that died before the request went out: as good
+                    // as a failed connect.
+                    Some(_) => {
+                        return Err(SendFailure::Connect(io::Error::other(error.into_error())));
+                    }
+                    None => return Err(SendFailure::Send(error.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Puts a connection whose response has been read back in the pool.
+    pub(crate) fn checkin(&self, sender: SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// The most recently used live idle connection, once it is ready for a request.
+    async fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
+        loop {
+            // The guard is dropped at the end of this statement, before any await.
+            let popped = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if popped.sender.is_closed() || popped.since.elapsed() > IDLE_TIMEOUT {
+                continue;
+            }
+            let mut sender = popped.sender;
+            // Just given back, its connection task may not have noticed the end of the
+            // response yet: that takes one turn of the task, not a network round trip.
+            if sender.is_ready() || sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// A new connection (TCP_NODELAY: requests and responses are small, latency
+    /// matters), its driver task spawned on the current runtime.
+    async fn connect(&self) -> io::Result<SendRequest<UpstreamBody>> {
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(self.addr),
+        )
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect timed out after {:?}", self.connect_timeout),
+            )
+        })??;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+        tokio::spawn(async move {
+            // Errors end the connection; the request that saw them reports them.
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
