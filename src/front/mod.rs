@@ -31,7 +31,7 @@ mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
@@ -73,7 +73,6 @@ impl Front {
         config.validate()?;
         // Metric handles made before the recorder exists would be no-ops forever.
         crate::metrics::handle();
-        describe();
         // Who lists each address, so shared addresses get one state and one checker:
         // address -> (its label, the (pool, label) pairs that list it).
         type Listed<'a> = (&'a str, Vec<(&'a str, &'a str)>);
@@ -270,17 +269,4 @@ pub fn run_standalone(args: &crate::cli::FrontArgs) -> anyhow::Result<()> {
         tracing::info!("loadlab front stopped");
         Ok(())
     })
-}
-
-/// The `# HELP` lines of the front's metrics, once per process.
-fn describe() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-        describe_counter!("front_requests_total", "Requests the front answered, by pool, upstream (none: no upstream available) and status");
-        describe_histogram!("front_upstream_duration_seconds", Unit::Seconds, "Time from sending a request upstream to its response headers, by pool and upstream");
-        describe_gauge!("front_upstream_up", "1 while requests may go to the upstream (health checks and passive failures), by pool and upstream");
-        describe_counter!("front_retries_total", "Tries after the first: requests moved to another upstream after a failure");
-        describe_counter!("front_upstream_errors_total", "Failed tries, by upstream and kind (connect, send, timeout)");
-    });
 }
