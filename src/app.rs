@@ -148,32 +148,26 @@ impl App {
             )?);
         }
         let mut tasks = tokio::task::JoinSet::new();
+        let mut serve_here = |listener: StdListener, router: axum::Router| -> anyhow::Result<()> {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tasks.spawn(server::serve(
+                listener,
+                router,
+                limits.clone(),
+                shutdown.clone(),
+            ));
+            Ok(())
+        };
         // The front runs on this multi-threaded runtime, so it can use every core while
         // the shards wait on it. (Measured here: on a single-threaded runtime of its own
         // it was CPU-bound at 42 k req/s and fell to 25 k at 256 connections.)
         if let Some((listener, front)) = front {
             front.spawn_health_checks(shutdown.clone());
-            let router = front.router(&state.config().edge);
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            tasks.spawn(server::serve(
-                listener,
-                router,
-                limits.clone(),
-                shutdown.clone(),
-            ));
+            serve_here(listener, front.router(&state.config().edge))?;
         }
         if let Some(listener) = metrics {
-            let router = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(crate::metrics::metrics_render),
-            );
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            tasks.spawn(server::serve(
-                listener,
-                router,
-                limits.clone(),
-                shutdown.clone(),
-            ));
+            let route = axum::routing::get(crate::metrics::metrics_render);
+            serve_here(listener, axum::Router::new().route("/metrics", route))?;
         }
         tracing::info!(
             front = ?state.listeners().front,

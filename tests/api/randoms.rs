@@ -1,11 +1,10 @@
 //! `GET /api/randoms`: the response contract, parsing of `cant`, determinism,
 //! admission control, cancellation, and that the runtime stays responsive.
 
-use std::time::Duration;
-
 use serde_json::{Map, Value};
 
 use crate::helpers::{TestApp, expect_error, spawn_app, spawn_app_with};
+use crate::scrape::wait_until;
 
 async fn counts(app: &TestApp, query: &str) -> Map<String, Value> {
     let response = app.get(&format!("/api/randoms?{query}")).await;
@@ -20,18 +19,6 @@ fn total(map: &Map<String, Value>) -> u64 {
     map.values()
         .map(|v| v.as_u64().expect("integer count"))
         .sum()
-}
-
-/// Waits (bounded) until `condition` holds; polling state, never a fixed sleep.
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
