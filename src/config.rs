@@ -121,7 +121,9 @@ impl Config {
             if args.no_front {
                 bail!("--front-config has no effect with --no-front");
             }
-            std::fs::metadata(path)
+            // Parsed and validated here so `check-config` reports a bad file; `App::build`
+            // loads it again (cheap) so the addresses are resolved at start-up.
+            crate::front::FrontConfig::load(path)
                 .with_context(|| format!("--front-config {}", path.display()))?;
         }
         Ok(Self {
@@ -203,5 +205,55 @@ impl UpstreamLimits {
             connect_timeout: args.connect_timeout,
             pool_idle_per_upstream: args.upstream_pool,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn check(extra: &[&str]) -> anyhow::Result<Config> {
+        let argv = ["loadlab", "check-config"].iter().chain(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::CheckConfig(args) => Config::from_args(&args),
+            other => panic!("expected check-config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        let config = check(&[]).expect("defaults");
+        assert_eq!(config.randoms.default_count, 100_000_000);
+        assert_eq!(config.randoms.max_count, 10_000_000_000);
+        assert!(config.front);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        for (flags, flag) in [
+            (&["--shards", "0"][..], "--shards"),
+            (&["--randoms-default", "1e11"][..], "--randoms-default"),
+            (&["--randoms-max", "lots"][..], "--randoms-max"),
+            (&["--threads", "0"][..], "--threads"),
+            (&["--cors-origin", "example.com"][..], "--cors-origin"),
+        ] {
+            let message = format!("{:#}", check(flags).expect_err("refused"));
+            assert!(message.contains(flag), "{flags:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_broken_front_config_is_reported_before_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("front.toml");
+        std::fs::write(&path, "pools = [ { name = \"a\", upstreams = [] } ]\n").expect("write");
+        let path = path.display().to_string();
+        let message = format!(
+            "{:#}",
+            check(&["--front-config", &path]).expect_err("refused")
+        );
+        assert!(message.contains("no upstreams"), "{message}");
     }
 }
