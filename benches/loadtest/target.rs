@@ -122,6 +122,8 @@ impl Config {
                 .collect::<Vec<_>>()
         };
         let mut processes = Vec::new();
+        let spawn_loadlab =
+            |argv| Process::spawn("loadlab", &fill(argv), cwd, &run_dir.join("loadlab.log"));
         match &self.setup {
             Setup::External => {
                 // Only check that something answers: an extra may have no /readyz.
@@ -130,24 +132,14 @@ impl Config {
                 return Ok(Running { processes });
             }
             Setup::Loadlab { loadlab } => {
-                processes.push(Process::spawn(
-                    "loadlab",
-                    &fill(loadlab),
-                    cwd,
-                    &run_dir.join("loadlab.log"),
-                )?);
+                processes.push(spawn_loadlab(loadlab)?);
             }
             Setup::Nginx {
                 loadlab,
                 nginx,
                 conf,
             } => {
-                processes.push(Process::spawn(
-                    "loadlab",
-                    &fill(loadlab),
-                    cwd,
-                    &run_dir.join("loadlab.log"),
-                )?);
+                processes.push(spawn_loadlab(loadlab)?);
                 // Shards first: nginx would answer 502 until they listen.
                 for url in &self.ready_urls[..self.ready_urls.len() - 1] {
                     wait_ready(url, READY_WITHIN, &mut processes)?;

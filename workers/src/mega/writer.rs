@@ -234,10 +234,9 @@ impl WriterHandle {
         }
         let (reply, outcome) = oneshot::channel();
         match self.tx.try_send(Message::Insert { rows, reply }) {
-            Ok(()) => {
-                metrics::gauge!("mega_writer_queue_depth").set(self.tx.len() as f64);
-                Ok(PendingInsert { outcome })
-            }
+            // The queue-depth gauge is set by the writer once per batch, not here: racing
+            // submitters would overwrite each other's values on every request for nothing.
+            Ok(()) => Ok(PendingInsert { outcome }),
             Err(TrySendError::Full(_)) => {
                 metrics::counter!("mega_rejected_total").increment(1);
                 Err(SubmitError::Full)
