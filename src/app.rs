@@ -7,7 +7,10 @@
 //! Threads at run time:
 //! - one per shard, each with its own single-threaded tokio runtime and listener (the
 //!   ancestors' "one server per port", without a process per port);
-//! - the caller's runtime, which runs the front (if any) and the extra metrics listener;
+//! - `--front-threads` front workers, each with its own single-threaded runtime
+//!   (see [`crate::server::serve_on_workers`]);
+//! - the caller's runtime, which accepts the front's connections and runs the health
+//!   checks and the extra metrics listener;
 //! - the rayon compute pool and the Mega writer thread, shared by all shards.
 //!
 //! Shutdown order: stop accepting everywhere, let in-flight requests finish, then stop
@@ -134,49 +137,54 @@ impl App {
             metrics,
         } = self;
         let limits = state.config().edge.connections.clone();
-        let mut threads = Vec::with_capacity(shards.len() + 1);
+        let mut threads = Vec::with_capacity(shards.len() + state.config().upstream.front_threads);
         for (index, listener) in shards.into_iter().enumerate() {
             let router = crate::routes::app(state.clone(), ShardLabel::shard(index));
-            let (limits, shutdown) = (limits.clone(), shutdown.clone());
-            threads.push(spawn_runtime_thread(
+            let (limits, stop) = (limits.clone(), shutdown.clone());
+            threads.push(server::spawn_runtime_thread(
                 format!("loadlab-shard-{index}"),
+                shutdown.clone(),
                 async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    server::serve(listener, router, limits, shutdown).await;
+                    server::serve(listener, router, limits, stop).await;
                     Ok(())
                 },
             )?);
         }
+        // This runtime accepts for the front and deals the connections out to the
+        // front's own threads; it also runs the health checks and the metrics listener.
         let mut tasks = tokio::task::JoinSet::new();
-        let mut serve_here = |listener: StdListener, router: axum::Router| -> anyhow::Result<()> {
+        if let Some((listener, front)) = front {
+            let (workers, front_threads) = front.spawn_workers(&state.config().edge, &shutdown)?;
+            threads.extend(front_threads);
+            front.spawn_health_checks(shutdown.clone());
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            tasks.spawn(server::serve(
+            tasks.spawn(server::serve_on_workers(
                 listener,
-                router,
+                workers,
                 limits.clone(),
                 shutdown.clone(),
             ));
-            Ok(())
-        };
-        // The front runs on this multi-threaded runtime, so it can use every core while
-        // the shards wait on it. (Measured here: on a single-threaded runtime of its own
-        // it was CPU-bound at 42 k req/s and fell to 25 k at 256 connections.)
-        if let Some((listener, front)) = front {
-            front.spawn_health_checks(shutdown.clone());
-            serve_here(listener, front.router(&state.config().edge))?;
         }
         if let Some(listener) = metrics {
             let route = axum::routing::get(crate::metrics::metrics_render);
-            serve_here(listener, axum::Router::new().route("/metrics", route))?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tasks.spawn(server::serve(
+                listener,
+                axum::Router::new().route("/metrics", route),
+                limits.clone(),
+                shutdown.clone(),
+            ));
         }
         tracing::info!(
             front = ?state.listeners().front,
             shards = ?state.listeners().shards,
             "loadlab is serving"
         );
+        shutdown.cancelled().await;
         while tasks.join_next().await.is_some() {}
-        // Shard threads return once their listeners drained; joining blocks, so do it
-        // (and the writer's final commit) off the runtime's workers.
+        // Listener threads return once their connections drained; joining blocks, so
+        // do it (and the writer's final commit) off the runtime's workers.
         tokio::task::spawn_blocking(move || {
             let mut result = Ok(());
             for thread in threads {
@@ -193,24 +201,8 @@ impl App {
             result
         })
         .await
-        .context("joining the shard threads")?
+        .context("joining the listener threads")?
     }
-}
-
-/// Runs `task` on a new thread with its own single-threaded tokio runtime.
-fn spawn_runtime_thread(
-    name: String,
-    task: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(task)
-        })
-        .context("starting a listener thread")
 }
 
 /// Binds a non-blocking std listener (tokio adopts it inside a shard's runtime).

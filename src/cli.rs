@@ -192,10 +192,17 @@ pub struct UpstreamArgs {
     #[arg(long, env = "LOADLAB_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
 
-    /// Idle keep-alive connections kept per upstream. Size it to the concurrency, or
-    /// connections churn (the nginx keepalive collapse measured in FIELD-NOTES).
+    /// Idle keep-alive connections kept per upstream and front thread. Size it to the
+    /// concurrency, or connections churn (the nginx keepalive collapse measured in
+    /// FIELD-NOTES).
     #[arg(long, env = "LOADLAB_UPSTREAM_POOL", default_value_t = 1024)]
     pub upstream_pool: usize,
+
+    /// Threads the front serves on, each with its own single-threaded runtime and its
+    /// own connections to every upstream; accepted connections are dealt out to them
+    /// [default: number of cores]
+    #[arg(long, env = "LOADLAB_FRONT_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub front_threads: Option<u16>,
 }
 
 /// `--db-sync` values.

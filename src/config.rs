@@ -81,8 +81,10 @@ pub struct UpstreamLimits {
     pub response_timeout: Duration,
     /// Time to connect to an upstream (next upstream after).
     pub connect_timeout: Duration,
-    /// Idle keep-alive connections kept per upstream.
+    /// Idle keep-alive connections kept per upstream and front thread.
     pub pool_idle_per_upstream: usize,
+    /// Threads the front serves on, each with its own connections to every upstream.
+    pub front_threads: usize,
 }
 
 impl Config {
@@ -204,6 +206,10 @@ impl UpstreamLimits {
             response_timeout: args.upstream_timeout,
             connect_timeout: args.connect_timeout,
             pool_idle_per_upstream: args.upstream_pool,
+            front_threads: args
+                .front_threads
+                .map(usize::from)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         }
     }
 }

@@ -50,11 +50,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The runtime of the front and the extra metrics listener; shards build their own.
+/// The main thread's runtime: it accepts the front's connections (the front's worker
+/// threads serve them), runs the health checks and the extra metrics listener. Shards
+/// and front workers build their own.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("loadlab-main")
         .build()
         .context("building the tokio runtime")
 }

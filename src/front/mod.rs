@@ -46,14 +46,21 @@ pub use self::config::{FrontConfig, HealthConfig, PoolConfig, RouteConfig, Upstr
 use self::proxy::Proxy;
 use self::upstream::Upstream;
 use crate::config::{EdgeLimits, UpstreamLimits};
+use crate::server::{self, ServingThread, WorkerSet};
 
 /// Where `loadlab front` listens without `--bind` or `listen`.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-/// The running front: pools, routes, health state and the upstream client. Cheap to
-/// clone (one `Arc`); every clone shares the same state.
+/// The running front: pools, routes, health state and the upstream connections. Cheap
+/// to clone (one `Arc`); every clone shares the same state.
+///
+/// A handle belongs to one front worker thread (see [`Front::spawn_workers`]) and uses
+/// that worker's upstream connections; [`Front::new`] gives worker 0's.
 #[derive(Debug, Clone)]
-pub struct Front(Arc<Inner>);
+pub struct Front {
+    inner: Arc<Inner>,
+    worker: usize,
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -63,6 +70,8 @@ struct Inner {
     upstreams: Vec<Arc<Upstream>>,
     proxy: Proxy,
     health: HealthConfig,
+    /// Worker threads, each with its own upstream connections.
+    threads: usize,
 }
 
 impl Front {
@@ -128,13 +137,17 @@ impl Front {
             .fallback_pool()
             .and_then(index_of)
             .context("no pool for the paths no route matches")?;
-        Ok(Self(Arc::new(Inner {
-            routes: Routes::new(routes, fallback),
-            pools,
-            upstreams,
-            proxy: Proxy::new(limits),
-            health: config.health,
-        })))
+        Ok(Self {
+            inner: Arc::new(Inner {
+                routes: Routes::new(routes, fallback),
+                pools,
+                upstreams,
+                proxy: Proxy::new(limits),
+                health: config.health,
+                threads: limits.front_threads.max(1),
+            }),
+            worker: 0,
+        })
     }
 
     /// The front's router: `/metrics`, `GET /front/status`, and the proxy for every
@@ -154,7 +167,7 @@ impl Front {
     /// Pools, routes, and each upstream's address, weight and health, as JSON (for
     /// `/info` and `GET /front/status`). `up` is whether requests may go there now.
     pub fn status(&self) -> serde_json::Value {
-        let inner = &self.0;
+        let inner = &self.inner;
         let pools: Vec<_> = inner
             .pools
             .iter()
@@ -203,15 +216,49 @@ impl Front {
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.
     pub fn spawn_health_checks(&self, shutdown: CancellationToken) {
-        health::spawn_checks(&self.0.upstreams, &self.0.health, &shutdown);
+        health::spawn_checks(&self.inner.upstreams, &self.inner.health, &shutdown);
+    }
+
+    /// Starts the front's worker threads (`--front-threads`), each with its own
+    /// single-threaded runtime, its own upstream connections and the front's router.
+    /// Feed them with [`crate::server::serve_on_workers`]; each thread returns once that
+    /// accept loop has stopped and its connections have drained. A thread that fails
+    /// cancels `shutdown`, so the whole front stops rather than serving short-handed.
+    pub fn spawn_workers(
+        &self,
+        edge: &EdgeLimits,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<(WorkerSet, Vec<ServingThread>)> {
+        let (set, workers) = server::workers(self.inner.threads);
+        let threads = workers
+            .into_iter()
+            .enumerate()
+            .map(|(index, worker)| {
+                let handle = Front {
+                    inner: Arc::clone(&self.inner),
+                    worker: index,
+                };
+                let router = handle.router(edge);
+                let limits = edge.connections.clone();
+                server::spawn_runtime_thread(
+                    format!("loadlab-front-{index}"),
+                    shutdown.clone(),
+                    async move {
+                        worker.run(router, limits).await;
+                        Ok(())
+                    },
+                )
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((set, threads))
     }
 }
 
 /// Every request the front does not answer itself.
 async fn front_proxy(State(front): State<Front>, req: Request) -> Response {
-    let inner = &front.0;
+    let inner = &front.inner;
     let pool = &inner.pools[inner.routes.pool_for(req.uri().path())];
-    inner.proxy.forward(pool, req).await
+    inner.proxy.forward(pool, front.worker, req).await
 }
 
 /// `GET /front/status`: [`Front::status`].
@@ -231,9 +278,10 @@ pub fn run_standalone(args: &crate::cli::FrontArgs) -> anyhow::Result<()> {
             .parse()
             .context("the default listen address")?,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // This runtime only accepts, checks health and serves --metrics-bind; the
+    // front's worker threads bring their own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("loadlab-front")
         .build()
         .context("building the tokio runtime")?;
     runtime.block_on(async move {
@@ -257,15 +305,27 @@ pub fn run_standalone(args: &crate::cli::FrontArgs) -> anyhow::Result<()> {
             trigger.cancel();
         });
         front.spawn_health_checks(shutdown.clone());
-        tracing::info!(addr = %listener.local_addr()?, pools = front.0.pools.len(), "loadlab front is serving");
+        tracing::info!(addr = %listener.local_addr()?, pools = front.inner.pools.len(), "loadlab front is serving");
+        let (workers, threads) = front.spawn_workers(&edge, &shutdown)?;
         let mut tasks = tokio::task::JoinSet::new();
         let connections = edge.connections.clone();
-        tasks.spawn(crate::server::serve(listener, front.router(&edge), connections.clone(), shutdown.clone()));
+        tasks.spawn(server::serve_on_workers(listener, workers, connections.clone(), shutdown.clone()));
         if let Some(listener) = metrics_listener {
             let router = Router::new().route("/metrics", get(crate::metrics::metrics_render));
-            tasks.spawn(crate::server::serve(listener, router, connections, shutdown.clone()));
+            tasks.spawn(server::serve(listener, router, connections, shutdown.clone()));
         }
         while tasks.join_next().await.is_some() {}
+        // The workers drain their connections after the accept loop stops; joining
+        // blocks, so off this runtime's thread.
+        tokio::task::spawn_blocking(move || {
+            threads.into_iter().try_for_each(|thread| {
+                thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a front thread panicked"))?
+            })
+        })
+        .await
+        .context("joining the front threads")??;
         tracing::info!("loadlab front stopped");
         Ok(())
     })

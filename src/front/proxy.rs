@@ -75,8 +75,9 @@ impl Proxy {
         }
     }
 
-    /// Forwards `req` to a member of `pool`; see the module docs for the rules.
-    pub(crate) async fn forward(&self, pool: &Pool, req: Request) -> Response {
+    /// Forwards `req` to a member of `pool` on front worker `worker`'s connections;
+    /// see the module docs for the rules.
+    pub(crate) async fn forward(&self, pool: &Pool, worker: usize, req: Request) -> Response {
         let (mut parts, body) = req.into_parts();
         let peer = parts
             .extensions
@@ -122,7 +123,7 @@ impl Proxy {
                 .headers_mut()
                 .insert(header::HOST, upstream.host_header().clone());
             let started = Instant::now();
-            let connections = upstream.connections();
+            let connections = upstream.connections(worker);
             match tokio::time::timeout_at(deadline, connections.send(request)).await {
                 Ok(Ok((response, sender))) => {
                     member.duration.record(started.elapsed().as_secs_f64());

@@ -50,9 +50,11 @@ pub(crate) struct Upstream {
     addr: SocketAddr,
     /// `addr` as a URI authority (for the health checks' URIs).
     authority: Authority,
-    /// Keep-alive connections to `addr`; an `Arc` because response bodies carry it to
-    /// give their connection back.
-    connections: Arc<ConnPool>,
+    /// Keep-alive connections to `addr`, one pool per front worker thread (a
+    /// connection's driver task runs on the thread that opened it, so only that
+    /// thread's requests should use it); an `Arc` because response bodies carry their
+    /// pool to give the connection back.
+    connections: Box<[Arc<ConnPool>]>,
     /// The `Host` header sent upstream (nginx's `$proxy_host`), built once.
     host: HeaderValue,
     /// The active checks' verdict. Starts up, so a fresh front serves at once; a dead
@@ -106,11 +108,15 @@ impl Upstream {
             label: label.to_owned(),
             addr,
             authority,
-            connections: Arc::new(ConnPool::new(
-                addr,
-                limits.connect_timeout,
-                limits.pool_idle_per_upstream,
-            )),
+            connections: (0..limits.front_threads.max(1))
+                .map(|_| {
+                    Arc::new(ConnPool::new(
+                        addr,
+                        limits.connect_timeout,
+                        limits.pool_idle_per_upstream,
+                    ))
+                })
+                .collect(),
             host,
             active_up: AtomicBool::new(true),
             failed_until: AtomicU64::new(0),
@@ -143,9 +149,9 @@ impl Upstream {
         &self.authority
     }
 
-    /// The keep-alive connections to it.
-    pub(crate) fn connections(&self) -> &Arc<ConnPool> {
-        &self.connections
+    /// Front worker `worker`'s keep-alive connections to it.
+    pub(crate) fn connections(&self, worker: usize) -> &Arc<ConnPool> {
+        &self.connections[worker % self.connections.len()]
     }
 
     /// The `Host` header to send.
@@ -257,6 +263,7 @@ pub(crate) mod tests {
             response_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             pool_idle_per_upstream: 1,
+            front_threads: 1,
         }
     }
 

@@ -61,7 +61,9 @@ async fn killing_an_upstream_mid_run_fails_no_get_and_marks_it_down_then_up_agai
     })
     .await;
 
-    upstreams[1].kill();
+    // kill and restart block (join a thread, rebind a port): off the front's worker,
+    // whose queued tasks would otherwise wait for them.
+    tokio::task::block_in_place(|| upstreams[1].kill());
     wait_until("the killed upstream is marked down", limit, || {
         !front.is_up(victim)
     })
@@ -71,7 +73,7 @@ async fn killing_an_upstream_mid_run_fails_no_get_and_marks_it_down_then_up_agai
         done.load(Ordering::Relaxed) >= at_down + 300
     })
     .await;
-    upstreams[1].restart();
+    tokio::task::block_in_place(|| upstreams[1].restart());
     wait_until("the restarted upstream is back up", limit, || {
         front.is_up(victim)
     })

@@ -182,6 +182,7 @@ fn limits(response_timeout: Duration) -> UpstreamLimits {
         response_timeout,
         connect_timeout: Duration::from_secs(1),
         pool_idle_per_upstream: 64,
+        front_threads: 1,
     }
 }
 
