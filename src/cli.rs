@@ -198,6 +198,14 @@ pub struct UpstreamArgs {
     #[arg(long, env = "LOADLAB_UPSTREAM_POOL", default_value_t = 1024)]
     pub upstream_pool: usize,
 
+    /// Requests in flight to one upstream at once (nginx's `max_conns`; a front config
+    /// may set it per upstream); 0: no limit. Further requests go to another upstream
+    /// with room, or wait for a slot (up to --upstream-timeout, then 504). Protects
+    /// small upstreams; no limit by default, as in nginx: a limit lets slow requests
+    /// hold every slot while quick ones wait behind them.
+    #[arg(long, env = "LOADLAB_UPSTREAM_MAX_CONNS", default_value_t = 0)]
+    pub upstream_max_conns: usize,
+
     /// Threads the front serves on, each with its own single-threaded runtime and its
     /// own connections to every upstream; accepted connections are dealt out to them
     /// [default: number of cores]

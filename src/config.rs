@@ -85,6 +85,9 @@ pub struct UpstreamLimits {
     pub pool_idle_per_upstream: usize,
     /// Threads the front serves on, each with its own connections to every upstream.
     pub front_threads: usize,
+    /// Requests in flight to one upstream at once, unless its config says otherwise;
+    /// 0: no limit.
+    pub max_conns_per_upstream: usize,
 }
 
 impl Config {
@@ -206,6 +209,7 @@ impl UpstreamLimits {
             response_timeout: args.upstream_timeout,
             connect_timeout: args.connect_timeout,
             pool_idle_per_upstream: args.upstream_pool,
+            max_conns_per_upstream: args.upstream_max_conns,
             front_threads: args
                 .front_threads
                 .map(usize::from)

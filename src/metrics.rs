@@ -201,6 +201,10 @@ fn describe() {
         "front_upstream_errors_total",
         "Failed attempts to reach an upstream, by upstream and kind of failure"
     );
+    describe_counter!(
+        "front_upstream_queued_total",
+        "Requests that found their upstream at max_conns and waited for a slot"
+    );
 
     metrics::gauge!("loadlab_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for name in [

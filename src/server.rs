@@ -316,3 +316,88 @@ pub fn spawn_runtime_thread(
         })
         .map_err(|e| anyhow::anyhow!("starting thread {name}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Sends one keep-alive GET on `stream` and returns the response body.
+    async fn get(stream: &mut TcpStream) -> String {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("write");
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 1024];
+        // The body is one digit: the response is complete once it follows the headers.
+        while !response.windows(4).any(|w| w == b"\r\n\r\n") || response.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "connection closed early");
+            response.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8(response).expect("utf-8");
+        text.rsplit("\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn connections_are_dealt_to_the_worker_with_the_fewest() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 64,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let (set, workers) = workers(2);
+        let open_counts: Vec<_> = set.handles.iter().map(|h| Arc::clone(&h.open)).collect();
+        let mut running = Vec::new();
+        for (index, worker) in workers.into_iter().enumerate() {
+            let router = Router::new().route(
+                "/",
+                axum::routing::get(move || async move { index.to_string() }),
+            );
+            running.push(tokio::spawn(worker.run(router, limits.clone())));
+        }
+        let accepting = tokio::spawn(serve_on_workers(listener, set, limits, shutdown.clone()));
+
+        // Equal workers take turns.
+        let mut open = Vec::new();
+        let mut served_by = Vec::new();
+        for _ in 0..4 {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            served_by.push(get(&mut stream).await);
+            open.push(stream);
+        }
+        assert_eq!(served_by, ["0", "1", "0", "1"]);
+        // Worker 0 loses both its connections: the next two go to it.
+        drop(open.remove(2));
+        drop(open.remove(0));
+        // Worker 0 notices the closed connections when it reads their EOF.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while open_counts[0].load(Ordering::Relaxed) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker 0 still counts its closed connections"
+            );
+            tokio::task::yield_now().await;
+        }
+        let mut again = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            again.push(get(&mut stream).await);
+            open.push(stream);
+        }
+        assert_eq!(again, ["0", "0"]);
+        // Keep-alive: every request on a connection goes to the same worker.
+        assert_eq!(get(&mut open[0]).await, "1");
+
+        shutdown.cancel();
+        accepting.await.expect("accept loop");
+        drop(open);
+        for worker in running {
+            worker.await.expect("worker");
+        }
+    }
+}

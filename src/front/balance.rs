@@ -125,8 +125,26 @@ impl Pool {
     }
 
     /// Picks the member for the next try, skipping unavailable, draining and `tried`
-    /// members; `None` when no member is left.
+    /// members; `None` when no member is left. When the balancer's choice is at its
+    /// `max_conns`, the next pickable member with room takes the request instead (as
+    /// nginx skips a full server); if none has room, the choice stands and the request
+    /// waits there for a slot.
     pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let choice = self.balance(tried)?;
+        if self.members[choice].upstream.has_room() {
+            return Some(choice);
+        }
+        let n = self.members.len();
+        let spare = (1..n).map(|offset| (choice + offset) % n).find(|&i| {
+            !tried.contains(&i)
+                && self.members[i].is_pickable()
+                && self.members[i].upstream.has_room()
+        });
+        Some(spare.unwrap_or(choice))
+    }
+
+    /// The balancer's choice, capacity aside.
+    fn balance(&self, tried: &[usize]) -> Option<usize> {
         let pickable = |i: usize| !tried.contains(&i) && self.members[i].is_pickable();
         match &self.picker {
             Picker::RoundRobin(next) => {
@@ -218,9 +236,15 @@ mod tests {
             .map(|(i, &w)| {
                 let label = format!("127.0.0.1:{}", 10 + i);
                 let addr = label.parse().expect("literal");
-                let upstream =
-                    Upstream::new(&label, addr, &[], &HealthConfig::default(), &test_limits())
-                        .expect("valid");
+                let upstream = Upstream::new(
+                    &label,
+                    addr,
+                    &[],
+                    0,
+                    &HealthConfig::default(),
+                    &test_limits(),
+                )
+                .expect("valid");
                 Member::new("test", &label, w, Arc::new(upstream))
             })
             .collect();

@@ -13,6 +13,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::pool::ConnPool;
 
@@ -139,7 +140,8 @@ impl hyper::body::Body for UpstreamBody {
     }
 }
 
-/// An upstream response body that returns its connection to `pool` when it ends.
+/// An upstream response body that returns its connection to `pool` when it ends,
+/// then frees its upstream's `max_conns` slot.
 ///
 /// A body dropped before its end (the client went away) drops the connection too:
 /// hyper cannot reuse a connection with an unread response on it.
@@ -147,6 +149,9 @@ pub(crate) struct PooledBody {
     inner: Incoming,
     /// The connection and its pool, until given back.
     giveback: Option<(SendRequest<UpstreamBody>, Arc<ConnPool>)>,
+    /// The request's `max_conns` slot, released after the connection is back (so the
+    /// request it lets in finds the connection idle), or on drop.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl PooledBody {
@@ -155,12 +160,14 @@ impl PooledBody {
     pub(crate) fn new(
         inner: Incoming,
         sender: SendRequest<UpstreamBody>,
+        slot: Option<OwnedSemaphorePermit>,
         pool: Arc<ConnPool>,
     ) -> Self {
         use hyper::body::Body as _;
         let mut body = Self {
             inner,
             giveback: Some((sender, pool)),
+            slot,
         };
         if body.inner.is_end_stream() {
             body.give_back();
@@ -172,6 +179,7 @@ impl PooledBody {
         if let Some((sender, pool)) = self.giveback.take() {
             pool.checkin(sender);
         }
+        self.slot = None;
     }
 }
 
@@ -190,7 +198,10 @@ impl hyper::body::Body for PooledBody {
             // The server stops polling once `is_end_stream` says so: give back on the
             // last frame, not only on the `None` after it.
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
-            Poll::Ready(Some(Err(_))) => this.giveback = None,
+            Poll::Ready(Some(Err(_))) => {
+                this.giveback = None;
+                this.slot = None;
+            }
             _ => {}
         }
         polled

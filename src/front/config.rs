@@ -2,14 +2,14 @@
 //! (`--front-config` of `serve`, `--config` of `loadlab front`) or built in (one
 //! round-robin pool of all shards).
 //!
-//! The file format is documented, key by key, in `docs/front.md`;
+//! The file format is documented, key by key, in the README ("The front config");
 //! `examples/front.toml` is the nginx set-up it replaces, and
 //! `examples/front-hosts.toml` a front over two hosts.
 //!
 //! Everything is checked once, at load, with messages naming the pool, route or key:
 //! a front that starts has a valid configuration.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
@@ -60,6 +60,10 @@ pub struct UpstreamConfig {
     /// Share of the pool's requests (smooth weighted round robin); 0 means draining:
     /// never picked, still health-checked.
     pub weight: u32,
+    /// Requests in flight to this address at once (nginx's `max_conns`); 0: no limit.
+    /// `None`: `--upstream-max-conns`. An address listed by several pools has one
+    /// limit, shared by them.
+    pub max_conns: Option<u32>,
 }
 
 /// A prefix route.
@@ -115,6 +119,7 @@ impl FrontConfig {
                             label: u.addr,
                             addr,
                             weight: u.weight.unwrap_or(1),
+                            max_conns: u.max_conns,
                         })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
@@ -157,6 +162,7 @@ impl FrontConfig {
                         label: addr.to_string(),
                         addr,
                         weight: 1,
+                        max_conns: None,
                     })
                     .collect(),
             }],
@@ -180,6 +186,7 @@ impl FrontConfig {
             bail!("no pools: add at least one [[pools]] with upstreams");
         }
         let mut names = HashSet::new();
+        let mut limits: HashMap<SocketAddr, (u32, &str)> = HashMap::new();
         for pool in &self.pools {
             if pool.name.is_empty() {
                 bail!("a pool has an empty name");
@@ -199,6 +206,19 @@ impl FrontConfig {
                         upstream.label,
                         upstream.addr
                     );
+                }
+                if let Some(max) = upstream.max_conns
+                    && let Some(&(earlier, earlier_pool)) = limits.get(&upstream.addr)
+                    && earlier != max
+                {
+                    bail!(
+                        "{} has max_conns = {earlier} in pool `{earlier_pool}` but {max} in pool `{}`: an address has one limit",
+                        upstream.label,
+                        pool.name
+                    );
+                }
+                if let Some(max) = upstream.max_conns {
+                    limits.insert(upstream.addr, (max, pool.name.as_str()));
                 }
             }
         }
@@ -301,6 +321,7 @@ struct RawPool {
 struct RawUpstream {
     addr: String,
     weight: Option<u32>,
+    max_conns: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,7 +374,21 @@ mod tests {
         assert_eq!(config.health.max_fails, 1);
         assert_eq!(config.health.fail_timeout, Duration::from_secs(10));
         assert_eq!(config.pools[0].upstreams[0].weight, 1);
+        assert_eq!(config.pools[0].upstreams[0].max_conns, None);
         assert_eq!(config.fallback_pool(), Some("p"));
+    }
+
+    #[test]
+    fn max_conns_is_read_and_may_repeat_with_the_same_value() {
+        let pool = |name: &str| {
+            format!(
+                "[[pools]]\nname = \"{name}\"\nupstreams = [{{ addr = \"127.0.0.1:1\", max_conns = 8 }}]\n"
+            )
+        };
+        let config =
+            FrontConfig::parse(&format!("default_pool = \"p\"\n{}{}", pool("p"), pool("q")))
+                .expect("the same limit twice is consistent");
+        assert_eq!(config.pools[1].upstreams[0].max_conns, Some(8));
     }
 
     #[test]
@@ -379,5 +414,20 @@ mod tests {
         assert!(error_of(&format!("{pool}colour = \"red\"\n")).contains("colour"));
         let twice = "[[pools]]\nname = \"p\"\nupstreams = [{ addr = \"127.0.0.1:1\" }, { addr = \"127.0.0.1:1\" }]\n";
         assert!(error_of(twice).contains("twice"));
+        let limited = |pool: &str, max: u32| {
+            format!(
+                "[[pools]]\nname = \"{pool}\"\nupstreams = [{{ addr = \"127.0.0.1:1\", max_conns = {max} }}]\n"
+            )
+        };
+        let conflict = format!(
+            "default_pool = \"p\"\n{}{}",
+            limited("p", 8),
+            limited("q", 9)
+        );
+        assert!(
+            error_of(&conflict).contains("one limit"),
+            "{}",
+            error_of(&conflict)
+        );
     }
 }

@@ -83,25 +83,28 @@ impl Front {
         // Metric handles made before the recorder exists would be no-ops forever.
         crate::metrics::handle();
         // Who lists each address, so shared addresses get one state and one checker:
-        // address -> (its label, the (pool, label) pairs that list it).
-        type Listed<'a> = (&'a str, Vec<(&'a str, &'a str)>);
+        // address -> (its label, its max_conns if the file sets one, the (pool, label)
+        // pairs that list it).
+        type Listed<'a> = (&'a str, Option<u32>, Vec<(&'a str, &'a str)>);
         let mut memberships: HashMap<SocketAddr, Listed<'_>> = HashMap::new();
         let mut order = Vec::new();
         for pool in &config.pools {
             for member in &pool.upstreams {
                 let entry = memberships.entry(member.addr).or_insert_with(|| {
                     order.push(member.addr);
-                    (member.label.as_str(), Vec::new())
+                    (member.label.as_str(), None, Vec::new())
                 });
-                entry.1.push((pool.name.as_str(), member.label.as_str()));
+                entry.1 = entry.1.or(member.max_conns);
+                entry.2.push((pool.name.as_str(), member.label.as_str()));
             }
         }
         let mut by_addr = HashMap::new();
         let mut upstreams = Vec::with_capacity(order.len());
         for addr in order {
-            let (label, pools) = &memberships[&addr];
+            let (label, max_conns, pools) = &memberships[&addr];
+            let max_conns = max_conns.map_or(limits.max_conns_per_upstream, |m| m as usize);
             let upstream = Arc::new(
-                Upstream::new(label, addr, pools, &config.health, &limits)
+                Upstream::new(label, addr, pools, max_conns, &config.health, &limits)
                     .with_context(|| format!("upstream `{label}` is not a valid Host header"))?,
             );
             by_addr.insert(addr, Arc::clone(&upstream));
@@ -191,6 +194,8 @@ impl Front {
                             "state": state,
                             "active_check": if u.is_active_up() { "up" } else { "down" },
                             "passive_failed": u.passive_failed(),
+                            "max_conns": u.max_conns(),
+                            "in_flight": u.in_flight(),
                         })
                     })
                     .collect();

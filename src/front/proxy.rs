@@ -29,6 +29,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use metrics::Counter;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::balance::{Pool, requests_counter};
@@ -122,13 +123,25 @@ impl Proxy {
             request
                 .headers_mut()
                 .insert(header::HOST, upstream.host_header().clone());
+            let Ok(slot) = tokio::time::timeout_at(deadline, upstream.admit()).await else {
+                member.count_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
+                return json_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "upstream {} had its max_conns ({}) requests in flight and none finished within the {}s upstream timeout",
+                        upstream.label(),
+                        upstream.max_conns(),
+                        self.limits.response_timeout.as_secs_f64()
+                    ),
+                );
+            };
             let started = Instant::now();
             let connections = upstream.connections(worker);
             match tokio::time::timeout_at(deadline, connections.send(request)).await {
                 Ok(Ok((response, sender))) => {
                     member.duration.record(started.elapsed().as_secs_f64());
                     member.count_status(response.status().as_u16());
-                    return client_response(response, sender, connections);
+                    return client_response(response, sender, slot, connections);
                 }
                 Ok(Err(failure)) => {
                     let (kind, message) = match &failure {
@@ -179,17 +192,19 @@ impl Proxy {
 }
 
 /// The client's side of an upstream response: hop-by-hop headers removed, the body
-/// streamed as it arrives, the connection back in the pool after its last byte.
+/// streamed as it arrives, the connection back in the pool and the `max_conns` slot
+/// freed after its last byte.
 fn client_response(
     response: axum::http::Response<hyper::body::Incoming>,
     sender: SendRequest<UpstreamBody>,
+    slot: Option<OwnedSemaphorePermit>,
     connections: &Arc<ConnPool>,
 ) -> Response {
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     Response::from_parts(
         parts,
-        Body::new(PooledBody::new(body, sender, Arc::clone(connections))),
+        Body::new(PooledBody::new(body, sender, slot, Arc::clone(connections))),
     )
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderValue;
 use axum::http::uri::Authority;
 use metrics::{Counter, Gauge};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::HealthConfig;
 use super::pool::ConnPool;
@@ -57,6 +58,13 @@ pub(crate) struct Upstream {
     connections: Box<[Arc<ConnPool>]>,
     /// The `Host` header sent upstream (nginx's `$proxy_host`), built once.
     host: HeaderValue,
+    /// One permit per request allowed in flight (`max_conns`), shared by every front
+    /// worker; `None`: no limit.
+    slots: Option<Arc<Semaphore>>,
+    /// `max_conns` (0: no limit), for messages.
+    max_conns: usize,
+    /// `front_upstream_queued_total{upstream}`: requests that waited for a slot.
+    queued: Counter,
     /// The active checks' verdict. Starts up, so a fresh front serves at once; a dead
     /// upstream is then found by the first failed connect (passive) or by the checks.
     active_up: AtomicBool,
@@ -90,6 +98,7 @@ impl Upstream {
         label: &str,
         addr: SocketAddr,
         memberships: &[(&str, &str)],
+        max_conns: usize,
         health: &HealthConfig,
         limits: &UpstreamLimits,
     ) -> anyhow::Result<Self> {
@@ -118,6 +127,9 @@ impl Upstream {
                 })
                 .collect(),
             host,
+            slots: (max_conns > 0).then(|| Arc::new(Semaphore::new(max_conns))),
+            max_conns,
+            queued: metrics::counter!("front_upstream_queued_total", "upstream" => label.to_owned()),
             active_up: AtomicBool::new(true),
             failed_until: AtomicU64::new(0),
             window: Mutex::new(FailWindow {
@@ -152,6 +164,36 @@ impl Upstream {
     /// Front worker `worker`'s keep-alive connections to it.
     pub(crate) fn connections(&self, worker: usize) -> &Arc<ConnPool> {
         &self.connections[worker % self.connections.len()]
+    }
+
+    /// Whether a request sent now would not wait for a `max_conns` slot.
+    pub(crate) fn has_room(&self) -> bool {
+        self.slots
+            .as_ref()
+            .is_none_or(|slots| slots.available_permits() > 0)
+    }
+
+    /// A slot for one request in flight, waiting for one if `max_conns` are taken
+    /// (first come, first served). Hold it until the response body has been read.
+    pub(crate) async fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        let slots = self.slots.as_ref()?;
+        if let Ok(permit) = Arc::clone(slots).try_acquire_owned() {
+            return Some(permit);
+        }
+        self.queued.increment(1);
+        // The semaphore is never closed.
+        Arc::clone(slots).acquire_owned().await.ok()
+    }
+
+    /// `max_conns`; 0: no limit.
+    pub(crate) fn max_conns(&self) -> usize {
+        self.max_conns
+    }
+
+    /// Requests holding a `max_conns` slot now; `None` without a limit (not counted).
+    pub(crate) fn in_flight(&self) -> Option<usize> {
+        let slots = self.slots.as_ref()?;
+        Some(self.max_conns.saturating_sub(slots.available_permits()))
     }
 
     /// The `Host` header to send.
@@ -251,6 +293,7 @@ pub(crate) mod tests {
             "127.0.0.1:9",
             "127.0.0.1:9".parse().expect("literal"),
             &[],
+            0,
             &health,
             &test_limits(),
         )
@@ -264,6 +307,7 @@ pub(crate) mod tests {
             connect_timeout: Duration::from_secs(1),
             pool_idle_per_upstream: 1,
             front_threads: 1,
+            max_conns_per_upstream: 0,
         }
     }
 

@@ -133,20 +133,10 @@ async fn a_slow_upstream_gives_504_after_the_upstream_timeout() {
     )
     .await;
 
-    let started = Instant::now();
-    let response = front
-        .client
-        .get(front.url("/slow"))
-        .send()
-        .await
-        .expect("sent");
-    let message = expect_error(response, 504).await;
+    let message = front
+        .expect_504_after("/slow", Duration::from_millis(300))
+        .await;
 
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
-        "took {took:?}"
-    );
     assert!(message.contains("did not answer within"), "{message}");
 }
 

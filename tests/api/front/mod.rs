@@ -10,6 +10,7 @@
 //! and `serve` (the front inside `loadlab serve`, CORS, `loadlab front`).
 
 mod failover;
+mod limits;
 mod routing;
 mod serve;
 
@@ -39,7 +40,8 @@ const FAST_HEALTH: &str =
 const NO_ACTIVE_HEALTH: &str = "[health]\nactive = false\n";
 
 /// An echo upstream: answers any path with what it received (JSON) and its name in
-/// `x-upstream-name`; `/slow` waits 30 s first. It also sends hop-by-hop headers the
+/// `x-upstream-name`; `/slow` waits 30 s first, `/slow-body` sends its headers at
+/// once and ends its body 30 s later. It also sends hop-by-hop headers the
 /// front must strip.
 struct TestUpstream {
     name: &'static str,
@@ -120,6 +122,13 @@ impl Drop for TestUpstream {
 }
 
 async fn echo(name: &'static str, req: Request) -> Response {
+    if req.uri().path() == "/slow-body" {
+        return (
+            [("x-upstream-name", name)],
+            axum::body::Body::new(SlowBody::default()),
+        )
+            .into_response();
+    }
     if req.uri().path() == "/slow" {
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
@@ -183,6 +192,7 @@ fn limits(response_timeout: Duration) -> UpstreamLimits {
         connect_timeout: Duration::from_secs(1),
         pool_idle_per_upstream: 64,
         front_threads: 1,
+        max_conns_per_upstream: 0,
     }
 }
 
@@ -218,6 +228,20 @@ impl TestFront {
         format!("http://{}{path}", self.addr)
     }
 
+    /// GETs `path`, expects a 504 that took at least `timeout` (and well under 5 s),
+    /// and returns its error message.
+    async fn expect_504_after(&self, path: &str, timeout: Duration) -> String {
+        let started = Instant::now();
+        let response = self.client.get(self.url(path)).send().await.expect("sent");
+        let message = expect_error(response, 504).await;
+        let took = started.elapsed();
+        assert!(
+            took >= timeout && took < Duration::from_secs(5),
+            "took {took:?}"
+        );
+        message
+    }
+
     /// GETs `path` and returns which upstream answered.
     async fn upstream_of(&self, path: &str) -> String {
         let response = self
@@ -247,11 +271,38 @@ impl TestFront {
     }
 }
 
+/// A response body that ends 30 s after it is first polled: the headers are out at
+/// once, the response is not finished.
+struct SlowBody(std::pin::Pin<Box<tokio::time::Sleep>>);
+
+impl Default for SlowBody {
+    fn default() -> Self {
+        Self(Box::pin(tokio::time::sleep(Duration::from_secs(30))))
+    }
+}
+
+impl hyper::body::Body for SlowBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0.as_mut().poll(cx).map(|()| None)
+    }
+}
+
 /// A `[[pools]]` table over `members` (address, weight).
 fn pool(name: &str, members: &[(SocketAddr, u32)]) -> String {
+    pool_of(name, "weight", members)
+}
+
+/// A `[[pools]]` table over `members` (address, value of `key`).
+fn pool_of(name: &str, key: &str, members: &[(SocketAddr, u32)]) -> String {
     let upstreams: Vec<String> = members
         .iter()
-        .map(|(addr, weight)| format!("{{ addr = \"{addr}\", weight = {weight} }}"))
+        .map(|(addr, value)| format!("{{ addr = \"{addr}\", {key} = {value} }}"))
         .collect();
     format!(
         "[[pools]]\nname = \"{name}\"\nupstreams = [{}]\n",
