@@ -167,8 +167,9 @@ impl Front {
         crate::edge::wrap(routes, edge)
     }
 
-    /// Pools, routes, and each upstream's address, weight and health, as JSON (for
-    /// `/info` and `GET /front/status`). `up` is whether requests may go there now.
+    /// Pools, routes, each upstream's address, weight, health and `max_conns` use, and
+    /// the front's worker threads, as JSON (for `/info` and `GET /front/status`). `up`
+    /// is whether requests may go there now.
     pub fn status(&self) -> serde_json::Value {
         let inner = &self.inner;
         let pools: Vec<_> = inner
@@ -212,6 +213,7 @@ impl Front {
             "pools": pools,
             "routes": routes,
             "default_pool": inner.pools[inner.routes.fallback()].name(),
+            "threads": inner.threads,
         })
     }
 

@@ -139,6 +139,11 @@ async fn info_shows_the_front_and_its_upstreams() {
     let info = info_json(&app).await;
 
     assert_eq!(info["front"]["address"], front.to_string());
+    assert!(
+        info["front"]["threads"].as_u64().is_some_and(|n| n >= 1),
+        "front threads: {}",
+        info["front"]["threads"]
+    );
     let upstreams = &info["front"]["pools"][0]["upstreams"];
     for shard in &app.shards {
         let shown = upstreams
