@@ -11,6 +11,8 @@
 //! - at most one try per member, all within one `--upstream-timeout` deadline: past
 //!   it the client gets 504 (a slow upstream is not retried: the next would be as
 //!   slow, and the deadline would multiply);
+//! - a member at its `max_conns` is passed over for one with room; when all are full
+//!   the request waits for a slot within the same deadline (504 past it);
 //! - no member left: 502 at once.
 //!
 //! Once response headers are back the response is the client's, whatever its
