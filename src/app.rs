@@ -186,14 +186,7 @@ impl App {
         // Listener threads return once their connections drained; joining blocks, so
         // do it (and the writer's final commit) off the runtime's workers.
         tokio::task::spawn_blocking(move || {
-            let mut result = Ok(());
-            for thread in threads {
-                match thread.join() {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => result = Err(e),
-                    Err(_) => result = Err(anyhow::anyhow!("a listener thread panicked")),
-                }
-            }
+            let result = server::join_all(threads);
             drop(state);
             if let Some(writer) = writer {
                 writer.shutdown();

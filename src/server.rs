@@ -291,6 +291,21 @@ impl Connections {
 /// A thread serving with its own runtime; joins to what its task returned.
 pub type ServingThread = std::thread::JoinHandle<anyhow::Result<()>>;
 
+/// Joins every thread (blocking: call it off a runtime's workers), all of them even
+/// after one failed, and returns the first failure.
+pub fn join_all(threads: Vec<ServingThread>) -> anyhow::Result<()> {
+    let mut result = Ok(());
+    for thread in threads {
+        let joined = thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("a serving thread panicked")));
+        if let (Err(e), Ok(())) = (joined, &result) {
+            result = Err(e);
+        }
+    }
+    result
+}
+
 /// Runs `task` on a new thread named `name` with its own single-threaded tokio
 /// runtime. If the task fails (or the runtime cannot be built), `shutdown` is
 /// cancelled so the rest of the process stops too; the error comes back on join.

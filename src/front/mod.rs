@@ -324,13 +324,7 @@ pub fn run_standalone(args: &crate::cli::FrontArgs) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
         // The workers drain their connections after the accept loop stops; joining
         // blocks, so off this runtime's thread.
-        tokio::task::spawn_blocking(move || {
-            threads.into_iter().try_for_each(|thread| {
-                thread
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("a front thread panicked"))?
-            })
-        })
+        tokio::task::spawn_blocking(move || server::join_all(threads))
         .await
         .context("joining the front threads")??;
         tracing::info!("loadlab front stopped");

@@ -101,13 +101,7 @@ async fn nothing_available_gives_502_at_once() {
     let front = spawn_front(&config, limits(Duration::from_secs(30))).await;
 
     let started = Instant::now();
-    let first = front
-        .client
-        .post(front.url("/app/insert"))
-        .body("{}")
-        .send()
-        .await
-        .expect("sent");
+    let first = front.post_insert().await;
     let message = expect_error(first, 502).await;
     assert!(message.contains("failed"), "{message}");
     let second = front.client.get(front.url("/")).send().await.expect("sent");
@@ -175,13 +169,7 @@ async fn a_post_is_not_resent_after_it_reached_an_upstream_but_a_get_is() {
     );
 
     let front = spawn_front(&config, limits(Duration::from_secs(5))).await;
-    let post = front
-        .client
-        .post(front.url("/app/insert"))
-        .body("{}")
-        .send()
-        .await
-        .expect("sent");
+    let post = front.post_insert().await;
     expect_error(post, 502).await;
     assert_eq!(
         seen.load(Ordering::SeqCst),

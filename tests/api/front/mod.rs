@@ -228,6 +228,16 @@ impl TestFront {
         format!("http://{}{path}", self.addr)
     }
 
+    /// POSTs `{}` to `/app/insert`, expecting an answer.
+    async fn post_insert(&self) -> reqwest::Response {
+        self.client
+            .post(self.url("/app/insert"))
+            .body("{}")
+            .send()
+            .await
+            .expect("sent")
+    }
+
     /// GETs `path`, expects a 504 that took at least `timeout` (and well under 5 s),
     /// and returns its error message.
     async fn expect_504_after(&self, path: &str, timeout: Duration) -> String {
