@@ -10,12 +10,15 @@
 //! disagree, and every value in it is HTML-escaped: arguments, paths and the front's
 //! status are arbitrary text.
 
-use std::fmt::Write as _;
+use std::str::FromStr as _;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
+use headers_accept::Accept;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use mediatype::{MediaType, names};
 use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
@@ -122,40 +125,20 @@ fn snapshot(state: &AppState) -> Value {
     })
 }
 
-/// Whether `accept` ranks `text/html` above `application/json`. No header, or a tie
-/// (`*/*`, as curl sends), means JSON.
+/// Whether `accept` ranks `text/html` above `application/json`. No header, a header
+/// that does not parse, or a tie (`*/*`, as curl sends) means JSON.
+///
+/// RFC 9110 section 12.5.1 negotiation (most specific range, then q-value) comes from
+/// `headers-accept`; JSON is offered first so that it wins ties.
 pub fn prefers_html(accept: Option<&str>) -> bool {
-    accept.is_some_and(|accept| {
-        quality(accept, "text", "html") > quality(accept, "application", "json")
-    })
-}
-
-/// The q-value `accept` gives `kind/subtype`: that of the most specific range matching
-/// it (exact, then `kind/*`, then `*/*`, as RFC 9110 section 12.5.1 says), 0 if none.
-fn quality(accept: &str, kind: &str, subtype: &str) -> f32 {
-    let mut best: Option<(u8, f32)> = None;
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let Some((k, s)) = parts.next().and_then(|media| media.trim().split_once('/')) else {
-            continue;
-        };
-        let specificity = match (k.trim(), s.trim()) {
-            (k, s) if k.eq_ignore_ascii_case(kind) && s.eq_ignore_ascii_case(subtype) => 2,
-            (k, "*") if k.eq_ignore_ascii_case(kind) => 1,
-            ("*", "*") => 0,
-            _ => continue,
-        };
-        let q = parts
-            .filter_map(|param| param.trim().split_once('='))
-            .find(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
-            .and_then(|(_, value)| value.trim().parse::<f32>().ok())
-            .filter(|q| (0.0..=1.0).contains(q))
-            .unwrap_or(1.0);
-        if best.is_none_or(|(seen, _)| specificity > seen) {
-            best = Some((specificity, q));
-        }
-    }
-    best.map_or(0.0, |(_, q)| q)
+    const OFFERED: &[MediaType<'static>] = &[
+        MediaType::new(names::APPLICATION, names::JSON),
+        MediaType::new(names::TEXT, names::HTML),
+    ];
+    accept
+        .and_then(|accept| Accept::from_str(accept).ok())
+        .and_then(|accept| accept.negotiate(OFFERED))
+        .is_some_and(|chosen| chosen.subty == names::HTML)
 }
 
 /// Inline styles: the page loads nothing else.
@@ -174,47 +157,46 @@ ul{margin:0;padding-left:18px}.chip{display:inline-block;background:#eef0f3;bord
 padding:0 6px;margin:0 4px 3px 0}.none{color:#8a94a3}.ok{color:#13795b;font-weight:600}\
 .bad{color:#b42318;font-weight:600}";
 
-/// The HTML page for `info` (the value [`snapshot`] builds).
+/// The HTML page for `info` (the value [`snapshot`] builds). maud escapes every
+/// spliced value, so arguments and paths cannot inject markup.
 fn render_html(info: &Value) -> String {
-    let mut out = String::with_capacity(16 * 1024);
     let version = info["service"]["version"].as_str().unwrap_or("");
-    let pid = &info["process"]["pid"];
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>loadlab {version} (pid {pid})</title><style>{STYLE}</style></head><body><main>\
-         <h1>loadlab {version}</h1><p class=\"sub\">pid {pid} &middot; measured when this page \
-         was served &middot; <a href=\"?\">refresh</a> &middot; JSON: <code>curl /info</code></p>",
-        version = escape(version),
-        pid = escape(&pid.to_string()),
-    );
-    if let Value::Object(sections) = info {
-        for (name, value) in sections {
-            let _ = write!(out, "<section><h2>{}</h2>", escape(&title(name)));
-            render_value(&mut out, name, value);
-            out.push_str("</section>");
+    let pid = info["process"]["pid"].to_string();
+    let sections = info.as_object().into_iter().flatten();
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { "loadlab " (version) " (pid " (pid) ")" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { main {
+                h1 { "loadlab " (version) }
+                p class="sub" {
+                    "pid " (pid) " · measured when this page was served · "
+                    a href="?" { "refresh" } " · JSON: " code { "curl /info" }
+                }
+                @for (name, value) in sections {
+                    section { h2 { (title(name)) } (render_value(name, value)) }
+                }
+            } }
         }
     }
-    out.push_str("</main></body></html>");
-    out
+    .into_string()
 }
 
 /// Renders `value` (found under `key`): objects as two-column tables, lists of flat
 /// objects (shards, upstreams) as tables with a column per field, other lists as
 /// bullet lists, scalars as text.
-fn render_value(out: &mut String, key: &str, value: &Value) {
+fn render_value(key: &str, value: &Value) -> Markup {
     match value {
-        Value::Object(map) if !map.is_empty() => {
-            out.push_str("<table class=\"kv\">");
-            for (k, v) in map {
-                let _ = write!(out, "<tr><th>{}</th><td>", escape(&title(k)));
-                render_value(out, k, v);
-                out.push_str("</td></tr>");
+        Value::Object(map) if !map.is_empty() => html! {
+            table class="kv" {
+                @for (k, v) in map { tr { th { (title(k)) } td { (render_value(k, v)) } } }
             }
-            out.push_str("</table>");
-        }
+        },
         Value::Array(items) if !items.is_empty() && items.iter().all(is_flat_object) => {
             let mut columns: Vec<&str> = Vec::new();
             for key in items
@@ -226,50 +208,34 @@ fn render_value(out: &mut String, key: &str, value: &Value) {
                     columns.push(key);
                 }
             }
-            out.push_str("<table class=\"grid\"><thead><tr>");
-            for column in &columns {
-                let _ = write!(out, "<th>{}</th>", escape(&title(column)));
-            }
-            out.push_str("</tr></thead>");
-            for item in items.iter().filter_map(Value::as_object) {
-                out.push_str("<tr>");
-                for column in &columns {
-                    out.push_str("<td>");
-                    render_value(out, column, item.get(*column).unwrap_or(&Value::Null));
-                    out.push_str("</td>");
+            html! {
+                table class="grid" {
+                    thead { tr { @for column in &columns { th { (title(column)) } } } }
+                    @for item in items.iter().filter_map(Value::as_object) {
+                        tr { @for column in &columns {
+                            td { (render_value(column, item.get(*column).unwrap_or(&Value::Null))) }
+                        } }
+                    }
                 }
-                out.push_str("</tr>");
             }
-            out.push_str("</table>");
         }
         // Scalars (the arguments) inline, one chip each, so a command line reads as one.
         Value::Array(items)
             if !items.is_empty() && items.iter().all(|v| !v.is_object() && !v.is_array()) =>
         {
-            for item in items {
-                let (text, _) = scalar_text(key, item);
-                let _ = write!(out, "<span class=\"chip\">{}</span>", escape(&text));
-            }
+            html! { @for item in items { span class="chip" { (scalar_text(key, item).0) } } }
         }
-        Value::Array(items) if !items.is_empty() => {
-            out.push_str("<ul>");
-            for item in items {
-                out.push_str("<li>");
-                render_value(out, key, item);
-                out.push_str("</li>");
-            }
-            out.push_str("</ul>");
-        }
-        Value::Object(_) | Value::Array(_) | Value::Null => {
-            out.push_str("<span class=\"none\">none</span>")
-        }
+        Value::Array(items) if !items.is_empty() => html! {
+            ul { @for item in items { li { (render_value(key, item)) } } }
+        },
+        Value::Object(_) | Value::Array(_) | Value::Null => html! { span class="none" { "none" } },
         scalar => {
             let (text, class) = scalar_text(key, scalar);
-            match class {
-                Some(class) => {
-                    let _ = write!(out, "<span class=\"{class}\">{}</span>", escape(&text));
+            html! {
+                @match class {
+                    Some(class) => span class=(class) { (text) },
+                    None => (text),
                 }
-                None => out.push_str(&escape(&text)),
             }
         }
     }
@@ -343,22 +309,6 @@ fn title(key: &str) -> String {
     key.replace('_', " ")
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,19 +329,20 @@ mod tests {
 
     #[test]
     fn the_most_specific_range_sets_the_quality() {
-        assert_eq!(
-            quality("text/*;q=0.3, text/html;q=0.7, */*;q=0.1", "text", "html"),
-            0.7
-        );
-        assert_eq!(quality("text/*;q=0.3, */*;q=0.1", "text", "html"), 0.3);
-        assert_eq!(quality("image/png", "text", "html"), 0.0);
-        assert_eq!(quality("TEXT/HTML ; Q=0.4", "text", "html"), 0.4);
+        assert!(prefers_html(Some(
+            "text/*;q=0.3, text/html;q=0.7, */*;q=0.1"
+        )));
+        assert!(!prefers_html(Some(
+            "text/*;q=0.9, text/html;q=0.2, */*;q=0.5"
+        )));
+        assert!(!prefers_html(Some("image/png")));
+        assert!(!prefers_html(Some("not a media range at all")));
     }
 
     #[test]
     fn markup_in_values_is_escaped() {
-        let page = render_html(&json!({ "process": { "arguments": ["<script>&'\""] } }));
-        assert!(page.contains("&lt;script&gt;&amp;&#39;&quot;"), "{page}");
+        let page = render_html(&json!({ "process": { "arguments": ["<script>&\""] } }));
+        assert!(page.contains("&lt;script&gt;&amp;&quot;"), "{page}");
         assert!(!page.contains("<script>"), "{page}");
     }
 
@@ -409,14 +360,16 @@ mod tests {
     proptest! {
         #[test]
         fn any_accept_header_is_handled_without_panicking(accept in ".{0,80}") {
-            let q = quality(&accept, "text", "html");
-            prop_assert!((0.0..=1.0).contains(&q));
+            let _ = prefers_html(Some(&accept));
         }
 
         #[test]
-        fn escaped_text_holds_no_markup(text in ".{0,80}") {
-            let escaped = escape(&text);
-            prop_assert!(!escaped.contains(['<', '>', '"', '\'']));
+        fn spliced_text_holds_no_markup(text in ".{0,80}") {
+            let page = render_html(&json!({ "process": { "arguments": [text] } }));
+            let body = &page[page.find("<section>").unwrap_or(0)..];
+            let chip = body.split("<span class=\"chip\">").nth(1).unwrap_or("");
+            let content = chip.split("</span>").next().unwrap_or("");
+            prop_assert!(!content.contains(['<', '>', '"']), "{content}");
         }
     }
 }

@@ -154,13 +154,29 @@ async fn process_metrics_are_exported_with_live_values() {
         "stdio, listeners and the database"
     );
     assert!(value("process_start_time_seconds") > 1.6e9, "a Unix time");
-    assert!(value("process_cpu_seconds_total") >= 0.0);
+    // CPU time must move with real work: a 1e8-draw histogram burns tens of ms on
+    // the compute pool, which runs in this (the app's) process.
+    let cpu_before = value("process_cpu_seconds_total");
+    let response = app
+        .client
+        .get(format!("http://{}/api/randoms?cant=1e8", app.addr))
+        .send()
+        .await
+        .expect("randoms");
+    assert_eq!(response.status(), 200);
+    let after = Exposition::fetch(&app.client, app.addr).await;
+    let cpu_after = after.values["process_cpu_seconds_total"];
+    assert!(
+        cpu_after > cpu_before,
+        "process_cpu_seconds_total did not grow ({cpu_before} -> {cpu_after})"
+    );
     assert_eq!(
         scrape
             .types
             .get("process_cpu_seconds_total")
             .map(String::as_str),
-        Some("counter")
+        Some("gauge"),
+        "a gauge: as a counter it would be truncated to whole seconds"
     );
     app.stop().await;
 }

@@ -1,150 +1,82 @@
-//! Prometheus for the dashboard tests: reading the metric selectors out of PromQL, and
-//! a real Prometheus server (the `prometheus` package) run for one test.
+//! Prometheus for the dashboard tests: reading the metric selectors out of PromQL (with
+//! `promql-parser`), and a real Prometheus server (the `prometheus` package) run for
+//! one test.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use promql_parser::parser::Expr;
+use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::Value;
 
 /// How often the test's Prometheus scrapes.
 pub(crate) const SCRAPE_INTERVAL: &str = "1s";
 
-/// A metric selector in a PromQL expression: `name{matchers}[range]`.
+/// A metric selector in a PromQL expression: `name{matchers}[range]`, with Grafana's
+/// variables shown as the dashboard writes them (`$instance`, `$__rate_interval`).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Selector {
     pub(crate) name: String,
+    /// The label matchers, `label=~"value"`, comma-separated.
     pub(crate) matchers: String,
     pub(crate) range: Option<String>,
 }
 
-/// PromQL words that are not metric names when they are not followed by `(`.
-const KEYWORDS: &[&str] = &[
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "count",
-    "stddev",
-    "stdvar",
-    "topk",
-    "bottomk",
-    "quantile",
-    "count_values",
-    "group",
-];
-/// Modifiers whose parentheses hold label names, not expressions.
-const LABEL_LISTS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
+/// Stand-ins for Grafana's variables while `promql-parser` reads the expression (it
+/// knows PromQL, not Grafana): a duration nobody writes, and a plain label value.
+const RATE_INTERVAL_STANDIN: Duration = Duration::from_secs(9876);
+const INSTANCE_STANDIN: &str = "grafana_instance_variable";
 
-/// The metric selectors of `expr`, read with a small scanner: enough for the
-/// dashboard's expressions (functions, aggregations, `by`/`on` lists, matchers,
-/// ranges, numbers), not a full PromQL parser.
+/// The metric selectors of `expr`, in the order they are written. Panics if `expr` is
+/// not valid PromQL (once Grafana's variables are stood in for): the dashboard test
+/// should fail on a query Prometheus would refuse.
 pub(crate) fn selectors(expr: &str) -> Vec<Selector> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    // The text from `start` to the bracket closing the one at `start`, skipping strings.
-    let closing = |start: usize, open: char, close: char| -> usize {
-        let (mut depth, mut j, mut in_string) = (0, start, false);
-        while j < chars.len() {
-            match chars[j] {
-                '\\' if in_string => j += 1,
-                '"' => in_string = !in_string,
-                c if c == open && !in_string => depth += 1,
-                c if c == close && !in_string => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return j;
-                    }
-                }
-                _ => {}
-            }
-            j += 1;
-        }
-        panic!("unbalanced {open}{close} in {expr}");
-    };
-    let next_non_space = |from: usize| (from..chars.len()).find(|&j| !chars[j].is_whitespace());
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '"' {
-            i = closing_quote(&chars, i) + 1;
-        } else if c.is_ascii_digit() || c == '.' {
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                i += 1;
-            }
-        } else if c == '[' {
-            i = closing(i, '[', ']') + 1;
-        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
-            let start = i;
-            while i < chars.len()
-                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
-            {
-                i += 1;
-            }
-            let word: String = chars[start..i].iter().collect();
-            let next = next_non_space(i);
-            let followed_by = |c: char| next.is_some_and(|j| chars[j] == c);
-            if LABEL_LISTS.contains(&word.as_str()) && followed_by('(') {
-                i = closing(next.unwrap_or(i), '(', ')') + 1;
-            } else if followed_by('(') || KEYWORDS.contains(&word.as_str()) {
-                // A function call or an operator: its arguments are scanned in turn.
-            } else {
-                let mut selector = Selector {
-                    name: word,
-                    matchers: String::new(),
-                    range: None,
-                };
-                if let Some(open) = next.filter(|_| followed_by('{')) {
-                    let close = closing(open, '{', '}');
-                    selector.matchers = chars[open + 1..close].iter().collect();
-                    i = close + 1;
-                }
-                if let Some(open) = next_non_space(i).filter(|&j| chars[j] == '[') {
-                    let close = closing(open, '[', ']');
-                    selector.range = Some(chars[open + 1..close].iter().collect());
-                    i = close + 1;
-                }
-                out.push(selector);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    out
+    let standin = expr
+        .replace(
+            "$__rate_interval",
+            &format!("{}s", RATE_INTERVAL_STANDIN.as_secs()),
+        )
+        .replace("$instance", INSTANCE_STANDIN);
+    let parsed = promql_parser::parser::parse(&standin)
+        .unwrap_or_else(|e| panic!("not valid PromQL: {expr}: {e}"));
+    let mut collector = SelectorCollector(Vec::new());
+    let Ok(_) = walk_expr(&mut collector, &parsed);
+    collector.0
 }
 
-fn closing_quote(chars: &[char], start: usize) -> usize {
-    let mut j = start + 1;
-    while j < chars.len() {
-        match chars[j] {
-            '\\' => j += 1,
-            '"' => return j,
-            _ => {}
-        }
-        j += 1;
+/// Collects selectors as [`walk_expr`] visits the expression tree.
+struct SelectorCollector(Vec<Selector>);
+
+impl ExprVisitor for SelectorCollector {
+    type Error = std::convert::Infallible;
+
+    fn pre_visit(&mut self, expr: &Expr) -> Result<bool, Self::Error> {
+        let (vector, range) = match expr {
+            Expr::VectorSelector(vector) => (vector, None),
+            Expr::MatrixSelector(matrix) => (&matrix.vs, Some(matrix.range)),
+            _ => return Ok(true),
+        };
+        let matchers: Vec<String> = vector
+            .matchers
+            .matchers
+            .iter()
+            .filter(|m| m.name != "__name__")
+            .map(|m| m.to_string().replace(INSTANCE_STANDIN, "$instance"))
+            .collect();
+        self.0.push(Selector {
+            name: vector.name.clone().unwrap_or_default(),
+            matchers: matchers.join(","),
+            range: range.map(|r| {
+                if r == RATE_INTERVAL_STANDIN {
+                    "$__rate_interval".to_owned()
+                } else {
+                    format!("{}s", r.as_secs())
+                }
+            }),
+        });
+        Ok(true)
     }
-    panic!(
-        "unterminated string in {}",
-        chars.iter().collect::<String>()
-    );
 }
 
 /// A binary on PATH, or in /usr/bin (where Debian puts `prometheus` and `promtool`).

@@ -88,6 +88,10 @@ impl Exposition {
 
 /// A sample line's name, label names and value. Label values may hold `{`, `}`, `,` and
 /// escaped quotes (route templates do), so they are read, not split.
+///
+/// Hand-written on purpose: the `prometheus-parse` crate matches labels with
+/// `\{[^}]+\}`, so it cuts `route="/app/mega/{id}"` at the first `}` and misreads
+/// loadlab's own scrape.
 fn parse_sample(line: &str) -> (String, Vec<String>, f64) {
     let name_end = line
         .find(['{', ' '])
