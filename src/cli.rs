@@ -193,8 +193,8 @@ pub struct UpstreamArgs {
     pub connect_timeout: Duration,
 
     /// Idle keep-alive connections kept per upstream and front thread. Size it to the
-    /// concurrency, or connections churn (the nginx keepalive collapse measured in
-    /// FIELD-NOTES).
+    /// concurrency, or connections churn: nginx with `keepalive 64` at 256 client
+    /// connections fell to 21 k req/s with 14 k sockets in TIME_WAIT on a 2-core machine.
     #[arg(long, env = "LOADLAB_UPSTREAM_POOL", default_value_t = 1024)]
     pub upstream_pool: usize,
 

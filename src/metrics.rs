@@ -36,7 +36,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// The process-wide exporter handle, installing the recorder on first use.
 ///
 /// The first caller also spawns the upkeep thread: without periodic `run_upkeep` the
-/// exporter's histogram storage grows without bound (FIELD-NOTES).
+/// exporter's histogram storage grows without bound (gigabytes have been reported).
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()

@@ -266,7 +266,7 @@ pub(crate) fn parse_extra(s: &str) -> Result<Extra, String> {
         return Err(format!("`{name}`: a name is letters, digits, - and _"));
     }
     let url = url.trim_end_matches('/').to_owned();
-    let (host, _, _) = crate::http::split_url(&url).map_err(|e| format!("`{url}`: {e}"))?;
+    let host = crate::http::url_host(&url).map_err(|e| format!("`{url}`: {e}"))?;
     // The comparison is only fair on the machine that runs wrk, and a load generator
     // must never be aimed at someone else's host by a typo.
     let loopback = host == "localhost"

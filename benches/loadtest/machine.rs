@@ -2,7 +2,7 @@
 //! measured, and the UTC date. Read once at the start of a run.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -148,34 +148,19 @@ impl Versions {
 /// The current UTC time as (`2026-11-23 09:41:15 UTC`, `2026-11-23T094115Z`): the first
 /// for the report, the second for folder names (no colons).
 pub(crate) fn utc_now() -> (String, String) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    utc_from_unix(secs)
+    utc_at(SystemTime::now())
 }
 
-/// [`utc_now`] for a given Unix time.
-pub(crate) fn utc_from_unix(secs: u64) -> (String, String) {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    let (y, mo, d) = civil_from_days(days as i64);
+/// [`utc_now`] for a given time (RFC 3339 from `humantime`, then reshaped).
+pub(crate) fn utc_at(time: SystemTime) -> (String, String) {
+    // `2026-11-23T09:41:15Z`
+    let rfc3339 = humantime::format_rfc3339_seconds(time).to_string();
+    let (date, clock) = rfc3339
+        .trim_end_matches('Z')
+        .split_once('T')
+        .unwrap_or((&rfc3339, ""));
     (
-        format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02} UTC"),
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}{m:02}{s:02}Z"),
+        format!("{date} {clock} UTC"),
+        format!("{date}T{}Z", clock.replace(':', "")),
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// `civil_from_days`), so the harness needs no date crate.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }

@@ -1,7 +1,7 @@
 //! `cargo bench --bench loadtest`: load-test comparisons of loadlab set-ups in one
 //! command. Starts each configuration on loopback ports, drives it with wrk, stops it,
 //! and writes `report.md`, `results.json` and SVG charts to a dated folder under
-//! `benches/results/`. `docs/loadtest.md` is the user's guide.
+//! `benches/results/`. The user's guide is the README's "Load-test comparisons" section.
 //!
 //! # Layout
 //! - [`cli`]: the flags, validated into [`cli::Settings`];

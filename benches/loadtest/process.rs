@@ -82,12 +82,15 @@ impl Process {
         if let Ok(Some(status)) = child.try_wait() {
             return Some(format!("{} had already exited ({status})", self.label));
         }
-        // `kill -TERM` rather than a libc call: the crate forbids unsafe code, and
-        // std's Child::kill only sends SIGKILL, which skips the graceful drain.
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
+        // SIGTERM through `nix` (safe, no shell): std's Child::kill only sends SIGKILL,
+        // which skips the graceful drain.
+        let sent = i32::try_from(child.id()).is_ok_and(|pid| {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .is_ok()
+        });
         let status = if sent {
             wait_for(&mut child, STOP_GRACE)
         } else {
@@ -106,7 +109,10 @@ impl Process {
                         STOP_GRACE.as_secs()
                     )
                 } else {
-                    format!("{}: `kill -TERM` failed: killed with SIGKILL", self.label)
+                    format!(
+                        "{}: SIGTERM could not be sent: killed with SIGKILL",
+                        self.label
+                    )
                 })
             }
         }

@@ -8,8 +8,9 @@
 //! when its response body ends.
 //!
 //! Idle connections are kept last-in first-out, up to `--upstream-pool` per upstream
-//! (sized to the concurrency so connections are reused, not churned: FIELD-NOTES'
-//! nginx `keepalive 64` collapse at 256 connections), and dropped once idle for
+//! (sized to the concurrency so connections are reused, not churned: nginx with
+//! `keepalive 64` collapsed at 256 connections, to 21 k req/s with 14 k sockets in
+//! TIME_WAIT, on a 2-core machine), and dropped once idle for
 //! [`IDLE_TIMEOUT`].
 
 use std::io;

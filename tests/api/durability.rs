@@ -309,11 +309,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
+    crate::helpers::sigterm(&server.child);
     let counts = slow
         .await
         .expect("task")

@@ -173,3 +173,13 @@ pub async fn expect_error(response: reqwest::Response, status: u16) -> String {
         .expect("an `error` string")
         .to_owned()
 }
+
+/// Sends SIGTERM to `child` (a graceful stop: std's `Child::kill` only sends SIGKILL).
+pub(crate) fn sigterm(child: &std::process::Child) {
+    let pid = i32::try_from(child.id()).expect("a pid fits an i32");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM sent");
+}

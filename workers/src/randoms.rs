@@ -1,6 +1,6 @@
 //! The random-histogram kernel: draw N integers uniformly in 1..=1000 and count them.
 //!
-//! Design, from measurements on a 2-core Zen 3 (see `../shared/FIELD-NOTES.md`):
+//! Design, from measurements on a 2-core Zen 3:
 //! - a small fast PRNG (xoshiro256++, from `rand_xoshiro`, which is portable: the same
 //!   seed gives the same stream on every platform and crate version), using *both*
 //!   32-bit halves of each 64-bit output;

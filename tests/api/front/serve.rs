@@ -100,11 +100,7 @@ async fn loadlab_front_runs_alone_and_exits_cleanly_on_sigterm() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-upstream-name"], "echo");
 
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    crate::helpers::sigterm(&child);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
