@@ -13,7 +13,8 @@ use loadlab_workers::mega::{SyncMode, WriterConfig};
 
 use crate::cli::{DbSync, EdgeArgs, ServeArgs, UpstreamArgs};
 use crate::count::parse_count;
-use crate::server::ConnectionLimits;
+use loadlab_front::server::ConnectionLimits;
+use loadlab_front::{EdgeLimits, FrontConfig, UpstreamLimits};
 
 /// The validated configuration of `loadlab serve`.
 #[derive(Debug, Clone)]
@@ -63,33 +64,6 @@ pub struct RandomsLimits {
     pub max_jobs: usize,
 }
 
-/// Limits applied at every listener.
-#[derive(Debug, Clone)]
-pub struct EdgeLimits {
-    /// CORS allow-list; empty: no CORS headers. `*` allows any origin.
-    pub cors_origins: Vec<String>,
-    /// Time to answer a request end to end (504 after).
-    pub request_timeout: Duration,
-    /// Connection-level limits.
-    pub connections: ConnectionLimits,
-}
-
-/// Front-to-upstream limits.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamLimits {
-    /// Time to the upstream's response headers (504 after).
-    pub response_timeout: Duration,
-    /// Time to connect to an upstream (next upstream after).
-    pub connect_timeout: Duration,
-    /// Idle keep-alive connections kept per upstream and front thread.
-    pub pool_idle_per_upstream: usize,
-    /// Threads the front serves on, each with its own connections to every upstream.
-    pub front_threads: usize,
-    /// Requests in flight to one upstream at once, unless its config says otherwise;
-    /// 0: no limit.
-    pub max_conns_per_upstream: usize,
-}
-
 impl Config {
     /// Validates the raw `serve` arguments.
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
@@ -128,7 +102,7 @@ impl Config {
             }
             // Parsed and validated here so `check-config` reports a bad file; `App::build`
             // loads it again (cheap) so the addresses are resolved at start-up.
-            crate::front::FrontConfig::load(path)
+            FrontConfig::load(path)
                 .with_context(|| format!("--front-config {}", path.display()))?;
         }
         Ok(Self {
@@ -158,63 +132,48 @@ impl Config {
             batch_request_max: args.batch_request_max,
             body_limit_bytes: args.body_limit,
             batch_body_limit_bytes: args.batch_body_limit,
-            edge: EdgeLimits::from_args(&args.edge)?,
-            upstream: UpstreamLimits::from_args(&args.upstream),
+            edge: edge_limits(&args.edge)?,
+            upstream: upstream_limits(&args.upstream),
             metrics_bind: args.metrics_bind,
         })
     }
-
-    /// The address of shard `index` (port 0 when the base port is 0).
-    pub fn shard_addr(&self, index: usize) -> SocketAddr {
-        let port = if self.shard_base_port == 0 {
-            0
-        } else {
-            // Range checked in `from_args`.
-            self.shard_base_port + index as u16
-        };
-        SocketAddr::new(self.shard_host, port)
-    }
 }
 
-impl EdgeLimits {
-    /// Validates the edge flags.
-    pub fn from_args(args: &EdgeArgs) -> anyhow::Result<Self> {
-        for origin in &args.cors_origins {
-            if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
-                bail!("--cors-origin `{origin}` is not a valid origin");
-            }
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                bail!("--cors-origin `{origin}` must look like https://example.com (or be *)");
-            }
+/// Validates the edge flags (shared by `serve` and `front`).
+pub fn edge_limits(args: &EdgeArgs) -> anyhow::Result<EdgeLimits> {
+    for origin in &args.cors_origins {
+        if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
+            bail!("--cors-origin `{origin}` is not a valid origin");
         }
-        if args.max_connections == 0 {
-            bail!("--max-connections must be at least 1");
+        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            bail!("--cors-origin `{origin}` must look like https://example.com (or be *)");
         }
-        Ok(Self {
-            cors_origins: args.cors_origins.clone(),
-            request_timeout: args.request_timeout,
-            connections: ConnectionLimits {
-                header_read_timeout: args.header_read_timeout,
-                max_connections: args.max_connections,
-                shutdown_grace: Duration::from_secs(30),
-            },
-        })
     }
+    if args.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
+    Ok(EdgeLimits {
+        cors_origins: args.cors_origins.clone(),
+        request_timeout: args.request_timeout,
+        connections: ConnectionLimits {
+            header_read_timeout: args.header_read_timeout,
+            max_connections: args.max_connections,
+            shutdown_grace: Duration::from_secs(30),
+        },
+    })
 }
 
-impl UpstreamLimits {
-    /// Converts the upstream flags.
-    pub fn from_args(args: &UpstreamArgs) -> Self {
-        Self {
-            response_timeout: args.upstream_timeout,
-            connect_timeout: args.connect_timeout,
-            pool_idle_per_upstream: args.upstream_pool,
-            max_conns_per_upstream: args.upstream_max_conns,
-            front_threads: args
-                .front_threads
-                .map(usize::from)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        }
+/// Converts the upstream flags (shared by `serve` and `front`).
+pub fn upstream_limits(args: &UpstreamArgs) -> UpstreamLimits {
+    UpstreamLimits {
+        response_timeout: args.upstream_timeout,
+        connect_timeout: args.connect_timeout,
+        pool_idle_per_upstream: args.upstream_pool,
+        max_conns_per_upstream: args.upstream_max_conns,
+        front_threads: args
+            .front_threads
+            .map(usize::from)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }
 

@@ -20,7 +20,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-use crate::metrics::{ShardLabel, metrics_render, track_requests};
+use crate::metrics::metrics_render;
+use crate::shard::{ShardLabel, track_requests};
 use crate::state::AppState;
 
 /// The router of one shard: every route, the edge layers, and request metrics labelled
@@ -46,6 +47,6 @@ pub fn app(state: AppState, shard: ShardLabel) -> Router {
         .route("/metrics", get(metrics_render))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .with_state(state.clone());
-    crate::edge::wrap(routes, &config.edge)
+    loadlab_front::edge::wrap(routes, &config.edge)
         .layer(axum::middleware::from_fn_with_state(shard, track_requests))
 }

@@ -25,9 +25,9 @@ use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use loadlab::config::{EdgeLimits, UpstreamLimits};
-use loadlab::front::{Front, FrontConfig};
-use loadlab::server::ConnectionLimits;
+use loadlab_front::server::ConnectionLimits;
+use loadlab_front::{EdgeLimits, UpstreamLimits};
+use loadlab_front::{Front, FrontConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -206,7 +206,7 @@ async fn spawn_front(config: &str, limits: UpstreamLimits) -> TestFront {
     let shutdown = CancellationToken::new();
     front.spawn_health_checks(shutdown.clone());
     let edge = edge(&[]);
-    tokio::spawn(loadlab::server::serve(
+    tokio::spawn(loadlab_front::server::serve(
         listener,
         front.router(&edge),
         edge.connections,

@@ -4,7 +4,7 @@
 //! front knows its upstreams up front, so it needs no pool keyed by hashed authority,
 //! no boxed response future, and no task spawned per request to wait for the
 //! connection to become idle (the legacy client's cost on every HTTP/1.1 response
-//! with a body). A connection comes back through [`crate::front::body::PooledBody`]
+//! with a body). A connection comes back through [`crate::body::PooledBody`]
 //! when its response body ends.
 //!
 //! Idle connections are kept last-in first-out, up to `--upstream-pool` per upstream

@@ -17,13 +17,78 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-pub use super::health::HealthConfig;
+use crate::server::ConnectionLimits;
+
+/// Health checks. Active checks flip an upstream only after `rise`/`fall` consecutive
+/// results (pingora); passive ones follow nginx's `max_fails`/`fail_timeout`.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Whether to send active checks at all (upstreams without a health endpoint).
+    pub active: bool,
+    /// Time between two checks of one upstream.
+    pub interval: Duration,
+    /// Time a check gets to answer (a 2xx status) before it counts as failed.
+    pub timeout: Duration,
+    /// Path checked with `GET`.
+    pub path: String,
+    /// Consecutive successful checks that bring a down upstream back up.
+    pub rise: u32,
+    /// Consecutive failed checks that take an up upstream down.
+    pub fall: u32,
+    /// Failed requests within `fail_timeout` after which an upstream is skipped for
+    /// `fail_timeout`; 0 disables passive checks.
+    pub max_fails: u32,
+    /// The passive window, and how long a failed upstream is skipped.
+    pub fail_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            active: true,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            path: "/healthz".to_owned(),
+            rise: 2,
+            fall: 2,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Limits applied at every listener (the front's and, in `loadlab serve`, each shard's).
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// CORS allow-list; empty: no CORS headers. `*` allows any origin.
+    pub cors_origins: Vec<String>,
+    /// Time to answer a request end to end (504 after).
+    pub request_timeout: Duration,
+    /// Connection-level limits.
+    pub connections: ConnectionLimits,
+}
+
+/// Front-to-upstream limits.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLimits {
+    /// Time to the upstream's response headers (504 after).
+    pub response_timeout: Duration,
+    /// Time to connect to an upstream (next upstream after).
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per upstream and front thread.
+    pub pool_idle_per_upstream: usize,
+    /// Threads the front serves on, each with its own connections to every upstream.
+    pub front_threads: usize,
+    /// Requests in flight to one upstream at once, unless its config says otherwise;
+    /// 0: no limit.
+    pub max_conns_per_upstream: usize,
+}
 
 /// Pools, routes and health-check settings of the front.
 ///
 /// A *pool* is a named set of upstreams balanced together; a *route* sends the paths
 /// under a prefix to a pool. Build it with [`FrontConfig::load`], [`FrontConfig::parse`]
-/// or [`FrontConfig::round_robin`]; [`crate::front::Front::new`] validates it again, so
+/// or [`FrontConfig::round_robin`]; [`crate::Front::new`] validates it again, so
 /// fields changed by hand cannot smuggle in an inconsistent config.
 #[derive(Debug, Clone)]
 pub struct FrontConfig {

@@ -226,8 +226,8 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::front::config::HealthConfig;
-    use crate::front::upstream::tests::test_limits;
+    use crate::config::HealthConfig;
+    use crate::upstream::tests::test_limits;
 
     fn pool(weights: &[u32]) -> Pool {
         let members = weights
