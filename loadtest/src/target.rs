@@ -16,11 +16,9 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::Settings;
+use crate::cli::{BUILT_IN, Settings};
 use crate::process::{Process, wait_ready};
 
-/// Names of the built-in configurations, in report order.
-pub(crate) const BUILT_IN: [&str; 4] = ["shards1", "sharded", "front", "nginx"];
 /// Stands for the fresh temporary folder of one measured run in command templates.
 const RUN_DIR: &str = "{run_dir}";
 /// How long a started configuration gets to answer `/readyz`.

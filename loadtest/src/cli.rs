@@ -9,12 +9,15 @@ use anyhow::bail;
 use clap::Parser;
 
 use crate::scenario::Scenario;
-use crate::target::BUILT_IN;
 
 /// Load-test comparisons of loadlab set-ups (and of anything else on this machine).
 ///
 /// Starts each configuration on loopback ports, drives it with wrk, stops it, and writes
 /// report.md, results.json and SVG charts to a dated folder under benches/results/.
+/// Names of the built-in configurations, in report order (built by
+/// [`crate::target::plan`]).
+pub(crate) const BUILT_IN: [&str; 4] = ["shards1", "sharded", "front", "nginx"];
+
 #[derive(Debug, Parser)]
 #[command(name = "cargo bench --bench loadtest --", max_term_width = 100)]
 pub(crate) struct Flags {
