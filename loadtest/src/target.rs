@@ -16,7 +16,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{BUILT_IN, Settings};
+use crate::cli::Settings;
 use crate::process::{Process, wait_ready};
 
 /// Stands for the fresh temporary folder of one measured run in command templates.
