@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::helpers::{TestApp, expect_error, spawn_app, spawn_app_with};
 use crate::scrape::wait_until;
+use crate::support::{TestApp, expect_error, spawn_app, spawn_app_with};
 
 async fn counts(app: &TestApp, query: &str) -> Map<String, Value> {
     let response = app.get(&format!("/api/randoms?{query}")).await;

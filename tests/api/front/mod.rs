@@ -31,7 +31,7 @@ use loadlab_front::{Front, FrontConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{expect_error, spawn_app_with_front};
+use crate::support::{expect_error, spawn_app_with_front};
 
 /// Fast health checks so state changes show within a fraction of a second.
 const FAST_HEALTH: &str =
