@@ -23,6 +23,7 @@
 pub mod config;
 
 mod balance;
+mod failure;
 mod body;
 mod health;
 mod pool;
