@@ -7,6 +7,7 @@
 //! - [`server`]: one listener's accept loop: connection cap, header-read timeout,
 //!   graceful drain. [`edge`]: the layers every listener puts around its routes (CORS,
 //!   request timeout, JSON 404s).
+//! - [`leftover`]: draining request bodies a handler left unread.
 //! - [`routes`]: the HTTP API of a shard, one module per resource; [`state`]: what the
 //!   handlers share; [`extract`] and [`error`]: JSON in, JSON errors out; [`count`]:
 //!   parsing `cant`.
@@ -24,6 +25,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod front;
+pub mod leftover;
 pub mod metrics;
 pub mod routes;
 pub mod server;

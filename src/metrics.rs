@@ -206,7 +206,27 @@ fn describe() {
         "Requests that found their upstream at max_conns and waited for a slot"
     );
 
+    describe_counter!(
+        "http_refused_requests_total",
+        "Requests refused at the edge before routing, by reason (no_host, many_hosts, headers_too_large, method_not_allowed)"
+    );
+    describe_counter!(
+        "front_client_errors_total",
+        "Requests whose body failed on the client's side, answered by the front and not held against the upstream, by kind (malformed, too_large, timeout, gone)"
+    );
+    describe_counter!(
+        "front_response_stalls_total",
+        "Upstream response bodies the front cut after 60 s without a byte"
+    );
+    describe_counter!(
+        "front_pool_panic_total",
+        "Times a pool had every member held out by passive checks and tried them anyway, by pool"
+    );
+
     metrics::gauge!("loadlab_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for reason in crate::edge::REFUSAL_REASONS {
+        metrics::counter!("http_refused_requests_total", "reason" => reason).increment(0);
+    }
     for name in [
         "http_internal_errors_total",
         "http_request_timeouts_total",

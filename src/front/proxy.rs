@@ -13,7 +13,8 @@
 //!   slow, and the deadline would multiply);
 //! - a member at its `max_conns` is passed over for one with room; when all are full
 //!   the request waits for a slot within the same deadline (504 past it);
-//! - no member left: 502 at once.
+//! - no member left: 502 at once (a pool whose members are all held out by passive
+//!   checks tries them anyway: see [`super::balance`]).
 //!
 //! Once response headers are back the response is the client's, whatever its
 //! status: nothing is retried after bytes went to the client. An upstream may answer
@@ -216,9 +217,17 @@ impl Proxy {
             Some((index, message)) => {
                 let member = &pool.members()[index];
                 member.count_status(StatusCode::BAD_GATEWAY.as_u16());
+                let panic = if pool.in_panic() {
+                    format!(
+                        "no upstream of pool `{}` is available (every member was held out and tried anyway); ",
+                        pool.name()
+                    )
+                } else {
+                    String::new()
+                };
                 json_error(
                     StatusCode::BAD_GATEWAY,
-                    format!("upstream {} failed: {message}", member.label),
+                    format!("{panic}upstream {} failed: {message}", member.label),
                 )
             }
             None => {
