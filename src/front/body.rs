@@ -354,3 +354,53 @@ impl hyper::body::Body for PooledBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::body::Body as _;
+
+    /// A client body that never sends a byte.
+    struct Stalled;
+
+    impl hyper::body::Body for Stalled {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_without_a_byte_for_the_idle_timeout_is_the_clients_fault() {
+        let request = RequestBody::new(Body::new(Stalled));
+        let mut body = request.for_try(0).expect("the first try gets the body");
+        let started = Instant::now();
+
+        let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+
+        assert!(matches!(polled, Some(Err(_))), "{polled:?}");
+        assert!(started.elapsed() >= BODY_IDLE_TIMEOUT);
+        let fault = request.client_fault().map(|(kind, _)| kind);
+        assert_eq!(fault, Some(ClientFault::Timeout));
+        assert!(!request.is_finished());
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_is_finished_and_blames_nobody() {
+        let request = RequestBody::new(Body::from("{}"));
+        let mut body = request.for_try(0).expect("the first try gets the body");
+        while !body.is_end_stream() {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            if frame.is_none() {
+                break;
+            }
+        }
+        assert!(request.is_finished());
+        assert!(request.client_fault().is_none());
+    }
+}
