@@ -325,13 +325,17 @@ mod tests {
     fn a_pool_held_out_by_passive_checks_only_is_tried_anyway() {
         let p = pool(&[1, 1]);
         for member in &p.members {
-            member.upstream.record_failure(crate::front::upstream::FailureKind::Send);
+            member
+                .upstream
+                .record_failure(crate::front::upstream::FailureKind::Send);
         }
         assert!(p.in_panic());
         assert_eq!(picks(&p, 2).len(), 2, "both tried in panic");
         assert_eq!(p.pick(&[0, 1]), None, "each at most once per request");
         p.members[0].upstream.set_active_up(false);
-        p.members[0].upstream.record_failure(crate::front::upstream::FailureKind::Send);
+        p.members[0]
+            .upstream
+            .record_failure(crate::front::upstream::FailureKind::Send);
         assert_eq!(picks(&p, 3), [1, 1, 1], "actively down stays out");
         p.members[1].upstream.set_active_up(false);
         assert!(!p.in_panic());

@@ -127,9 +127,9 @@ pub(crate) struct BodyWatch(Option<Arc<Mutex<Slot>>>);
 
 impl BodyWatch {
     fn is_finished(&self) -> bool {
-        self.0.as_ref().is_none_or(|slot| {
-            slot.lock().unwrap_or_else(|e| e.into_inner()).finished
-        })
+        self.0
+            .as_ref()
+            .is_none_or(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).finished)
     }
 }
 
@@ -195,9 +195,8 @@ impl hyper::body::Body for UpstreamBody {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Pending => {
-                        let timer = idle.get_or_insert_with(|| {
-                            Box::pin(tokio::time::sleep(BODY_IDLE_TIMEOUT))
-                        });
+                        let timer = idle
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_IDLE_TIMEOUT)));
                         ready!(timer.as_mut().poll(cx));
                         let fault = (ClientFault::Timeout, "no byte in time".to_owned());
                         Self::note(slot, Some(fault));

@@ -143,7 +143,10 @@ mod tests {
     fn decoder_errors_are_told_apart() {
         let bad = io::Error::new(io::ErrorKind::InvalidInput, "Invalid chunk size line");
         assert_eq!(ClientFault::classify(&bad), ClientFault::Malformed);
-        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "end of file before message length reached");
+        let eof = io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "end of file before message length reached",
+        );
         assert_eq!(ClientFault::classify(&eof), ClientFault::Gone);
         let wrapped = axum::Error::new(io::Error::new(io::ErrorKind::InvalidData, "bad"));
         assert_eq!(ClientFault::classify(&wrapped), ClientFault::Malformed);
@@ -152,7 +155,10 @@ mod tests {
     #[test]
     fn each_fault_has_its_status() {
         assert_eq!(ClientFault::Malformed.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(ClientFault::TooLarge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            ClientFault::TooLarge.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
         assert_eq!(ClientFault::Timeout.status(), StatusCode::REQUEST_TIMEOUT);
         for (i, kind) in ClientFault::ALL.into_iter().enumerate() {
             assert_eq!(kind as usize, i, "ALL is in discriminant order");

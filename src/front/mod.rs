@@ -25,8 +25,8 @@
 pub mod config;
 
 mod balance;
-mod failure;
 mod body;
+mod failure;
 mod health;
 mod pool;
 mod proxy;

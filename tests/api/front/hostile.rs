@@ -45,9 +45,13 @@ impl RawResponse {
     }
 
     fn json_error(&self) -> String {
-        let body: Value = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)));
-        body["error"].as_str().expect("an `error` string").to_owned()
+        let body: Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+        });
+        body["error"]
+            .as_str()
+            .expect("an `error` string")
+            .to_owned()
     }
 }
 
@@ -82,14 +86,22 @@ fn parse_responses(buf: &[u8], at_eof: bool) -> (Vec<RawResponse>, usize) {
                 )
             })
             .collect();
-        let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
         let body_start = head;
         let (body, end) = if let Some(length) = find("content-length") {
             let length: usize = length.trim().parse().expect("a numeric content-length");
             if rest.len() < body_start + length {
                 break;
             }
-            (rest[body_start..body_start + length].to_vec(), body_start + length)
+            (
+                rest[body_start..body_start + length].to_vec(),
+                body_start + length,
+            )
         } else if find("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
             let mut body = Vec::new();
             let mut at = body_start;
@@ -171,7 +183,8 @@ async fn read_exchange(stream: &mut TcpStream, want: usize, until_close: bool) -
 /// A request head with `Host` and `Connection: keep-alive`, then `extra` header lines
 /// (each ending in CRLF), then `body`.
 fn request(method: &str, path: &str, extra: &str, body: &[u8]) -> Vec<u8> {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: loadlab.test\r\n{extra}\r\n").into_bytes();
+    let mut raw =
+        format!("{method} {path} HTTP/1.1\r\nHost: loadlab.test\r\n{extra}\r\n").into_bytes();
     raw.extend_from_slice(body);
     raw
 }
@@ -200,7 +213,10 @@ fn chunked_filler(total: usize) -> Vec<u8> {
 async fn assert_front_healthy(app: &TestApp, case: &str) {
     let response = app.client.get(app.url("/healthz")).send().await;
     let status = response.map(|r| r.status().as_u16());
-    assert!(matches!(status, Ok(200)), "{case}: /healthz gave {status:?}");
+    assert!(
+        matches!(status, Ok(200)),
+        "{case}: /healthz gave {status:?}"
+    );
     assert_every_upstream_up(app, case).await;
 }
 
@@ -217,7 +233,10 @@ async fn assert_every_upstream_up(app: &TestApp, case: &str) {
     for pool in status["pools"].as_array().expect("pools") {
         assert_eq!(pool["panic"], false, "{case}: {pool}");
         for upstream in pool["upstreams"].as_array().expect("upstreams") {
-            assert_eq!(upstream["up"], true, "{case}: an upstream is down: {upstream}");
+            assert_eq!(
+                upstream["up"], true,
+                "{case}: an upstream is down: {upstream}"
+            );
         }
     }
 }
@@ -392,8 +411,20 @@ async fn smuggling_shapes_get_their_exact_answer_and_leave_every_upstream_up() {
 async fn a_wrong_method_gets_json_405_with_allow_from_front_and_shard() {
     let app = crate::helpers::spawn_app_with_front(&[]).await;
 
-    let on_front = exchange(app.front.expect("front"), &request("POST", "/front/status", "Content-Length: 0\r\n", b""), 1, false).await;
-    let on_shard = exchange(app.shards[0], &request("DELETE", "/healthz", "", b""), 1, false).await;
+    let on_front = exchange(
+        app.front.expect("front"),
+        &request("POST", "/front/status", "Content-Length: 0\r\n", b""),
+        1,
+        false,
+    )
+    .await;
+    let on_shard = exchange(
+        app.shards[0],
+        &request("DELETE", "/healthz", "", b""),
+        1,
+        false,
+    )
+    .await;
 
     for (side, got, allow) in [("front", on_front, "GET"), ("shard", on_shard, "GET")] {
         let response = &got.responses[0];
@@ -413,7 +444,10 @@ async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked() {
     let plain = request(
         "POST",
         "/app/insert",
-        &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", filler.len()),
+        &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            filler.len()
+        ),
         &filler,
     );
     let chunked = request(
@@ -428,7 +462,10 @@ async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked() {
             let got = exchange(front, raw, 1, false).await;
             let case = format!("{shape} #{attempt}");
             check(&case, &got, Expect::JsonError(413));
-            assert!(got.responses[0].json_error().contains("size limit"), "{case}");
+            assert!(
+                got.responses[0].json_error().contains("size limit"),
+                "{case}"
+            );
         }
         assert_every_upstream_up(&app, shape).await;
     }
@@ -454,11 +491,19 @@ async fn malformed_and_oversized_bursts_leave_every_upstream_up() {
 
     for attempt in 0..50 {
         let got = exchange(front, &malformed, 1, false).await;
-        check(&format!("malformed #{attempt}"), &got, Expect::JsonError(400));
+        check(
+            &format!("malformed #{attempt}"),
+            &got,
+            Expect::JsonError(400),
+        );
     }
     for attempt in 0..50 {
         let got = exchange(front, &oversized, 1, false).await;
-        check(&format!("oversized #{attempt}"), &got, Expect::JsonError(413));
+        check(
+            &format!("oversized #{attempt}"),
+            &got,
+            Expect::JsonError(413),
+        );
     }
 
     // The outage this guards against lasted fail_timeout (10 s) at ~20 calls/s: 200
@@ -470,7 +515,11 @@ async fn malformed_and_oversized_bursts_leave_every_upstream_up() {
             other => failed.push((call, other.map(|r| r.status()))),
         }
     }
-    assert!(failed.is_empty(), "{} of 200 /healthz calls failed: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} of 200 /healthz calls failed: {failed:?}",
+        failed.len()
+    );
     assert_every_upstream_up(&app, "after the burst").await;
 }
 
@@ -482,7 +531,10 @@ async fn pipelined_requests_are_answered_in_order() {
     raw.extend(request(
         "POST",
         "/app/insert",
-        &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()),
+        &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
         body.as_bytes(),
     ));
     raw.extend(request("GET", "/nowhere", "", b""));
@@ -513,7 +565,11 @@ async fn a_slow_body_is_served_and_slow_headers_are_cut_at_the_header_timeout() 
         stream.write_all(piece).await.expect("piece");
     }
     let got = read_exchange(&mut stream, 1, false).await;
-    assert_eq!(got.responses.first().map(|r| r.status), Some(201), "{got:?}");
+    assert_eq!(
+        got.responses.first().map(|r| r.status),
+        Some(201),
+        "{got:?}"
+    );
 
     // Headers that never finish: closed once the header-read timeout passes.
     let mut stream = TcpStream::connect(front).await.expect("connect");
@@ -559,7 +615,12 @@ async fn clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up() 
         // A large response, the client gone before reading it.
         let mut stream = TcpStream::connect(front).await.expect("connect");
         stream
-            .write_all(&request("GET", "/info", "Accept: application/json\r\n", b""))
+            .write_all(&request(
+                "GET",
+                "/info",
+                "Accept: application/json\r\n",
+                b"",
+            ))
             .await
             .expect("request");
         drop(stream);
