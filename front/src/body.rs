@@ -2,20 +2,33 @@
 //!
 //! - [`RequestBody`] / [`UpstreamBody`]: the client's request body, held until a try
 //!   reads it, so a try that never read it (a failed connect) can hand it to the next.
+//!   It also watches the client's side: an error reading it, or
+//!   [`BODY_IDLE_TIMEOUT`] without a byte, is recorded as a [`ClientFault`] so the
+//!   proxy does not blame the upstream; and whether it was read to its end, so a
+//!   connection whose request was not fully written never goes back to the pool
+//!   (hyperium/hyper#4176).
 //! - [`PooledBody`]: an upstream response body that gives its connection back to the
-//!   pool once the last byte is read (a keep-alive connection is reusable only then).
+//!   pool once the last byte is read (a keep-alive connection is reusable only then),
+//!   and cuts a response that stalls for [`RESPONSE_IDLE_TIMEOUT`].
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
 
+use super::failure::{BODY_IDLE_TIMEOUT, ClientFault};
 use super::pool::ConnPool;
+
+/// How long an upstream response body may go without a byte, once its headers are
+/// back, before the front cuts it (nginx's `proxy_read_timeout`, 60 s there too).
+pub(crate) const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The client's request body, kept so a try that never read it can hand it to the
 /// next try.
@@ -32,6 +45,10 @@ pub(crate) struct Slot {
     /// from the next one, however late its connection polls.
     try_index: usize,
     body: Option<Body>,
+    /// What went wrong reading the client's body, with the error's text.
+    fault: Option<(ClientFault, String)>,
+    /// Whether the body was read to its end.
+    finished: bool,
 }
 
 impl RequestBody {
@@ -46,6 +63,8 @@ impl RequestBody {
                 Arc::new(Mutex::new(Slot {
                     try_index: 0,
                     body: Some(body),
+                    fault: None,
+                    finished: false,
                 })),
                 hint,
             )
@@ -65,9 +84,52 @@ impl RequestBody {
                     try_index: attempt,
                     taken: None,
                     hint: *hint,
+                    idle: None,
                 })
             }
         }
+    }
+
+    /// What went wrong on the client's side while a try read the body, if anything.
+    pub(crate) fn client_fault(&self) -> Option<(ClientFault, String)> {
+        match self {
+            RequestBody::Empty => None,
+            RequestBody::Streamed(slot, _) => {
+                slot.lock().unwrap_or_else(|e| e.into_inner()).fault.clone()
+            }
+        }
+    }
+
+    /// Whether the whole body has been read (always, without one).
+    pub(crate) fn is_finished(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Streamed(slot, _) => {
+                slot.lock().unwrap_or_else(|e| e.into_inner()).finished
+            }
+        }
+    }
+
+    /// A handle that tells whether the body has been read to its end, for the
+    /// response body to decide whether its connection may be pooled.
+    pub(crate) fn watch(&self) -> BodyWatch {
+        match self {
+            RequestBody::Empty => BodyWatch(None),
+            RequestBody::Streamed(slot, _) => BodyWatch(Some(Arc::clone(slot))),
+        }
+    }
+}
+
+/// Whether a request body was written out whole: a connection whose request body was
+/// not fully written must not be reused (the upstream would read the rest of it as
+/// the next request).
+pub(crate) struct BodyWatch(Option<Arc<Mutex<Slot>>>);
+
+impl BodyWatch {
+    fn is_finished(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).finished)
     }
 }
 
@@ -85,7 +147,21 @@ pub(crate) enum UpstreamBody {
         taken: Option<Body>,
         /// The client body's size hint, until taken.
         hint: SizeHint,
+        /// Armed while the client's body is pending: fires after [`BODY_IDLE_TIMEOUT`]
+        /// without a byte. Made on the first wait only (most bodies arrive whole).
+        idle: Option<Pin<Box<Sleep>>>,
     },
+}
+
+impl UpstreamBody {
+    /// Records the end of the client's body, or what went wrong reading it.
+    fn note(slot: &Mutex<Slot>, fault: Option<(ClientFault, String)>) {
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        match fault {
+            Some(fault) => guard.fault = Some(fault),
+            None => guard.finished = true,
+        }
+    }
 }
 
 impl hyper::body::Body for UpstreamBody {
@@ -102,6 +178,7 @@ impl hyper::body::Body for UpstreamBody {
                 slot,
                 try_index,
                 taken,
+                idle,
                 ..
             } => {
                 if taken.is_none() {
@@ -110,12 +187,38 @@ impl hyper::body::Body for UpstreamBody {
                         *taken = guard.body.take();
                     }
                 }
-                match taken {
-                    Some(body) => Pin::new(body).poll_frame(cx),
-                    None => Poll::Ready(Some(Err(axum::Error::new(
+                let Some(body) = taken else {
+                    return Poll::Ready(Some(Err(axum::Error::new(
                         "the request body went to another upstream",
-                    )))),
+                    ))));
+                };
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Pending => {
+                        let timer = idle
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_IDLE_TIMEOUT)));
+                        ready!(timer.as_mut().poll(cx));
+                        let fault = (ClientFault::Timeout, "no byte in time".to_owned());
+                        Self::note(slot, Some(fault));
+                        return Poll::Ready(Some(Err(axum::Error::new(
+                            "the client's request body stalled",
+                        ))));
+                    }
+                    Poll::Ready(Some(Ok(_))) => {
+                        if let Some(timer) = idle {
+                            timer.as_mut().reset(Instant::now() + BODY_IDLE_TIMEOUT);
+                        }
+                        if body.is_end_stream() {
+                            Self::note(slot, None);
+                        }
+                    }
+                    Poll::Ready(None) => Self::note(slot, None),
+                    Poll::Ready(Some(Err(e))) => {
+                        let fault = (ClientFault::classify(e), super::proxy::error_chain(e));
+                        Self::note(slot, Some(fault));
+                    }
                 }
+                polled
             }
         }
     }
@@ -144,7 +247,10 @@ impl hyper::body::Body for UpstreamBody {
 /// then frees its upstream's `max_conns` slot.
 ///
 /// A body dropped before its end (the client went away) drops the connection too:
-/// hyper cannot reuse a connection with an unread response on it.
+/// hyper cannot reuse a connection with an unread response on it. So does a response
+/// that came back before its request body was fully written (an early 413), and one
+/// that stalls for [`RESPONSE_IDLE_TIMEOUT`] (cut with an error: the client sees the
+/// connection close mid-body, as it would from nginx).
 pub(crate) struct PooledBody {
     inner: Incoming,
     /// The connection and its pool, until given back.
@@ -152,6 +258,12 @@ pub(crate) struct PooledBody {
     /// The request's `max_conns` slot, released after the connection is back (so the
     /// request it lets in finds the connection idle), or on drop.
     slot: Option<OwnedSemaphorePermit>,
+    /// Whether the request body went out whole: only then may the connection be reused.
+    request: BodyWatch,
+    /// Armed while the upstream's body is pending; made on the first wait only.
+    idle: Option<Pin<Box<Sleep>>>,
+    /// `front_response_stalls_total`.
+    stalls: metrics::Counter,
 }
 
 impl PooledBody {
@@ -162,12 +274,17 @@ impl PooledBody {
         sender: SendRequest<UpstreamBody>,
         slot: Option<OwnedSemaphorePermit>,
         pool: Arc<ConnPool>,
+        request: BodyWatch,
+        stalls: metrics::Counter,
     ) -> Self {
         use hyper::body::Body as _;
         let mut body = Self {
             inner,
             giveback: Some((sender, pool)),
             slot,
+            request,
+            idle: None,
+            stalls,
         };
         if body.inner.is_end_stream() {
             body.give_back();
@@ -176,7 +293,9 @@ impl PooledBody {
     }
 
     fn give_back(&mut self) {
-        if let Some((sender, pool)) = self.giveback.take() {
+        if let Some((sender, pool)) = self.giveback.take()
+            && self.request.is_finished()
+        {
             pool.checkin(sender);
         }
         self.slot = None;
@@ -185,26 +304,45 @@ impl PooledBody {
 
 impl hyper::body::Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = axum::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
+            Poll::Pending => {
+                let timer = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(RESPONSE_IDLE_TIMEOUT)));
+                ready!(timer.as_mut().poll(cx));
+                this.stalls.increment(1);
+                this.giveback = None;
+                this.slot = None;
+                return Poll::Ready(Some(Err(axum::Error::new(format!(
+                    "the upstream response stalled: no byte for {}s",
+                    RESPONSE_IDLE_TIMEOUT.as_secs()
+                )))));
+            }
             Poll::Ready(None) => this.give_back(),
             // The server stops polling once `is_end_stream` says so: give back on the
             // last frame, not only on the `None` after it.
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.give_back(),
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(timer) = &mut this.idle {
+                    timer.as_mut().reset(Instant::now() + RESPONSE_IDLE_TIMEOUT);
+                }
+                if this.inner.is_end_stream() {
+                    this.give_back();
+                }
+            }
             Poll::Ready(Some(Err(_))) => {
                 this.giveback = None;
                 this.slot = None;
             }
-            _ => {}
         }
-        polled
+        polled.map_err(axum::Error::new)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -213,5 +351,55 @@ impl hyper::body::Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::body::Body as _;
+
+    /// A client body that never sends a byte.
+    struct Stalled;
+
+    impl hyper::body::Body for Stalled {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_without_a_byte_for_the_idle_timeout_is_the_clients_fault() {
+        let request = RequestBody::new(Body::new(Stalled));
+        let mut body = request.for_try(0).expect("the first try gets the body");
+        let started = Instant::now();
+
+        let polled = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+
+        assert!(matches!(polled, Some(Err(_))), "{polled:?}");
+        assert!(started.elapsed() >= BODY_IDLE_TIMEOUT);
+        let fault = request.client_fault().map(|(kind, _)| kind);
+        assert_eq!(fault, Some(ClientFault::Timeout));
+        assert!(!request.is_finished());
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_is_finished_and_blames_nobody() {
+        let request = RequestBody::new(Body::from("{}"));
+        let mut body = request.for_try(0).expect("the first try gets the body");
+        while !body.is_end_stream() {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            if frame.is_none() {
+                break;
+            }
+        }
+        assert!(request.is_finished());
+        assert!(request.client_fault().is_none());
     }
 }

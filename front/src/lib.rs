@@ -11,7 +11,9 @@
 //! - [`config`]: [`FrontConfig`], the TOML file of pools, routes and health checks, and
 //!   the limits ([`EdgeLimits`], [`UpstreamLimits`]).
 //! - `balance`: picking a pool (longest route prefix) and a member (round robin, or
-//!   smooth weighted round robin).
+//!   smooth weighted round robin), and panic mode when every member is held out.
+//! - `failure`: whose fault a failed forward is (a client's bad body is not the
+//!   upstream's).
 //! - `upstream`: one upstream address and its health (active verdict, passive holds).
 //! - `health`: the active check tasks.
 //! - `pool`: keep-alive connections to one upstream; `body`: request and response
@@ -35,7 +37,9 @@ pub mod server;
 
 mod balance;
 mod body;
+mod failure;
 mod health;
+mod leftover;
 mod pool;
 mod proxy;
 mod upstream;
@@ -195,7 +199,8 @@ impl Front {
 
     /// Pools, routes, each upstream's address, weight, health and `max_conns` use, and
     /// the front's worker threads, as JSON (for `/info` and `GET /front/status`). `up`
-    /// is whether requests may go there now.
+    /// is whether requests may go there now; a pool's `panic` is whether it is trying
+    /// members held out by passive checks because none is up.
     pub fn status(&self) -> serde_json::Value {
         let inner = &self.inner;
         let pools: Vec<_> = inner
@@ -226,7 +231,7 @@ impl Front {
                         })
                     })
                     .collect();
-                json!({ "name": pool.name(), "upstreams": upstreams })
+                json!({ "name": pool.name(), "panic": pool.in_panic(), "upstreams": upstreams })
             })
             .collect();
         let routes: Vec<_> = inner

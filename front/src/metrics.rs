@@ -49,6 +49,22 @@ pub fn describe() {
         "Requests that found their upstream at max_conns and waited for a slot"
     );
     describe_counter!(
+        "front_client_errors_total",
+        "Requests whose body failed on the client's side, answered by the front and not held against the upstream, by kind (malformed, too_large, timeout, gone)"
+    );
+    describe_counter!(
+        "front_response_stalls_total",
+        "Upstream response bodies the front cut after 60 s without a byte"
+    );
+    describe_counter!(
+        "front_pool_panic_total",
+        "Times a pool had every member held out by passive checks and tried them anyway, by pool"
+    );
+    describe_counter!(
+        "http_refused_requests_total",
+        "Requests refused at the edge before routing, by reason (no_host, many_hosts, headers_too_large, method_not_allowed)"
+    );
+    describe_counter!(
         "http_request_timeouts_total",
         "Requests answered 503 because they outlived --request-timeout"
     );
@@ -58,5 +74,8 @@ pub fn describe() {
     );
     for name in ["http_request_timeouts_total", "http_accept_errors_total"] {
         metrics::counter!(name).increment(0);
+    }
+    for reason in crate::edge::REFUSAL_REASONS {
+        metrics::counter!("http_refused_requests_total", "reason" => reason).increment(0);
     }
 }

@@ -40,6 +40,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+/// hyper's read buffer per connection: the largest request head it will parse.
+const MAX_HEAD_BUFFER: usize = 2 * crate::edge::MAX_HEADER_BYTES;
+
 /// Per-listener connection limits.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
@@ -246,6 +249,10 @@ impl Connections {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            // hyper's default buffer (~400 KiB) takes a 100 KB header line; this stops
+            // a header block past twice the edge's limit with hyper's own (empty) 431,
+            // and the edge answers JSON 431 between the two.
+            .max_buf_size(MAX_HEAD_BUFFER)
             .keep_alive(true);
         Self {
             router,

@@ -1,0 +1,632 @@
+//! Hostile and clumsy clients against a real `serve` (front + two shards), over raw
+//! TCP: request smuggling shapes ported from Http11Probe's SMUG-* cases as data,
+//! oversized and malformed bodies, pipelining, slow and vanishing clients. After every
+//! case the front must still answer `/healthz` with 200 and see every upstream up: a
+//! client's fault never takes an upstream out.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::*;
+use crate::support::{TestApp, ticket};
+
+/// The longest a raw exchange waits for the server's answer or close: a safety net
+/// against a hang (a failure), never something the tests wait out.
+const READ_LIMIT: Duration = Duration::from_secs(10);
+
+/// What a case expects back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// One response with this status, then the connection closes (the request was
+    /// refused or its framing cannot be trusted: nothing after it may be read).
+    StatusThenClose(u16),
+    /// One response with this status and a JSON `{"error": ...}` body.
+    JsonError(u16),
+    /// One response with this status.
+    Status(u16),
+}
+
+/// One parsed response.
+#[derive(Debug)]
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json_error(&self) -> String {
+        let body: Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+        });
+        body["error"]
+            .as_str()
+            .expect("an `error` string")
+            .to_owned()
+    }
+}
+
+/// What came back on one connection.
+#[derive(Debug)]
+struct Exchange {
+    responses: Vec<RawResponse>,
+    /// Whether the server closed the connection (EOF or reset) after them.
+    closed: bool,
+}
+
+/// Parses the complete responses at the start of `buf`; returns them and the bytes
+/// used. A response without `Content-Length` or chunking runs to the close.
+fn parse_responses(buf: &[u8], at_eof: bool) -> (Vec<RawResponse>, usize) {
+    let mut out = Vec::new();
+    let mut used = 0;
+    loop {
+        let rest = &buf[used..];
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(head)) = response.parse(rest) else {
+            break;
+        };
+        let status = response.code.expect("a status");
+        let headers: Vec<(String, String)> = response
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        let body_start = head;
+        let (body, end) = if let Some(length) = find("content-length") {
+            let length: usize = length.trim().parse().expect("a numeric content-length");
+            if rest.len() < body_start + length {
+                break;
+            }
+            (
+                rest[body_start..body_start + length].to_vec(),
+                body_start + length,
+            )
+        } else if find("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+            let mut body = Vec::new();
+            let mut at = body_start;
+            let mut complete = None;
+            while let Some(line_end) = rest[at..].windows(2).position(|w| w == b"\r\n") {
+                let line = std::str::from_utf8(&rest[at..at + line_end]).expect("chunk size");
+                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                    .expect("a hex chunk size");
+                let data = at + line_end + 2;
+                if rest.len() < data + size + 2 {
+                    break;
+                }
+                if size == 0 {
+                    // No trailers from loadlab: the final CRLF follows.
+                    complete = Some(data + 2);
+                    break;
+                }
+                body.extend_from_slice(&rest[data..data + size]);
+                at = data + size + 2;
+            }
+            match complete {
+                Some(end) => (body, end),
+                None => break,
+            }
+        } else if status == 204 || status == 304 || (100..200).contains(&status) {
+            (Vec::new(), body_start)
+        } else if at_eof {
+            (rest[body_start..].to_vec(), rest.len())
+        } else {
+            break;
+        };
+        out.push(RawResponse {
+            status,
+            headers,
+            body,
+        });
+        used += end;
+    }
+    (out, used)
+}
+
+/// Writes `raw` to `addr` and reads until `want` responses have come and, if
+/// `until_close`, the connection has closed (or [`READ_LIMIT`] passed: a failure the
+/// caller's asserts report).
+async fn exchange(addr: SocketAddr, raw: &[u8], want: usize, until_close: bool) -> Exchange {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before it has read everything: a failed write
+    // is part of what is tested, not an error here.
+    let _ = stream.write_all(raw).await;
+    read_exchange(&mut stream, want, until_close).await
+}
+
+async fn read_exchange(stream: &mut TcpStream, want: usize, until_close: bool) -> Exchange {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut closed = false;
+    let deadline = tokio::time::Instant::now() + READ_LIMIT;
+    loop {
+        let (responses, _) = parse_responses(&buf, false);
+        if responses.len() >= want && !until_close {
+            return Exchange {
+                responses,
+                closed: false,
+            };
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    let (responses, _) = parse_responses(&buf, closed);
+    Exchange { responses, closed }
+}
+
+/// A request head with `Host` and `Connection: keep-alive`, then `extra` header lines
+/// (each ending in CRLF), then `body`.
+fn request(method: &str, path: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    let mut raw =
+        format!("{method} {path} HTTP/1.1\r\nHost: loadlab.test\r\n{extra}\r\n").into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+/// A valid ticket, as JSON text.
+fn ticket_json() -> String {
+    ticket([1, 2, 3, 4, 5, 6]).to_string()
+}
+
+/// A chunked body of `total` bytes of JSON-ish filler, in 16 KiB chunks, terminated.
+fn chunked_filler(total: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(total + total / 1000 + 16);
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(16 * 1024);
+        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        out.extend(std::iter::repeat_n(b' ', n));
+        out.extend_from_slice(b"\r\n");
+        left -= n;
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Asserts the front still serves `/healthz` and sees every upstream up.
+async fn assert_front_healthy(app: &TestApp, case: &str) {
+    let response = app.client.get(app.url("/healthz")).send().await;
+    let status = response.map(|r| r.status().as_u16());
+    assert!(
+        matches!(status, Ok(200)),
+        "{case}: /healthz gave {status:?}"
+    );
+    assert_every_upstream_up(app, case).await;
+}
+
+async fn assert_every_upstream_up(app: &TestApp, case: &str) {
+    let status: Value = app
+        .client
+        .get(app.url("/front/status"))
+        .send()
+        .await
+        .expect("front status")
+        .json()
+        .await
+        .expect("JSON");
+    for pool in status["pools"].as_array().expect("pools") {
+        assert_eq!(pool["panic"], false, "{case}: {pool}");
+        for upstream in pool["upstreams"].as_array().expect("upstreams") {
+            assert_eq!(
+                upstream["up"], true,
+                "{case}: an upstream is down: {upstream}"
+            );
+        }
+    }
+}
+
+fn check(case: &str, got: &Exchange, expect: Expect) {
+    let first = got
+        .responses
+        .first()
+        .unwrap_or_else(|| panic!("{case}: no response (closed: {})", got.closed));
+    match expect {
+        Expect::StatusThenClose(status) => {
+            assert_eq!(first.status, status, "{case}: {first:?}");
+            assert_eq!(got.responses.len(), 1, "{case}: a second response: {got:?}");
+            assert!(got.closed, "{case}: the connection stayed open");
+        }
+        Expect::JsonError(status) => {
+            assert_eq!(first.status, status, "{case}: {first:?}");
+            assert!(!first.json_error().is_empty(), "{case}");
+        }
+        Expect::Status(status) => assert_eq!(first.status, status, "{case}: {first:?}"),
+    }
+}
+
+/// Http11Probe's request-smuggling cases (and a few of HTTP Garden's shapes), as
+/// (name, raw request, what the front answers). Each is sent on its own connection;
+/// a trailing `GET` smuggled after a refused request must never be answered.
+fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
+    let smuggled = "GET /healthz HTTP/1.1\r\nHost: loadlab.test\r\n\r\n";
+    let json = "Content-Type: application/json\r\n";
+    vec![
+        // CL and TE together: hyper uses TE, drops CL and ends keep-alive, so the
+        // bytes after the chunked body are never read as a request.
+        (
+            "SMUG-CL-TE-BOTH",
+            request(
+                "POST",
+                "/app/insert",
+                &format!("{json}Content-Length: 40\r\nTransfer-Encoding: chunked\r\n"),
+                format!("0\r\n\r\n{smuggled}").as_bytes(),
+            ),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-DUPLICATE-CL",
+            request("POST", "/app/insert", &format!("{json}Content-Length: 2\r\nContent-Length: 40\r\n"), b"{}"),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-CL-LIST-DIFFERENT",
+            request("POST", "/app/insert", &format!("{json}Content-Length: 2, 40\r\n"), b"{}"),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-CL-NEGATIVE",
+            request("POST", "/app/insert", &format!("{json}Content-Length: -1\r\n"), b"{}"),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-CL-PLUS-SIGN",
+            request("POST", "/app/insert", &format!("{json}Content-Length: +2\r\n"), b"{}"),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-TE-NOT-CHUNKED-LAST",
+            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked, identity\r\n"), b"0\r\n\r\n"),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-TE-XCHUNKED",
+            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: xchunked\r\n"), b"0\r\n\r\n"),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-TE-HTTP10",
+            format!("POST /app/insert HTTP/1.0\r\nHost: loadlab.test\r\n{json}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").into_bytes(),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-OBS-FOLD",
+            request("GET", "/healthz", "X-Folded: a\r\n b\r\n", b""),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-TE-OBS-FOLD",
+            request("POST", "/app/insert", &format!("{json}Transfer-Encoding:\r\n chunked\r\n"), b"0\r\n\r\n"),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-SPACE-BEFORE-COLON",
+            request("POST", "/app/insert", &format!("{json}Transfer-Encoding : chunked\r\n"), b"0\r\n\r\n"),
+            Expect::StatusThenClose(400),
+        ),
+        (
+            "SMUG-BARE-CR-HEADER",
+            request("GET", "/healthz", "X-Bad: a\rb\r\n", b""),
+            Expect::StatusThenClose(400),
+        ),
+        // The body's framing is bad: the front answers for the client, in JSON.
+        (
+            "SMUG-CHUNK-SIZE-INVALID",
+            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked\r\n"), b"zz\r\nhello\r\n0\r\n\r\n"),
+            Expect::JsonError(400),
+        ),
+        (
+            "SMUG-CHUNK-SIZE-OVERFLOW",
+            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked\r\n"), b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+            Expect::JsonError(400),
+        ),
+        (
+            "SMUG-CHUNK-EXT-OVERSIZED",
+            request(
+                "POST",
+                "/app/insert",
+                &format!("{json}Transfer-Encoding: chunked\r\n"),
+                format!("2;ext={}\r\n{{}}\r\n0\r\n\r\n", "x".repeat(40 * 1024)).as_bytes(),
+            ),
+            Expect::JsonError(400),
+        ),
+        (
+            "SMUG-CHUNK-MISSING-CRLF",
+            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked\r\n"), b"2\r\n{}XX0\r\n\r\n"),
+            Expect::JsonError(400),
+        ),
+        // Bare LF line ends: hyper reads them and forwards CRLF, never the LF.
+        (
+            "SMUG-BARE-LF",
+            b"GET /healthz HTTP/1.1\nHost: loadlab.test\n\n".to_vec(),
+            Expect::Status(200),
+        ),
+        (
+            "HOST-MISSING",
+            b"GET /healthz HTTP/1.1\r\n\r\n".to_vec(),
+            Expect::JsonError(400),
+        ),
+        (
+            "HOST-DUPLICATE",
+            request("GET", "/healthz", "Host: other.test\r\n", b""),
+            Expect::JsonError(400),
+        ),
+        (
+            "HEADERS-40KB",
+            request("GET", "/healthz", &format!("X-Big: {}\r\n", "a".repeat(40 * 1024)), b""),
+            Expect::JsonError(431),
+        ),
+        (
+            "HEADER-LINE-100KB",
+            request("GET", "/healthz", &format!("X-Big: {}\r\n", "a".repeat(100 * 1024)), b""),
+            Expect::JsonError(431),
+        ),
+        (
+            "METHOD-NOT-ALLOWED",
+            request("DELETE", "/healthz", "", b""),
+            Expect::JsonError(405),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_shapes_get_their_exact_answer_and_leave_every_upstream_up() {
+    let app = crate::support::spawn_app_with_front(&[]).await;
+    let front = app.front.expect("a front");
+
+    for (name, raw, expect) in smuggling_cases() {
+        let until_close = matches!(expect, Expect::StatusThenClose(_));
+        let got = exchange(front, &raw, 1, until_close).await;
+        check(name, &got, expect);
+        assert_front_healthy(&app, name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_gets_json_405_with_allow_from_front_and_shard() {
+    let app = crate::support::spawn_app_with_front(&[]).await;
+
+    let on_front = exchange(
+        app.front.expect("front"),
+        &request("POST", "/front/status", "Content-Length: 0\r\n", b""),
+        1,
+        false,
+    )
+    .await;
+    let on_shard = exchange(
+        app.shards[0],
+        &request("DELETE", "/healthz", "", b""),
+        1,
+        false,
+    )
+    .await;
+
+    for (side, got, allow) in [("front", on_front, "GET"), ("shard", on_shard, "GET")] {
+        let response = &got.responses[0];
+        assert_eq!(response.status, 405, "{side}: {response:?}");
+        assert!(response.json_error().contains("not allowed"), "{side}");
+        let allowed = response.header("allow").unwrap_or_default();
+        assert!(allowed.contains(allow), "{side}: Allow: {allowed:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked() {
+    let app = crate::support::spawn_app_with_front(&[]).await;
+    let front = app.front.expect("front");
+    // 300 KB: over the 64 KiB body limit of /app/insert.
+    let filler = vec![b' '; 300_000];
+    let plain = request(
+        "POST",
+        "/app/insert",
+        &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            filler.len()
+        ),
+        &filler,
+    );
+    let chunked = request(
+        "POST",
+        "/app/insert",
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n",
+        &chunked_filler(300_000),
+    );
+
+    for (shape, raw) in [("plain", &plain), ("chunked", &chunked)] {
+        for attempt in 0..100 {
+            let got = exchange(front, raw, 1, false).await;
+            let case = format!("{shape} #{attempt}");
+            check(&case, &got, Expect::JsonError(413));
+            assert!(
+                got.responses[0].json_error().contains("size limit"),
+                "{case}"
+            );
+        }
+        assert_every_upstream_up(&app, shape).await;
+    }
+    assert_front_healthy(&app, "oversized").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_bursts_leave_every_upstream_up() {
+    let app = crate::support::spawn_app_with_front(&[]).await;
+    let front = app.front.expect("front");
+    let malformed = request(
+        "POST",
+        "/app/insert",
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n",
+        b"zz\r\nhello\r\n0\r\n\r\n",
+    );
+    let oversized = request(
+        "POST",
+        "/app/insert",
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n",
+        &chunked_filler(300_000),
+    );
+
+    for attempt in 0..50 {
+        let got = exchange(front, &malformed, 1, false).await;
+        check(
+            &format!("malformed #{attempt}"),
+            &got,
+            Expect::JsonError(400),
+        );
+    }
+    for attempt in 0..50 {
+        let got = exchange(front, &oversized, 1, false).await;
+        check(
+            &format!("oversized #{attempt}"),
+            &got,
+            Expect::JsonError(413),
+        );
+    }
+
+    // The outage this guards against lasted fail_timeout (10 s) at ~20 calls/s: 200
+    // calls right after the burst would have seen it.
+    let mut failed = Vec::new();
+    for call in 0..200 {
+        match app.client.get(app.url("/healthz")).send().await {
+            Ok(r) if r.status() == StatusCode::OK => {}
+            other => failed.push((call, other.map(|r| r.status()))),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 200 /healthz calls failed: {failed:?}",
+        failed.len()
+    );
+    assert_every_upstream_up(&app, "after the burst").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let app = crate::support::spawn_app_with_front(&[]).await;
+    let body = ticket_json();
+    let mut raw = request("GET", "/healthz", "", b"");
+    raw.extend(request(
+        "POST",
+        "/app/insert",
+        &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
+        body.as_bytes(),
+    ));
+    raw.extend(request("GET", "/nowhere", "", b""));
+
+    let got = exchange(app.front.expect("front"), &raw, 3, false).await;
+
+    let statuses: Vec<u16> = got.responses.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 201, 404], "{got:?}");
+    assert_front_healthy(&app, "pipelined").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_is_served_and_slow_headers_are_cut_at_the_header_timeout() {
+    let app = crate::support::spawn_app_with_front(&["--header-read-timeout", "500ms"]).await;
+    let front = app.front.expect("front");
+
+    // A body trickling in, 10 ms a piece: slow, but within every limit.
+    let body = ticket_json();
+    let mut stream = TcpStream::connect(front).await.expect("connect");
+    let head = format!(
+        "POST /app/insert HTTP/1.1\r\nHost: loadlab.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    for piece in body.as_bytes().chunks(8) {
+        // The client's pace, not a wait for the server.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        stream.write_all(piece).await.expect("piece");
+    }
+    let got = read_exchange(&mut stream, 1, false).await;
+    assert_eq!(
+        got.responses.first().map(|r| r.status),
+        Some(201),
+        "{got:?}"
+    );
+
+    // Headers that never finish: closed once the header-read timeout passes.
+    let mut stream = TcpStream::connect(front).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: loadlab.test\r\nX-Slow: ")
+        .await
+        .expect("partial head");
+    let got = read_exchange(&mut stream, 1, true).await;
+    assert!(got.closed, "the slow client was never cut: {got:?}");
+    assert!(got.responses.iter().all(|r| r.status != 200), "{got:?}");
+
+    assert_front_healthy(&app, "slow clients").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up() {
+    let app = crate::support::spawn_app_with_front(&[]).await;
+    let front = app.front.expect("front");
+
+    for _ in 0..20 {
+        // Half a body, then gone.
+        let mut stream = TcpStream::connect(front).await.expect("connect");
+        let head = request(
+            "POST",
+            "/app/insert",
+            "Content-Type: application/json\r\nContent-Length: 50000\r\n",
+            &[b' '; 20_000],
+        );
+        stream.write_all(&head).await.expect("half a request");
+        drop(stream);
+
+        // A chunked body cut mid-chunk.
+        let mut stream = TcpStream::connect(front).await.expect("connect");
+        let head = request(
+            "POST",
+            "/app/insert",
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n",
+            b"4000\r\n    ",
+        );
+        stream.write_all(&head).await.expect("half a chunk");
+        drop(stream);
+
+        // A large response, the client gone before reading it.
+        let mut stream = TcpStream::connect(front).await.expect("connect");
+        stream
+            .write_all(&request(
+                "GET",
+                "/info",
+                "Accept: application/json\r\n",
+                b"",
+            ))
+            .await
+            .expect("request");
+        drop(stream);
+    }
+
+    assert_front_healthy(&app, "vanishing clients").await;
+    let got = exchange(front, &request("GET", "/healthz", "", b""), 1, false).await;
+    assert_eq!(got.responses[0].status, 200);
+}
