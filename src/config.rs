@@ -13,7 +13,7 @@ use loadlab_workers::mega::{SyncMode, WriterConfig};
 
 use crate::cli::{DbSync, EdgeArgs, ServeArgs, UpstreamArgs};
 use crate::count::parse_count;
-use loadlab_front::server::ConnectionLimits;
+use loadlab_front::ConnectionLimits;
 use loadlab_front::{EdgeLimits, FrontConfig, UpstreamLimits};
 
 /// The validated configuration of `loadlab serve`.

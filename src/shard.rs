@@ -17,7 +17,8 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use loadlab_front::server::{self, ConnectionLimits, ServingThread};
+use loadlab_front::ConnectionLimits;
+use loadlab_front::server::{self, ServingThread};
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use tokio_util::sync::CancellationToken;
 

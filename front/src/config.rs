@@ -17,8 +17,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::server::ConnectionLimits;
-
 /// Health checks. Active checks flip an upstream only after `rise`/`fall` consecutive
 /// results (pingora); passive ones follow nginx's `max_fails`/`fail_timeout`.
 #[derive(Debug, Clone)]
@@ -55,6 +53,17 @@ impl Default for HealthConfig {
             fail_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// Per-listener connection limits.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Time a client gets to send a request's headers before its connection is closed.
+    pub header_read_timeout: Duration,
+    /// Open connections at once; further clients wait to be accepted.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests before dropping them.
+    pub shutdown_grace: Duration,
 }
 
 /// Limits applied at every listener (the front's and, in `loadlab serve`, each shard's).

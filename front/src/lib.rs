@@ -58,11 +58,12 @@ use tokio_util::sync::CancellationToken;
 
 use self::balance::{Member, Pool, Routes};
 pub use self::config::{
-    EdgeLimits, FrontConfig, HealthConfig, PoolConfig, RouteConfig, UpstreamConfig, UpstreamLimits,
+    ConnectionLimits, EdgeLimits, FrontConfig, HealthConfig, PoolConfig, RouteConfig,
+    UpstreamConfig, UpstreamLimits,
 };
 pub use self::error::json_error;
 use self::proxy::Proxy;
-use self::server::{ConnectionLimits, Serving, ServingThread, WorkerSet};
+use self::server::{Serving, ServingThread, WorkerSet};
 use self::upstream::Upstream;
 
 /// Where `loadlab front` listens without `--bind` or `listen`.

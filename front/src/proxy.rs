@@ -41,12 +41,12 @@ use metrics::Counter;
 use tokio::time::Instant;
 
 use super::balance::{Pool, requests_counter};
-use super::body::{PooledBody, RequestBody};
+use super::body::RequestBody;
 use super::failure::{ClientErrors, ClientFault};
-use super::pool::SendFailure;
+use super::pool::{PooledBody, SendFailure};
 use super::upstream::FailureKind;
 use crate::config::UpstreamLimits;
-use crate::error::json_error;
+use crate::error::{error_chain, json_error};
 
 /// `X-Forwarded-For`, `-Proto`, `-Host`.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -306,18 +306,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP.iter().chain(&named) {
         headers.remove(name);
     }
-}
-
-/// An error and its causes, `outer: inner: innermost`.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

@@ -40,19 +40,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::config::ConnectionLimits;
+
 /// hyper's read buffer per connection: the largest request head it will parse.
 const MAX_HEAD_BUFFER: usize = 2 * crate::edge::MAX_HEADER_BYTES;
-
-/// Per-listener connection limits.
-#[derive(Debug, Clone)]
-pub struct ConnectionLimits {
-    /// Time a client gets to send a request's headers before its connection is closed.
-    pub header_read_timeout: Duration,
-    /// Open connections at once; further clients wait to be accepted.
-    pub max_connections: usize,
-    /// How long shutdown waits for in-flight requests before dropping them.
-    pub shutdown_grace: Duration,
-}
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then drains.
 ///

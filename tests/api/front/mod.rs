@@ -27,7 +27,7 @@ use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use loadlab_front::server::ConnectionLimits;
+use loadlab_front::ConnectionLimits;
 use loadlab_front::{EdgeLimits, UpstreamLimits};
 use loadlab_front::{Front, FrontConfig};
 use serde_json::{Value, json};
