@@ -82,6 +82,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LOADLAB_RANDOMS_MAX", default_value = "1e10")]
     pub randoms_max: String,
 
+    /// Largest `cant` accepted with `method=multinomial` (at most 2^53, where the
+    /// sampler stops being exact; scientific notation accepted).
+    #[arg(long, env = "LOADLAB_RANDOMS_MULTINOMIAL_MAX", default_value = "1e15")]
+    pub randoms_multinomial_max: String,
+
     /// Randoms jobs admitted at once (running or waiting); the next gets 503.
     #[arg(long, env = "LOADLAB_RANDOMS_QUEUE", default_value_t = 64)]
     pub randoms_queue: usize,

@@ -58,8 +58,10 @@ pub struct Config {
 pub struct RandomsLimits {
     /// Draws when `cant` is absent.
     pub default_count: u64,
-    /// Largest `cant` accepted.
+    /// Largest `cant` accepted with `method=draw`.
     pub max_count: u64,
+    /// Largest `cant` accepted with `method=multinomial` (at most 2^53).
+    pub multinomial_max_count: u64,
     /// Jobs admitted at once.
     pub max_jobs: usize,
 }
@@ -87,6 +89,11 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("--randoms-max {e}"))?;
         let default_count = parse_count(&args.randoms_default, max_count)
             .map_err(|e| anyhow::anyhow!("--randoms-default {e}"))?;
+        let multinomial_max_count = parse_count(
+            &args.randoms_multinomial_max,
+            loadlab_workers::multinomial::MAX_EXACT,
+        )
+        .map_err(|e| anyhow::anyhow!("--randoms-multinomial-max {e} (2^53)"))?;
         if args.randoms_queue == 0 {
             bail!("--randoms-queue must be at least 1");
         }
@@ -116,6 +123,7 @@ impl Config {
             randoms: RandomsLimits {
                 default_count,
                 max_count,
+                multinomial_max_count,
                 max_jobs: args.randoms_queue,
             },
             writer: WriterConfig {
@@ -196,6 +204,7 @@ mod tests {
         let config = check(&[]).expect("defaults");
         assert_eq!(config.randoms.default_count, 100_000_000);
         assert_eq!(config.randoms.max_count, 10_000_000_000);
+        assert_eq!(config.randoms.multinomial_max_count, 1_000_000_000_000_000);
         assert!(config.front);
     }
 
@@ -205,12 +214,25 @@ mod tests {
             (&["--shards", "0"][..], "--shards"),
             (&["--randoms-default", "1e11"][..], "--randoms-default"),
             (&["--randoms-max", "lots"][..], "--randoms-max"),
+            (
+                &["--randoms-multinomial-max", "1e16"][..],
+                "--randoms-multinomial-max",
+            ),
             (&["--threads", "0"][..], "--threads"),
             (&["--cors-origin", "example.com"][..], "--cors-origin"),
         ] {
             let message = format!("{:#}", check(flags).expect_err("refused"));
             assert!(message.contains(flag), "{flags:?}: {message}");
         }
+    }
+
+    #[test]
+    fn the_multinomial_limit_takes_scientific_notation_up_to_2_pow_53() {
+        let config = check(&["--randoms-multinomial-max", "2.5e6"]).expect("valid");
+        assert_eq!(config.randoms.multinomial_max_count, 2_500_000);
+        let config = check(&["--randoms-multinomial-max", "9007199254740992"]).expect("2^53");
+        assert_eq!(config.randoms.multinomial_max_count, 1 << 53);
+        assert!(check(&["--randoms-multinomial-max", "9007199254740993"]).is_err());
     }
 
     #[test]
