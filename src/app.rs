@@ -6,7 +6,10 @@
 //!
 //! Threads at run time:
 //! - one per shard, each with its own single-threaded tokio runtime and listener (the
-//!   ancestors' "one server per port", without a process per port);
+//!   ancestors' "one server per port", without a process per port). With the front's
+//!   in-process path (`--front-path inproc`) the front calls a shard's router on its own
+//!   threads, and the shard's thread serves only direct clients (Prometheus, health
+//!   checks); it still owns the router, so a shard that stops leaves rotation;
 //! - `--front-threads` front workers, each with its own single-threaded runtime
 //!   (see [`crate::server::serve_on_workers`]);
 //! - the caller's runtime, which accepts the front's connections and runs the health
@@ -17,17 +20,32 @@
 //! the writer (which commits what is queued and checkpoints), then return.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
 
 use anyhow::Context;
+use axum::Router;
 use loadlab_workers::mega::{MegaReader, MegaWriter};
 use loadlab_workers::pool::ComputePool;
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::FrontPath;
 use crate::config::Config;
 use crate::front::{Front, FrontConfig};
 use crate::metrics::ShardLabel;
 use crate::server;
 use crate::state::{AppState, Listeners};
+
+/// One shard, built: its listener, its router and its own stop switch.
+#[derive(Debug)]
+struct Shard {
+    listener: StdListener,
+    /// The shard's routes. The shard's thread holds this `Arc` while it serves; the
+    /// front's in-process members hold only a `Weak` to it, so they see the shard stop.
+    router: Arc<Router>,
+    /// Stops this shard alone (the test hook [`App::shard_stopper`]); the app's
+    /// shutdown stops it too.
+    stop: CancellationToken,
+}
 
 /// A built, not yet running, service.
 #[derive(Debug)]
@@ -36,7 +54,7 @@ pub struct App {
     /// The writer thread's owner, stopped last on shutdown; `None` once
     /// [`App::stop_writer`] stopped it early.
     writer: Option<MegaWriter>,
-    shards: Vec<StdListener>,
+    shards: Vec<Shard>,
     front: Option<(StdListener, Front)>,
     metrics: Option<StdListener>,
 }
@@ -77,6 +95,7 @@ impl App {
             shards: shard_addrs,
         };
         let front_handle = front.as_ref().map(|(_, f)| f.clone());
+        let front_path = config.front_path;
         let state = AppState::new(
             config,
             pool,
@@ -85,6 +104,20 @@ impl App {
             listeners,
             front_handle,
         );
+        let shards: Vec<Shard> = shards
+            .into_iter()
+            .enumerate()
+            .map(|(index, listener)| Shard {
+                listener,
+                router: Arc::new(crate::routes::app(state.clone(), ShardLabel::shard(index))),
+                stop: CancellationToken::new(),
+            })
+            .collect();
+        if let (Some((_, front)), FrontPath::Inproc) = (&front, front_path) {
+            for (shard, addr) in shards.iter().zip(&state.listeners().shards) {
+                front.attach_shard(*addr, &shard.router);
+            }
+        }
         Ok(Self {
             state,
             writer: Some(writer),
@@ -127,6 +160,13 @@ impl App {
         }
     }
 
+    /// A switch that stops shard `index` alone (its listener closes, its runtime ends,
+    /// the front takes it out of rotation), as a crashed shard would be. A test hook:
+    /// nothing in loadlab stops one shard on purpose.
+    pub fn shard_stopper(&self, index: usize) -> Option<CancellationToken> {
+        self.shards.get(index).map(|s| s.stop.clone())
+    }
+
     /// Serves until `shutdown` is cancelled, then drains and stops everything.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
@@ -138,15 +178,27 @@ impl App {
         } = self;
         let limits = state.config().edge.connections.clone();
         let mut threads = Vec::with_capacity(shards.len() + state.config().upstream.front_threads);
-        for (index, listener) in shards.into_iter().enumerate() {
-            let router = crate::routes::app(state.clone(), ShardLabel::shard(index));
-            let (limits, stop) = (limits.clone(), shutdown.clone());
+        for (index, shard) in shards.into_iter().enumerate() {
+            let Shard {
+                listener,
+                router,
+                stop,
+            } = shard;
+            let (limits, app_stop) = (limits.clone(), shutdown.clone());
             threads.push(server::spawn_runtime_thread(
                 format!("loadlab-shard-{index}"),
                 shutdown.clone(),
                 async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    server::serve(listener, router, limits, stop).await;
+                    let own_stop = stop.clone();
+                    tokio::spawn(async move {
+                        app_stop.cancelled().await;
+                        own_stop.cancel();
+                    });
+                    server::serve(listener, Router::clone(&router), limits, stop).await;
+                    // The last strong reference to the router: in-process members now
+                    // see the shard gone.
+                    drop(router);
                     Ok(())
                 },
             )?);

@@ -16,6 +16,8 @@
 //!   bodies streamed through (a request body kept for a retry, a response body that
 //!   gives its connection back).
 //! - `proxy`: forwarding one request, failover, hop-by-hop headers, 502/504.
+//! - `inproc`: the in-process path to a member that is one of this process's shards
+//!   (its router called directly, no socket); every other member goes over TCP.
 //!
 //! The front answers `/metrics` (this process's) and `GET /front/status` itself;
 //! every other request is proxied, `/healthz` included (load tests measure the hop).
@@ -25,6 +27,7 @@ pub mod config;
 mod balance;
 mod body;
 mod health;
+mod inproc;
 mod pool;
 mod proxy;
 mod upstream;
@@ -181,7 +184,7 @@ impl Front {
                     .iter()
                     .map(|m| {
                         let u = &m.upstream;
-                        let up = u.is_available();
+                        let up = m.is_available();
                         let state = match (up, m.weight) {
                             (false, _) => "down",
                             (true, 0) => "draining",
@@ -191,6 +194,7 @@ impl Front {
                             "addr": m.label,
                             "resolved": u.addr().to_string(),
                             "weight": m.weight,
+                            "path": m.path(),
                             "up": up && m.weight > 0,
                             "state": state,
                             "active_check": if u.is_active_up() { "up" } else { "down" },
@@ -215,6 +219,22 @@ impl Front {
             "default_pool": inner.pools[inner.routes.fallback()].name(),
             "threads": inner.threads,
         })
+    }
+
+    /// Reaches the members listening on `addr` in-process, through `router` (one of
+    /// this process's shards, which keeps `router` alive while it serves; see
+    /// `inproc`); returns how many members that is. Call before serving: a member's
+    /// path is set once.
+    pub fn attach_shard(&self, addr: SocketAddr, router: &Arc<Router>) -> usize {
+        let mut attached = 0;
+        for member in self.inner.pools.iter().flat_map(|p| p.members()) {
+            if member.upstream.addr() == addr
+                && member.local.set(inproc::LocalShard::new(router)).is_ok()
+            {
+                attached += 1;
+            }
+        }
+        attached
     }
 
     /// Starts the active health checks (one task per upstream address) on the current

@@ -36,6 +36,7 @@ use tokio::time::Instant;
 
 use super::balance::{Pool, requests_counter};
 use super::body::{PooledBody, RequestBody, UpstreamBody};
+use super::inproc;
 use super::pool::{ConnPool, SendFailure};
 use super::upstream::FailureKind;
 use crate::config::UpstreamLimits;
@@ -137,6 +138,21 @@ impl Proxy {
                     ),
                 );
             };
+            if let Some(shard) = member.local.get() {
+                // One of our shards: call its router here, no socket (see `inproc`).
+                match shard.router() {
+                    Some(router) => {
+                        let timeout = self.limits.response_timeout;
+                        return inproc::forward(member, router, request, slot, deadline, timeout)
+                            .await;
+                    }
+                    // It stopped since the pick: like a refused connect, try the next.
+                    None => {
+                        tried.push(index);
+                        continue;
+                    }
+                }
+            }
             let started = Instant::now();
             let connections = upstream.connections(worker);
             match tokio::time::timeout_at(deadline, connections.send(request)).await {
@@ -244,7 +260,7 @@ fn prepare_request_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
 }
 
 /// Removes the [`HOP_BY_HOP`] headers and any header `Connection` names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
