@@ -7,9 +7,11 @@
 //!
 //! This file holds the test upstreams and fronts; the tests are in `routing`
 //! (where requests go, with which headers), `failover` (health, retries, 502/504)
-//! and `serve` (the front inside `loadlab serve`, CORS, `loadlab front`).
+//! `serve` (the front inside `loadlab serve`, CORS, `loadlab front`) and `inproc`
+//! (the front over its own shards, in-process and over TCP).
 
 mod failover;
+mod inproc;
 mod limits;
 mod routing;
 mod serve;
