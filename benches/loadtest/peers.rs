@@ -86,6 +86,9 @@ pub(crate) fn haproxy_cfg(
 global
     nbthread {threads}
     maxconn {maxconn}
+    # The harness stops HAProxy with SIGUSR1 (a soft stop, exit status 0): close what
+    # is still open after 5 s rather than wait for idle clients.
+    hard-stop-after 5s
 
 defaults
     mode http
@@ -107,7 +110,6 @@ backend loadlab_shards
     # Reuse idle upstream connections for any client's requests (nginx's `keepalive`):
     # without it each client connection opens its own to a shard.
     http-reuse always
-    pool-purge-delay 5s
 {servers}"
     )
 }

@@ -159,12 +159,18 @@ impl Config {
                 }
                 std::fs::write(run_dir.join(file), conf.replace(RUN_DIR, &dir))
                     .map_err(|e| format!("writing {file}: {e}"))?;
-                processes.push(Process::spawn(
+                let process = Process::spawn(
                     label,
                     &fill(proxy),
                     cwd,
                     &run_dir.join(format!("{label}.log")),
-                )?);
+                )?;
+                processes.push(if *label == "haproxy" {
+                    // SIGTERM is HAProxy's hard stop (exit status 143); SIGUSR1 its soft one.
+                    process.with_stop_signal(nix::sys::signal::Signal::SIGUSR1)
+                } else {
+                    process
+                });
             }
         }
         for url in &self.ready_urls {
