@@ -6,7 +6,10 @@
 //!
 //! Threads at run time:
 //! - one per shard, each with its own single-threaded tokio runtime and listener
-//!   ([`crate::shard`]);
+//!   ([`crate::shard`]). With the front's in-process path (`--front-path inproc`) the
+//!   front calls a shard's router on its own threads, and the shard's thread serves
+//!   only direct clients (Prometheus, health checks); it still owns the router, so a
+//!   shard that stops leaves rotation;
 //! - `--front-threads` front workers, each with its own single-threaded runtime
 //!   (see [`loadlab_front::server::serve_on_workers`]);
 //! - the caller's runtime, which accepts the front's connections and runs the health
@@ -25,8 +28,9 @@ use loadlab_workers::mega::{MegaReader, MegaWriter};
 use loadlab_workers::pool::ComputePool;
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::FrontPath;
 use crate::config::Config;
-use crate::shard::{self, ShardLabel};
+use crate::shard::{Shard, ShardLabel};
 use crate::state::{AppState, Listeners};
 
 /// A built, not yet running, service.
@@ -36,7 +40,7 @@ pub struct App {
     /// The writer thread's owner, stopped last on shutdown; `None` once
     /// [`App::stop_writer`] stopped it early.
     writer: Option<MegaWriter>,
-    shards: Vec<StdListener>,
+    shards: Vec<Shard>,
     front: Option<(StdListener, Front)>,
     metrics: Option<StdListener>,
 }
@@ -45,13 +49,13 @@ impl App {
     /// Binds every listener, opens the database and starts the writer and the pool.
     pub fn build(config: Config) -> anyhow::Result<Self> {
         crate::metrics::handle();
-        let shards = (0..config.shards)
+        let shard_listeners = (0..config.shards)
             .map(|i| {
-                let addr = shard::addr(config.shard_host, config.shard_base_port, i);
+                let addr = crate::shard::addr(config.shard_host, config.shard_base_port, i);
                 bind(addr).with_context(|| format!("shard {i}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let shard_addrs = shards
+        let shard_addrs = shard_listeners
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
@@ -82,6 +86,7 @@ impl App {
             shards: shard_addrs,
         };
         let front_handle = front.as_ref().map(|(_, f)| f.clone());
+        let front_path = config.front_path;
         let state = AppState::new(
             config,
             pool,
@@ -90,6 +95,19 @@ impl App {
             listeners,
             front_handle,
         );
+        let shards: Vec<Shard> = shard_listeners
+            .into_iter()
+            .enumerate()
+            .map(|(index, listener)| {
+                let router = crate::routes::app(state.clone(), ShardLabel::shard(index));
+                Shard::new(index, listener, router)
+            })
+            .collect();
+        if let (Some((_, front)), FrontPath::Inproc) = (&front, front_path) {
+            for (shard, addr) in shards.iter().zip(&state.listeners().shards) {
+                front.attach_shard(*addr, shard.router());
+            }
+        }
         Ok(Self {
             state,
             writer: Some(writer),
@@ -132,6 +150,13 @@ impl App {
         }
     }
 
+    /// A switch that stops shard `index` alone (its listener closes, its runtime ends,
+    /// the front takes it out of rotation), as a crashed shard would be. A test hook:
+    /// nothing in loadlab stops one shard on purpose.
+    pub fn shard_stopper(&self, index: usize) -> Option<CancellationToken> {
+        self.shards.get(index).map(Shard::stopper)
+    }
+
     /// Serves until `shutdown` is cancelled, then drains and stops everything.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
@@ -143,10 +168,8 @@ impl App {
         } = self;
         let limits = state.config().edge.connections.clone();
         let mut serving = Serving::new();
-        for (index, listener) in shards.into_iter().enumerate() {
-            let router = crate::routes::app(state.clone(), ShardLabel::shard(index));
-            let thread = shard::spawn(index, listener, router, limits.clone(), &shutdown)?;
-            serving.add_threads([thread]);
+        for shard in shards {
+            serving.add_threads([shard.spawn(limits.clone(), &shutdown)?]);
         }
         // This runtime accepts for the front and deals the connections out to the
         // front's own threads; it also runs the health checks and the metrics listener.

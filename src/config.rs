@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use loadlab_workers::mega::{SyncMode, WriterConfig};
 
-use crate::cli::{DbSync, EdgeArgs, ServeArgs, UpstreamArgs};
+use crate::cli::{DbSync, EdgeArgs, FrontPath, ServeArgs, UpstreamArgs};
 use crate::count::parse_count;
 use loadlab_front::ConnectionLimits;
 use loadlab_front::{EdgeLimits, FrontConfig, UpstreamLimits};
@@ -25,6 +25,8 @@ pub struct Config {
     pub front: bool,
     /// Front config file; `None`: one round-robin pool of all shards.
     pub front_config: Option<PathBuf>,
+    /// How the front reaches members that are this process's shards.
+    pub front_path: FrontPath,
     /// Number of port-sharded listeners.
     pub shards: usize,
     /// Host the shards listen on.
@@ -116,6 +118,7 @@ impl Config {
             bind: args.bind,
             front: !args.no_front,
             front_config: args.front_config.clone(),
+            front_path: args.front_path,
             shards,
             shard_host: args.shard_host,
             shard_base_port: args.shard_base_port,
@@ -206,6 +209,7 @@ mod tests {
         assert_eq!(config.randoms.max_count, 10_000_000_000);
         assert_eq!(config.randoms.multinomial_max_count, 1_000_000_000_000_000);
         assert!(config.front);
+        assert_eq!(config.front_path, FrontPath::Inproc);
     }
 
     #[test]

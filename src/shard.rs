@@ -8,9 +8,10 @@
 //!
 //! This module owns what makes a shard: its address ([`addr`]), its `shard` label on
 //! the HTTP metrics ([`ShardLabel`], recorded by [`track_requests`], described by
-//! [`describe`]) and its thread ([`spawn`]).
+//! [`describe`]) and its thread ([`Shard::spawn`]).
 
 use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -34,26 +35,74 @@ pub fn addr(host: IpAddr, base_port: u16, index: usize) -> SocketAddr {
     SocketAddr::new(host, port)
 }
 
-/// Starts shard `index` on `listener`: a thread with its own runtime serving `router`
-/// (the shard's API, [`crate::routes::app`]) until `shutdown` is cancelled and its
-/// connections drained.
-pub fn spawn(
+/// One shard, built and not yet serving: its listener, its router and its own stop
+/// switch.
+#[derive(Debug)]
+pub struct Shard {
     index: usize,
     listener: StdListener,
-    router: Router,
-    limits: ConnectionLimits,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<ServingThread> {
-    let stop = shutdown.clone();
-    server::spawn_runtime_thread(
-        format!("loadlab-shard-{index}"),
-        shutdown.clone(),
-        async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            server::serve(listener, router, limits, stop).await;
-            Ok(())
-        },
-    )
+    /// The shard's routes. The shard's thread holds this `Arc` while it serves; the
+    /// front's in-process members hold only a `Weak` to it, so they see the shard stop.
+    router: Arc<Router>,
+    /// Stops this shard alone (a test hook: see `App::shard_stopper`); the app's
+    /// shutdown stops it too.
+    stop: CancellationToken,
+}
+
+impl Shard {
+    /// Shard `index`, to serve `router` (the shard's API, [`crate::routes::app`]) on
+    /// `listener`.
+    pub fn new(index: usize, listener: StdListener, router: Router) -> Self {
+        Self {
+            index,
+            listener,
+            router: Arc::new(router),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// The shard's router, for the front's in-process path (which keeps a `Weak`).
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// A switch that stops this shard alone.
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Starts the shard: a thread with its own runtime serving its router until
+    /// `shutdown` (or its own stop switch) is cancelled and its connections drained.
+    pub fn spawn(
+        self,
+        limits: ConnectionLimits,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<ServingThread> {
+        let Self {
+            index,
+            listener,
+            router,
+            stop,
+        } = self;
+        let app_stop = shutdown.clone();
+        server::spawn_runtime_thread(
+            format!("loadlab-shard-{index}"),
+            shutdown.clone(),
+            async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let own_stop = stop.clone();
+                tokio::spawn(async move {
+                    app_stop.cancelled().await;
+                    own_stop.cancel();
+                });
+                server::serve(listener, Router::clone(&router), limits, stop).await;
+                // The last strong reference to the router: in-process members now see
+                // the shard gone.
+                drop(router);
+                Ok(())
+            },
+        )
+    }
 }
 
 /// The `shard` label value of a listener: its index.

@@ -24,6 +24,8 @@
 //!   shutdown, [`server::run_until_stopped`]; [`edge`]: the layers every listener puts
 //!   around its routes; [`error`]: the JSON error shape; [`metrics`]: what this crate
 //!   records.
+//! - `inproc`: the in-process path to a member that is one of this process's shards
+//!   (its router called directly, no socket); every other member goes over TCP.
 //!
 //! The front answers `/metrics` (when given a handler: [`Front::with_metrics`]) and
 //! `GET /front/status` itself; every other request is proxied, `/healthz` included
@@ -39,6 +41,7 @@ mod balance;
 mod body;
 mod failure;
 mod health;
+mod inproc;
 mod leftover;
 mod pool;
 mod proxy;
@@ -213,7 +216,7 @@ impl Front {
                     .iter()
                     .map(|m| {
                         let u = &m.upstream;
-                        let up = u.is_available();
+                        let up = m.is_available();
                         let state = match (up, m.weight) {
                             (false, _) => "down",
                             (true, 0) => "draining",
@@ -223,6 +226,7 @@ impl Front {
                             "addr": m.label,
                             "resolved": u.addr().to_string(),
                             "weight": m.weight,
+                            "path": m.path(),
                             "up": up && m.weight > 0,
                             "state": state,
                             "active_check": if u.is_active_up() { "up" } else { "down" },
@@ -247,6 +251,22 @@ impl Front {
             "default_pool": inner.pools[inner.routes.fallback()].name(),
             "threads": inner.threads,
         })
+    }
+
+    /// Reaches the members listening on `addr` in-process, through `router` (one of
+    /// this process's shards, which keeps `router` alive while it serves; see
+    /// `inproc`); returns how many members that is. Call before serving: a member's
+    /// path is set once.
+    pub fn attach_shard(&self, addr: SocketAddr, router: &Arc<Router>) -> usize {
+        let mut attached = 0;
+        for member in self.inner.pools.iter().flat_map(|p| p.members()) {
+            if member.upstream.addr() == addr
+                && member.local.set(inproc::LocalShard::new(router)).is_ok()
+            {
+                attached += 1;
+            }
+        }
+        attached
     }
 
     /// Starts the active health checks (one task per upstream address) on the current

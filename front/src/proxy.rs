@@ -43,6 +43,7 @@ use tokio::time::Instant;
 use super::balance::{Pool, requests_counter};
 use super::body::RequestBody;
 use super::failure::{ClientErrors, ClientFault};
+use super::inproc;
 use super::pool::{PooledBody, SendFailure};
 use super::upstream::FailureKind;
 use crate::config::UpstreamLimits;
@@ -154,6 +155,21 @@ impl Proxy {
                     ),
                 );
             };
+            if let Some(shard) = member.local.get() {
+                // One of our shards: call its router here, no socket (see `inproc`).
+                match shard.router() {
+                    Some(router) => {
+                        let timeout = self.limits.response_timeout;
+                        return inproc::forward(member, router, request, slot, deadline, timeout)
+                            .await;
+                    }
+                    // It stopped since the pick: like a refused connect, try the next.
+                    None => {
+                        tried.push(index);
+                        continue;
+                    }
+                }
+            }
             let started = Instant::now();
             let connections = upstream.connections(worker);
             match tokio::time::timeout_at(deadline, connections.send(request)).await {
@@ -286,7 +302,7 @@ fn prepare_request_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
 }
 
 /// Removes the [`HOP_BY_HOP`] headers and any header `Connection` names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };

@@ -25,6 +25,7 @@ mod cli;
 mod http;
 mod json;
 mod machine;
+mod peers;
 mod process;
 mod report;
 mod run;
@@ -94,8 +95,7 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
         ),
         (true, Some(_)) => (true, None),
     };
-    let mut configs = target::plan(&settings, &tools.loadlab, tools.nginx.as_deref(), pinned)
-        .map_err(|e| anyhow!(e))?;
+    let mut configs = target::plan(&settings, &tools, pinned).map_err(|e| anyhow!(e))?;
     std::fs::create_dir_all(&settings.out)
         .with_context(|| format!("creating {}", settings.out.display()))?;
     let per_run = settings.warmup + settings.duration + Duration::from_secs(1);
@@ -155,7 +155,8 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes report.md, results.json, the charts and nginx.conf into the run folder.
+/// Writes report.md, results.json, the charts and the proxies' configurations
+/// (nginx.conf, haproxy.cfg) into the run folder.
 fn write_folder(info: &RunInfo<'_>) -> anyhow::Result<()> {
     let out = &info.settings.out;
     let write = |name: &str, text: &str| {
@@ -180,8 +181,8 @@ fn write_folder(info: &RunInfo<'_>) -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow!(e))?;
     }
-    if let Some(conf) = info.configs.iter().find_map(target::Config::nginx_conf) {
-        write("nginx.conf", &conf)?;
+    for (file, conf) in info.configs.iter().filter_map(target::Config::proxy_conf) {
+        write(file, &conf)?;
     }
     Ok(())
 }

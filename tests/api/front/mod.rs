@@ -7,11 +7,13 @@
 //!
 //! This file holds the test upstreams and fronts; the tests are in `routing`
 //! (where requests go, with which headers), `failover` (health, retries, 502/504)
-//! `serve` (the front inside `loadlab serve`, CORS, `loadlab front`) and `hostile`
-//! (raw-TCP clients that break the rules: smuggling shapes, bad bodies, slow clients).
+//! `serve` (the front inside `loadlab serve`, CORS, `loadlab front`), `hostile`
+//! (raw-TCP clients that break the rules: smuggling shapes, bad bodies, slow clients)
+//! and `inproc` (the front over its own shards, in-process and over TCP).
 
 mod failover;
 mod hostile;
+mod inproc;
 mod limits;
 mod routing;
 mod serve;
