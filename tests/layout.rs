@@ -301,3 +301,49 @@ fn the_cycle_finder_sees_a_cycle_and_a_facade() {
         Some("f::inner")
     );
 }
+
+/// rustfmt's `max_width` (the default; the workspace sets no other).
+const MAX_WIDTH: usize = 100;
+
+/// Every `.rs` file of the workspace (sources, tests, benches), `target/` aside.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).expect("a folder is readable") {
+        let path = entry.expect("a folder entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if path.is_dir() {
+            if name != "target" && !name.starts_with('.') {
+                rust_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// rustfmt silently leaves a whole statement unformatted when one of its lines cannot
+/// fit in `max_width`, so `cargo fmt --check` would pass over unformatted code: no
+/// line may be longer (long strings are split with `concat!` or `\` continuations).
+#[test]
+fn no_line_is_too_long_for_rustfmt_to_format() {
+    let mut files = Vec::new();
+    rust_files(&workspace_root(), &mut files);
+    assert!(files.len() > 20, "the workspace's sources are found");
+    let mut long = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(&file).expect("a source file is readable");
+        for (number, line) in text.lines().enumerate() {
+            if line.chars().count() > MAX_WIDTH {
+                let rel = file.strip_prefix(workspace_root()).unwrap_or(&file);
+                long.push(format!("{}:{}", rel.display(), number + 1));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "lines over {MAX_WIDTH} columns:\n{}",
+        long.join("\n")
+    );
+}

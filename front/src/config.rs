@@ -286,7 +286,8 @@ impl FrontConfig {
                     && earlier != max
                 {
                     bail!(
-                        "{} has max_conns = {earlier} in pool `{earlier_pool}` but {max} in pool `{}`: an address has one limit",
+                        "{} has max_conns = {earlier} in pool `{earlier_pool}` but {max} in pool \
+                            `{}`: an address has one limit",
                         upstream.label,
                         pool.name
                     );
@@ -323,7 +324,8 @@ impl FrontConfig {
         }
         if self.fallback_pool().is_none() {
             bail!(
-                "with several pools, set default_pool or add a route with prefix \"/\" for the other paths"
+                "with several pools, set default_pool or add a route with prefix \"/\" for the \
+                    other paths"
             );
         }
         Ok(())
@@ -456,7 +458,8 @@ mod tests {
     fn max_conns_is_read_and_may_repeat_with_the_same_value() {
         let pool = |name: &str| {
             format!(
-                "[[pools]]\nname = \"{name}\"\nupstreams = [{{ addr = \"127.0.0.1:1\", max_conns = 8 }}]\n"
+                "[[pools]]\nname = \"{name}\"\nupstreams = [{{ addr = \"127.0.0.1:1\", max_conns \
+                    = 8 }}]\n"
             )
         };
         let config =
@@ -486,11 +489,13 @@ mod tests {
         let two = "[[pools]]\nname = \"q\"\nupstreams = [{ addr = \"127.0.0.1:2\" }]\n";
         assert!(error_of(&format!("{pool}{two}")).contains("default_pool"));
         assert!(error_of(&format!("{pool}colour = \"red\"\n")).contains("colour"));
-        let twice = "[[pools]]\nname = \"p\"\nupstreams = [{ addr = \"127.0.0.1:1\" }, { addr = \"127.0.0.1:1\" }]\n";
+        let twice = "[[pools]]\nname = \"p\"\nupstreams = [{ addr = \"127.0.0.1:1\" }, { addr = \
+            \"127.0.0.1:1\" }]\n";
         assert!(error_of(twice).contains("twice"));
         let limited = |pool: &str, max: u32| {
             format!(
-                "[[pools]]\nname = \"{pool}\"\nupstreams = [{{ addr = \"127.0.0.1:1\", max_conns = {max} }}]\n"
+                "[[pools]]\nname = \"{pool}\"\nupstreams = [{{ addr = \"127.0.0.1:1\", max_conns \
+                    = {max} }}]\n"
             )
         };
         let conflict = format!(

@@ -65,7 +65,8 @@ async fn check_loop(
         Ok(uri) => uri,
         Err(e) => {
             // `validate` checked the path and the authority came from a SocketAddr.
-            tracing::error!(upstream = upstream.label(), error = %e, "health check URI is invalid: not checking");
+            let upstream = upstream.label();
+            tracing::error!(upstream, error = %e, "health check URI is invalid: not checking");
             return;
         }
     };

@@ -50,7 +50,8 @@ pub fn describe() {
     );
     describe_counter!(
         "front_client_errors_total",
-        "Requests whose body failed on the client's side, answered by the front and not held against the upstream, by kind (malformed, too_large, timeout, gone)"
+        "Requests whose body failed on the client's side, answered by the front and not held \
+            against the upstream, by kind (malformed, too_large, timeout, gone)"
     );
     describe_counter!(
         "front_response_stalls_total",
@@ -62,7 +63,8 @@ pub fn describe() {
     );
     describe_counter!(
         "http_refused_requests_total",
-        "Requests refused at the edge before routing, by reason (no_host, many_hosts, headers_too_large, method_not_allowed)"
+        "Requests refused at the edge before routing, by reason (no_host, many_hosts, \
+            headers_too_large, method_not_allowed)"
     );
     describe_counter!(
         "http_request_timeouts_total",

@@ -324,7 +324,8 @@ pub fn spawn_runtime_thread(
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(task));
             if let Err(e) = &result {
-                tracing::error!(thread = %thread_name, error = %format!("{e:#}"), "serving thread failed: stopping");
+                let error = format!("{e:#}");
+                tracing::error!(thread = %thread_name, %error, "serving thread failed: stopping");
                 shutdown.cancel();
             }
             result

@@ -5,8 +5,11 @@
 //! |---|---|
 //! | `GET /api/randoms` | [`randoms::randoms_count`] |
 //! | `GET /app/` | [`mega::app_index`] |
-//! | `POST /app/insert`, `POST /app/insert/batch` | [`mega::mega_insert`], [`mega::mega_insert_batch`] |
-//! | `GET /app/mega`, `/app/mega/{id}`, `/app/mega/stats` | [`mega::mega_page`], [`mega::mega_get`], [`mega::mega_stats`] |
+//! | `POST /app/insert` | [`mega::mega_insert`] |
+//! | `POST /app/insert/batch` | [`mega::mega_insert_batch`] |
+//! | `GET /app/mega` | [`mega::mega_page`] |
+//! | `GET /app/mega/{id}` | [`mega::mega_get`] |
+//! | `GET /app/mega/stats` | [`mega::mega_stats`] |
 //! | `GET /healthz`, `GET /readyz` | [`health::health_live`], [`health::health_ready`] |
 //! | `GET /info` | [`info::info_show`] |
 //! | `GET /metrics` | [`crate::metrics::metrics_render`] |

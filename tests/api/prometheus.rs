@@ -102,7 +102,8 @@ pub(crate) fn binary_or_skip(name: &str, test: &str) -> Option<PathBuf> {
             "{test}: `{name}` is not installed (apt-get install -y prometheus), and CI is set"
         );
         eprintln!(
-            "SKIPPED {test}: `{name}` not found on PATH or in /usr/bin (apt-get install -y prometheus)"
+            "SKIPPED {test}: `{name}` not found on PATH or in /usr/bin (apt-get install -y \
+                prometheus)"
         );
     }
     found
@@ -124,8 +125,10 @@ impl Prometheus {
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: {SCRAPE_INTERVAL}\n  scrape_timeout: {SCRAPE_INTERVAL}\n\
-                 scrape_configs:\n  - job_name: loadlab\n    static_configs:\n      - targets: [\"{target}\"]\n"
+                "global:\n  scrape_interval: {SCRAPE_INTERVAL}\n  scrape_timeout: \
+                    {SCRAPE_INTERVAL}\n\
+                 scrape_configs:\n  - job_name: loadlab\n    static_configs:\n      \
+                 - targets: [\"{target}\"]\n"
             ),
         )
         .expect("write the prometheus config");
@@ -179,7 +182,12 @@ mod tests {
 
     #[test]
     fn metric_names_are_read_out_of_promql() {
-        let expr = r#"(sum(rate(http_requests_total{instance=~"$instance",status=~"5.."}[$__rate_interval])) or on() vector(0)) / histogram_quantile(0.99, sum by (le, route) (rate(x_bucket{route="/a/{id}"}[1m]))) - time() + 1e3 * process_threads"#;
+        let expr = concat!(
+            r#"(sum(rate(http_requests_total{instance=~"$instance",status=~"5.."}"#,
+            r#"[$__rate_interval])) or on() vector(0)) / histogram_quantile(0.99, "#,
+            r#"sum by (le, route) (rate(x_bucket{route="/a/{id}"}[1m]))) - time() + "#,
+            r#"1e3 * process_threads"#
+        );
 
         let found = selectors(expr);
 
