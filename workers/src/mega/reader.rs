@@ -67,7 +67,8 @@ pub struct MegaReader(Pool);
 #[derive(Debug)]
 enum Pool {
     Sqlite(SqliteReader),
-    Postgres(PgReader),
+    /// Boxed: r2d2's pool is large, and the enum is built once.
+    Postgres(Box<PgReader>),
 }
 
 impl MegaReader {
@@ -80,7 +81,7 @@ impl MegaReader {
             .increment(0);
         Ok(Self(match db {
             Database::Sqlite(path) => Pool::Sqlite(SqliteReader::open(path, connections)?),
-            Database::Postgres(url) => Pool::Postgres(PgReader::open(url, connections)),
+            Database::Postgres(url) => Pool::Postgres(Box::new(PgReader::open(url, connections))),
         }))
     }
 

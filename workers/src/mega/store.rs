@@ -41,7 +41,8 @@ pub enum Database {
 /// password, so it can be logged and shown on `/info`.
 #[derive(Clone)]
 pub struct PostgresUrl {
-    config: postgres::Config,
+    /// Boxed (and shared): `postgres::Config` is large, and clones are common.
+    config: std::sync::Arc<postgres::Config>,
     /// The URL as given, password masked.
     shown: String,
 }
@@ -86,7 +87,10 @@ impl FromStr for Database {
                 url: shown.clone(),
                 reason: e.to_string(),
             })?;
-            Ok(Database::Postgres(PostgresUrl { config, shown }))
+            Ok(Database::Postgres(PostgresUrl {
+                config: std::sync::Arc::new(config),
+                shown,
+            }))
         } else {
             Ok(Database::Sqlite(PathBuf::from(s)))
         }
@@ -96,6 +100,12 @@ impl FromStr for Database {
 impl From<PathBuf> for Database {
     fn from(path: PathBuf) -> Self {
         Database::Sqlite(path)
+    }
+}
+
+impl From<&PathBuf> for Database {
+    fn from(path: &PathBuf) -> Self {
+        Database::Sqlite(path.clone())
     }
 }
 
