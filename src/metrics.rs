@@ -171,7 +171,10 @@ fn describe() {
         "mega_reconnects_total",
         "Times the writer re-established a lost database connection (postgres)"
     );
-    describe_histogram!("mega_batch_rows", "Rows per committed transaction, by store");
+    describe_histogram!(
+        "mega_batch_rows",
+        "Rows per committed transaction, by store"
+    );
     describe_histogram!(
         "mega_commit_duration_seconds",
         Unit::Seconds,

@@ -109,10 +109,14 @@ impl PgServer {
             );
         }
         let mut initdb = command(bin, "initdb", as_postgres);
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ]);
         run(initdb, "initdb");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -44,7 +44,9 @@ async fn postgres_insert_read_page_and_stats_answer_as_on_sqlite() {
 
     // A batch: all stored, ids in submission order; a bad batch stores nothing.
     let good: Vec<Value> = (0..20).map(|i| ticket([1, 2, 3, 4, 5, 10 + i])).collect();
-    let response = app.post_json("/app/insert/batch", &Value::Array(good)).await;
+    let response = app
+        .post_json("/app/insert/batch", &Value::Array(good))
+        .await;
     assert_eq!(response.status(), 201);
     let ids: Vec<i64> = response.json::<Value>().await.expect("json")["ids"]
         .as_array()
@@ -180,7 +182,10 @@ async fn postgres_full_queue_answers_503_with_retry_after_and_loses_nothing() {
     .await
         != [1]
     {
-        assert!(tokio::time::Instant::now() < deadline, "the writer never waited");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writer never waited"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The second fills the queue (one slot); the third finds it full.

@@ -70,7 +70,8 @@ impl Process {
     async fn start(args: &[&str], port: u16, ready_path: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
             .args(args)
-            .env("RUST_LOG", "warn")
+            // Quiet: the front warns, as it should, about the process killed on purpose.
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -214,10 +215,7 @@ async fn all_rows(base: &str) -> HashMap<i64, [i64; 6]> {
                 n("num5"),
                 n("num6"),
             ];
-            assert!(
-                rows.insert(n("id"), numbers).is_none(),
-                "id listed twice"
-            );
+            assert!(rows.insert(n("id"), numbers).is_none(), "id listed twice");
         }
         match page["next_after_id"].as_i64() {
             Some(next) => after = next,
@@ -300,7 +298,12 @@ async fn check_stats(base: &str, rows: &HashMap<i64, [i64; 6]>) {
         }
     }
     for (i, want) in plays.iter().enumerate() {
-        assert_eq!(stats["plays"][(i + 1).to_string()], *want, "plays of {}", i + 1);
+        assert_eq!(
+            stats["plays"][(i + 1).to_string()],
+            *want,
+            "plays of {}",
+            i + 1
+        );
     }
 }
 
@@ -330,12 +333,8 @@ async fn two_app_processes_on_one_postgres_behind_the_front_agree_and_survive_ki
     let (a, b) = tokio::join!(Process::app(&db), Process::app(&db));
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("front.toml");
-    let upstream = |p: &Process| {
-        format!(
-            "{{ addr = \"{}\" }}",
-            p.base.trim_start_matches("http://")
-        )
-    };
+    let upstream =
+        |p: &Process| format!("{{ addr = \"{}\" }}", p.base.trim_start_matches("http://"));
     std::fs::write(
         &config,
         format!(
@@ -370,9 +369,16 @@ async fn two_app_processes_on_one_postgres_behind_the_front_agree_and_survive_ki
     // front, stats exact, and both processes wrote.
     {
         let ledger = ledger.lock().await;
-        assert_eq!(ledger.unknown, 0, "without failures every insert is acknowledged");
+        assert_eq!(
+            ledger.unknown, 0,
+            "without failures every insert is acknowledged"
+        );
         let rows = all_rows(&front.base).await;
-        assert_eq!(rows.len(), ledger.acked.len(), "rows stored == rows acknowledged");
+        assert_eq!(
+            rows.len(),
+            ledger.acked.len(),
+            "rows stored == rows acknowledged"
+        );
         check_acked(&ledger, &rows);
         read_back(&front.base, &ledger).await;
         check_stats(&front.base, &rows).await;

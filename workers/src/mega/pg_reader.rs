@@ -36,8 +36,26 @@ const STATS: &str = "
 
 /// A bounded pool of PostgreSQL clients for reads.
 pub(super) struct PgReader {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    /// `Some` until dropped (see the `Drop` impl).
+    pool: Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
     url: PostgresUrl,
+}
+
+/// Closing a `postgres` client blocks on its own runtime, which panics on a thread
+/// that runs async tasks, and the last owner of the reader may be on one (the app's
+/// state is dropped wherever its last clone goes). So the pool is closed on a thread
+/// of its own; the caller waits for it (a few milliseconds).
+impl Drop for PgReader {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let closing = std::thread::Builder::new()
+                .name("loadlab-pg-close".into())
+                .spawn(move || drop(pool));
+            if let Ok(thread) = closing {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for PgReader {
@@ -88,7 +106,7 @@ impl PgReader {
             }))
             .build_unchecked(manager);
         Self {
-            pool,
+            pool: Some(pool),
             url: url.clone(),
         }
     }
@@ -97,8 +115,11 @@ impl PgReader {
         &self,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, ReadError> {
-        let mut client = self
+        let pool = self
             .pool
+            .as_ref()
+            .ok_or_else(|| ReadError::Unavailable("the read pool is closed".into()))?;
+        let mut client = pool
             .get()
             .map_err(|e| ReadError::Unavailable(format!("{}: {e}", self.url)))?;
         f(&mut client).map_err(|e| {

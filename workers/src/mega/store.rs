@@ -183,7 +183,9 @@ mod tests {
 
     #[test]
     fn a_url_selects_postgres_and_a_path_sqlite() {
-        let pg: Database = "postgres://app@127.0.0.1:5433/loadlab".parse().expect("url");
+        let pg: Database = "postgres://app@127.0.0.1:5433/loadlab"
+            .parse()
+            .expect("url");
         assert_eq!(pg.store(), Store::Postgres);
         let pg: Database = "postgresql://app@localhost/loadlab".parse().expect("url");
         assert_eq!(pg.store(), Store::Postgres);
@@ -213,7 +215,10 @@ mod tests {
             .parse::<Database>()
             .expect_err("bad port");
         let message = err.to_string();
-        assert!(message.contains("not a PostgreSQL connection URL"), "{message}");
+        assert!(
+            message.contains("not a PostgreSQL connection URL"),
+            "{message}"
+        );
         assert!(!message.contains("s3cret"), "{message}");
     }
 }

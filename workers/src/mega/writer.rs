@@ -35,7 +35,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use tokio::sync::oneshot;
 
 use super::schema::{SchemaError, SyncMode};
-use super::store::{Database, Store};
+use super::store::Database;
 use super::ticket::MegaTicket;
 
 /// Histogram buckets for `mega_batch_rows` (rows per committed transaction).
@@ -178,27 +178,13 @@ impl MegaWriter {
     /// Opens the store (creating file, folder, table and sequence as needed) and starts
     /// the writer thread. Fails if the store cannot be opened or reached, or holds an
     /// incompatible `Mega`.
+    ///
+    /// The store is opened on the writer thread itself, which then owns it: the
+    /// `postgres` client drives its own runtime, and may not be driven from a thread
+    /// that runs async tasks (callers may be on one). The caller blocks until the
+    /// store is open (milliseconds; the PostgreSQL connect timeout at worst).
     pub fn start(config: WriterConfig) -> Result<Self, SchemaError> {
-        match &config.db {
-            Database::Sqlite(path) => {
-                let (backend, rows) = super::sqlite::SqliteBackend::open(path, config.sync)?;
-                Self::spawn(backend, rows, Store::Sqlite, config)
-            }
-            Database::Postgres(url) => {
-                let (backend, rows) = super::pg::PgBackend::connect(url, config.sync)?;
-                Self::spawn(backend, rows, Store::Postgres, config)
-            }
-        }
-    }
-
-    fn spawn(
-        backend: impl Backend,
-        rows: i64,
-        store: Store,
-        config: WriterConfig,
-    ) -> Result<Self, SchemaError> {
-        let label = store.label();
-        metrics::gauge!("mega_rows", "store" => label).set(rows as f64);
+        let label = config.db.store().label();
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
         // Register the writer's series at start, so dashboards and `rate()` see zeros
         // rather than nothing until the first insert, rejection or failure.
@@ -219,6 +205,8 @@ impl MegaWriter {
         let stopped = Arc::new(AtomicBool::new(false));
         let closing = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(true));
+        // The thread reports whether the store opened, then serves (or exits).
+        let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
         let thread = {
             let stopped = Arc::clone(&stopped);
             let connected = Arc::clone(&connected);
@@ -226,12 +214,41 @@ impl MegaWriter {
                 .name("loadlab-mega-writer".into())
                 .spawn(move || {
                     let _stopped = SetOnDrop(stopped);
-                    Worker::new(backend, rx, &config, label, connected).run();
+                    let opened = OpenedSender(opened_tx);
+                    match &config.db {
+                        Database::Sqlite(path) => {
+                            let Some(backend) = opened.report(
+                                super::sqlite::SqliteBackend::open(path, config.sync),
+                                label,
+                            ) else {
+                                return;
+                            };
+                            Worker::new(backend, rx, &config, label, connected).run();
+                        }
+                        Database::Postgres(url) => {
+                            let Some(backend) = opened
+                                .report(super::pg::PgBackend::connect(url, config.sync), label)
+                            else {
+                                return;
+                            };
+                            Worker::new(backend, rx, &config, label, connected).run();
+                        }
+                    }
                 })
                 .map_err(|e| {
                     SchemaError::Incompatible(format!("could not start the writer thread: {e}"))
                 })?
         };
+        let opened = opened_rx.recv().unwrap_or_else(|_| {
+            Err(SchemaError::Incompatible(
+                "the writer thread ended while opening the database".into(),
+            ))
+        });
+        if let Err(e) = opened {
+            // The thread has returned (or is returning) without serving.
+            let _ = thread.join();
+            return Err(e);
+        }
         Ok(Self {
             handle: WriterHandle {
                 tx,
@@ -351,6 +368,26 @@ impl PendingInsert {
     }
 }
 
+/// The writer thread's report of opening its store, to the thread in `start`.
+struct OpenedSender(std::sync::mpsc::SyncSender<Result<(), SchemaError>>);
+
+impl OpenedSender {
+    /// Sends the outcome; the backend when it opened. Also sets `mega_rows`.
+    fn report<B>(self, opened: Result<(B, i64), SchemaError>, store: &'static str) -> Option<B> {
+        match opened {
+            Ok((backend, rows)) => {
+                metrics::gauge!("mega_rows", "store" => store).set(rows as f64);
+                let _ = self.0.send(Ok(()));
+                Some(backend)
+            }
+            Err(e) => {
+                let _ = self.0.send(Err(e));
+                None
+            }
+        }
+    }
+}
+
 struct SetOnDrop(Arc<AtomicBool>);
 
 impl Drop for SetOnDrop {
@@ -432,8 +469,11 @@ impl<'a, B: Backend> Worker<'a, B> {
         let result = self.backend.reconnect();
         let up = result.is_ok();
         if self.connected.swap(up, Ordering::AcqRel) != up {
-            metrics::gauge!("mega_writer_connected", "store" => self.store)
-                .set(if up { 1.0 } else { 0.0 });
+            metrics::gauge!("mega_writer_connected", "store" => self.store).set(if up {
+                1.0
+            } else {
+                0.0
+            });
         }
         result
     }
