@@ -153,7 +153,9 @@ impl PgServer {
                 dir = dir.display(),
             )
         };
-        Command::new("sh")
+        // Never waited for: it must outlive this process to stop the server after it.
+        #[allow(clippy::zombie_processes)]
+        let _watchdog = Command::new("sh")
             .args(["-c", &stop])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
