@@ -14,7 +14,9 @@
 //!   (see [`loadlab_front::server::serve_on_workers`]);
 //! - the caller's runtime, which accepts the front's connections and runs the health
 //!   checks and the extra metrics listener;
-//! - the rayon compute pool and the Mega writer thread, shared by all shards.
+//! - the rayon compute pool and the Mega writer thread, shared by all shards (with
+//!   PostgreSQL, also the client library's own runtime threads: the `postgres` crate
+//!   drives each connection on a small tokio runtime of its own).
 //!
 //! Shutdown order: stop accepting everywhere, let in-flight requests finish, then stop
 //! the writer (which commits what is queued and checkpoints), then return.
@@ -76,8 +78,8 @@ impl App {
             .map(|addr| bind(addr).context("--metrics-bind"))
             .transpose()?;
         let writer = MegaWriter::start(config.writer.clone())
-            .with_context(|| format!("opening the database {}", config.writer.path.display()))?;
-        let reader = MegaReader::open(&config.writer.path, config.read_connections)
+            .with_context(|| format!("opening the database {}", config.writer.db))?;
+        let reader = MegaReader::open(&config.writer.db, config.read_connections)
             .context("opening read connections")?;
         let pool = ComputePool::new(config.threads, config.randoms.max_jobs)
             .context("starting the compute pool")?;

@@ -97,12 +97,15 @@ pub struct ServeArgs {
     #[arg(long, env = "LOADLAB_RANDOMS_QUEUE", default_value_t = 64)]
     pub randoms_queue: usize,
 
-    /// SQLite database file (its folder is created).
+    /// Where the Mega tickets live: a SQLite file (its folder is created; one process
+    /// writes it), or a PostgreSQL URL `postgres://user[:password]@host[:port]/database`
+    /// (`postgresql://` too), which several loadlab processes can share.
     #[arg(long, env = "LOADLAB_DB", default_value = "data/loadlab.db")]
-    pub db: PathBuf,
+    pub db: String,
 
     /// How hard commits are synced: full (every commit reaches the disk before it is
     /// acknowledged) or normal (survives a crash of loadlab, not of the machine).
+    /// PostgreSQL: full is `synchronous_commit=on`, normal is `off`.
     #[arg(long, env = "LOADLAB_DB_SYNC", value_enum, default_value_t = DbSync::Full)]
     pub db_sync: DbSync,
 
@@ -122,7 +125,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LOADLAB_BATCH_REQUEST_MAX", default_value_t = 10_000)]
     pub batch_request_max: usize,
 
-    /// Read-only SQLite connections kept open for reads.
+    /// Read connections: SQLite ones kept open (extras opened when all are busy);
+    /// PostgreSQL ones pooled (at most this many per process).
     #[arg(long, env = "LOADLAB_READ_CONNECTIONS", default_value_t = 4)]
     pub read_connections: usize,
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use loadlab_workers::mega::{SyncMode, WriterConfig};
+use loadlab_workers::mega::{Database, SyncMode, WriterConfig};
 
 use crate::cli::{DbSync, EdgeArgs, FrontPath, ServeArgs, UpstreamArgs};
 use crate::count::parse_count;
@@ -39,7 +39,7 @@ pub struct Config {
     pub randoms: RandomsLimits,
     /// The Mega writer.
     pub writer: WriterConfig,
-    /// Read-only SQLite connections kept open.
+    /// Read connections (SQLite: kept open; PostgreSQL: the pool's size).
     pub read_connections: usize,
     /// Most tickets in one batch request.
     pub batch_request_max: usize,
@@ -105,6 +105,7 @@ impl Config {
         if args.read_connections == 0 {
             bail!("--read-connections must be at least 1");
         }
+        let db: Database = args.db.parse().context("--db")?;
         if let Some(path) = &args.front_config {
             if args.no_front {
                 bail!("--front-config has no effect with --no-front");
@@ -130,7 +131,7 @@ impl Config {
                 max_jobs: args.randoms_queue,
             },
             writer: WriterConfig {
-                path: args.db.clone(),
+                db,
                 sync: match args.db_sync {
                     DbSync::Full => SyncMode::Full,
                     DbSync::Normal => SyncMode::Normal,

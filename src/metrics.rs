@@ -23,7 +23,8 @@ pub const JOB_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Buckets for SQLite commit durations (seconds): an fsync is ~150 us here.
+/// Buckets for Mega commit durations (seconds): a SQLite fsync is ~150 us here; a
+/// PostgreSQL batch is a few round trips plus the server's WAL flush.
 pub const COMMIT_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
@@ -123,41 +124,56 @@ fn describe() {
         Unit::Seconds,
         "Time a randoms job spent on the pool, by outcome"
     );
-    describe_counter!("mega_inserts_total", "Mega rows committed");
+    // Every mega_* metric has a `store` label: sqlite or postgres.
+    describe_counter!("mega_inserts_total", "Mega rows committed, by store");
     describe_counter!(
         "mega_insert_errors_total",
-        "Mega rows whose transaction failed"
+        "Mega rows whose transaction failed or whose database was unreachable, by store"
     );
     describe_counter!(
         "mega_rejected_total",
-        "Insert requests refused because the write queue was full (503)"
+        "Insert requests refused because the write queue was full (503), by store"
     );
     describe_gauge!(
         "mega_writer_queue_depth",
-        "Insert requests waiting for the writer"
+        "Insert requests waiting for the writer, by store"
     );
     describe_gauge!(
         "mega_writer_queue_capacity",
         "Insert requests the write queue holds before the next gets 503 (--writer-queue)"
     );
-    describe_histogram!("mega_batch_rows", "Rows per committed transaction");
+    describe_gauge!(
+        "mega_writer_connected",
+        "1 while the writer's connection to its database is up (always, for sqlite), 0 while it reconnects"
+    );
+    describe_counter!(
+        "mega_reconnects_total",
+        "Times the writer re-established a lost database connection (postgres)"
+    );
+    describe_histogram!(
+        "mega_batch_rows",
+        "Rows per committed transaction, by store"
+    );
     describe_histogram!(
         "mega_commit_duration_seconds",
         Unit::Seconds,
-        "Time to insert and commit one batch"
+        "Time to write and commit one batch, by store"
     );
-    describe_gauge!("mega_rows", "Rows in the Mega table");
+    describe_gauge!(
+        "mega_rows",
+        "Rows in the Mega table when the writer started, plus those this process committed since"
+    );
     describe_counter!(
         "mega_writer_panics_total",
         "Times the writer thread ended by panicking"
     );
     describe_counter!(
         "mega_checkpoint_errors_total",
-        "Failed final WAL checkpoints at writer shutdown"
+        "Failed final WAL checkpoints at writer shutdown (sqlite)"
     );
     describe_counter!(
         "mega_read_connections_opened_total",
-        "Read connections opened beyond the pool because every pooled one was busy"
+        "Read connections opened beyond the pool: every pooled one was busy (sqlite), or a lost one was replaced (postgres)"
     );
     metrics::gauge!("loadlab_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::counter!("http_internal_errors_total").increment(0);

@@ -16,7 +16,8 @@ use crate::scenario::Scenario;
 /// report.md, results.json and SVG charts to a dated folder under benches/results/.
 /// Names of the built-in configurations, in report order (built by
 /// [`crate::target::plan`]).
-pub(crate) const BUILT_IN: [&str; 5] = ["shards1", "sharded", "front", "nginx", "haproxy"];
+pub(crate) const BUILT_IN: [&str; 6] =
+    ["shards1", "sharded", "front", "nginx", "haproxy", "hosts2"];
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo bench --bench loadtest --", max_term_width = 100)]
@@ -37,7 +38,8 @@ pub(crate) struct Flags {
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Option<Vec<Scenario>>,
 
-    /// Configurations to run, comma-separated: shards1, sharded, front, nginx, haproxy
+    /// Configurations to run, comma-separated: shards1, sharded, front, nginx, haproxy,
+    /// hosts2 (two processes behind `loadlab front`: needs a shared PostgreSQL `--db`)
     /// and the names given to --extra [default: all].
     #[arg(long, value_delimiter = ',')]
     configs: Option<Vec<String>>,
@@ -77,7 +79,8 @@ pub(crate) struct Flags {
     #[arg(long, default_value_t = 1)]
     nginx_workers: usize,
 
-    /// An extra flag for every `loadlab serve` (repeatable), e.g. --serve-arg=--db-sync=normal.
+    /// An extra flag for every `loadlab serve` (repeatable), e.g. --serve-arg=--db-sync=normal
+    /// or --serve-arg=--db=postgres://user@127.0.0.1/loadlab (the report names the store).
     #[arg(long = "serve-arg", value_name = "FLAG", allow_hyphen_values = true)]
     serve_args: Vec<String>,
 
@@ -136,7 +139,47 @@ pub(crate) struct Settings {
     pub(crate) cores: usize,
 }
 
+/// The store every `loadlab serve` of the run writes to, from `--serve-arg`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreUsed {
+    /// A SQLite file per measured run (the default `--db`).
+    Sqlite,
+    /// A PostgreSQL database shared by every run; the URL with its password masked.
+    Postgres(String),
+}
+
 impl Settings {
+    /// The store: the last `--db` among the serve args wins, as in `loadlab serve`.
+    pub(crate) fn store(&self) -> StoreUsed {
+        let mut db = None;
+        let mut args = self.serve_args.iter();
+        while let Some(arg) = args.next() {
+            if let Some(value) = arg.strip_prefix("--db=") {
+                db = Some(value.to_owned());
+            } else if arg == "--db" {
+                db = args.next().cloned();
+            }
+        }
+        match db {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                StoreUsed::Postgres(loadlab_workers::mega::mask_password(&url))
+            }
+            _ => StoreUsed::Sqlite,
+        }
+    }
+
+    /// The store in words, for the report.
+    pub(crate) fn store_words(&self) -> String {
+        match self.store() {
+            StoreUsed::Sqlite => {
+                "SQLite: a new file per measured run (`--db $RUN_DIR/mega.db`)".to_owned()
+            }
+            StoreUsed::Postgres(url) => format!(
+                "PostgreSQL at `{url}`, shared by every run and process (rows accumulate; the row                  check counts the difference)"
+            ),
+        }
+    }
+
     /// Validates the flags; `now_stamp` names the default output folder.
     pub(crate) fn from_flags(
         flags: Flags,

@@ -38,7 +38,10 @@ struct SettingsJson<'a> {
     wrk_timeout_s: u64,
     nginx_workers: usize,
     randoms_queue: usize,
-    serve_args: &'a [String],
+    /// Passwords masked.
+    serve_args: Vec<String>,
+    /// `sqlite`, or the PostgreSQL URL (password masked).
+    store: String,
 }
 
 #[derive(Serialize)]
@@ -97,7 +100,15 @@ pub(crate) fn render(info: &RunInfo<'_>) -> Result<String, serde_json::Error> {
             wrk_timeout_s: REQUEST_TIMEOUT.as_secs(),
             nginx_workers: s.nginx_workers,
             randoms_queue: randoms_queue(s.max_connections()),
-            serve_args: &s.serve_args,
+            serve_args: s
+                .serve_args
+                .iter()
+                .map(|a| loadlab_workers::mega::mask_password(a))
+                .collect(),
+            store: match s.store() {
+                crate::cli::StoreUsed::Sqlite => "sqlite".to_owned(),
+                crate::cli::StoreUsed::Postgres(url) => url,
+            },
         },
         baseline: info.baseline(),
         scenarios: s

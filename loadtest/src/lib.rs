@@ -189,9 +189,11 @@ fn write_folder(info: &RunInfo<'_>) -> anyhow::Result<()> {
 
 /// The command that started this run, as typed (cargo's own `--bench` left out).
 fn harness_command() -> String {
+    // A `--db` URL's password stays out of the report.
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
+        .map(|a| loadlab_workers::mega::mask_password(&a))
         .collect();
     let mut command = "cargo bench --bench loadtest".to_owned();
     if !args.is_empty() {

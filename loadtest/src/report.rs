@@ -173,6 +173,7 @@ pub(crate) fn markdown(info: &RunInfo<'_>) -> String {
         s.warmup.as_secs(),
         REQUEST_TIMEOUT.as_secs(),
     );
+    let _ = writeln!(md, "**Store**: {}.\n", s.store_words());
     md.push_str("## Results\n\n");
     for &scenario in &s.scenarios {
         let _ = writeln!(md, "### {}\n\n{}.\n", scenario.name(), scenario.describe());

@@ -8,7 +8,10 @@
 //! - `sharded`: `loadlab serve --shards N --no-front`, wrk on shard 0 only;
 //! - `front`: `loadlab serve --shards N`, wrk on loadlab's front;
 //! - `nginx`: `loadlab serve --shards N --no-front` with nginx before its shards;
-//! - `haproxy`: the same with HAProxy before its shards.
+//! - `haproxy`: the same with HAProxy before its shards;
+//! - `hosts2`: two `loadlab serve --shards N --no-front` processes sharing one
+//!   PostgreSQL database behind `loadlab front`, as two hosts would be (only with a
+//!   `--serve-arg=--db=postgres://...`: SQLite files cannot be shared).
 //!
 //! The proxies' generated configurations are in [`crate::peers`].
 //!
@@ -19,7 +22,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::Settings;
+use crate::cli::{Settings, StoreUsed};
 use crate::machine::Tools;
 use crate::peers::{haproxy_cfg, nginx_conf};
 use crate::process::{Process, wait_ready};
@@ -43,6 +46,13 @@ enum Setup {
         label: &'static str,
         /// Its configuration file's name in the run folder, and the text.
         file: &'static str,
+        conf: String,
+    },
+    /// Two `loadlab serve --no-front` processes behind `loadlab front`.
+    Hosts {
+        apps: [Vec<String>; 2],
+        front: Vec<String>,
+        /// The front's config file, written to `$RUN_DIR/front.toml`.
         conf: String,
     },
     /// A server the user runs: nothing to start or stop.
@@ -93,14 +103,25 @@ impl Config {
     /// (`$RUN_DIR`: a fresh temporary folder per measured run).
     pub(crate) fn commands(&self, root: &Path) -> Vec<String> {
         let root = format!("{}/", root.display());
+        // A `--db` URL's password stays out of the report.
         let show = |argv: &[String]| {
-            shell_join(argv)
+            let masked: Vec<String> = argv
+                .iter()
+                .map(|a| loadlab_workers::mega::mask_password(a))
+                .collect();
+            shell_join(&masked)
                 .replace(RUN_DIR, "$RUN_DIR")
                 .replace(&root, "")
         };
         match &self.setup {
             Setup::Loadlab { loadlab } => vec![show(loadlab)],
             Setup::Proxy { loadlab, proxy, .. } => vec![show(loadlab), show(proxy)],
+            Setup::Hosts { apps, front, conf } => vec![
+                show(&apps[0]),
+                show(&apps[1]),
+                format!("$RUN_DIR/front.toml: {}", conf.replace('\n', " ")),
+                show(front),
+            ],
             Setup::External => vec![format!("(run by you at {})", self.target)],
         }
     }
@@ -142,6 +163,24 @@ impl Config {
             }
             Setup::Loadlab { loadlab } => {
                 processes.push(spawn_loadlab(loadlab)?);
+            }
+            Setup::Hosts { apps, front, conf } => {
+                for (i, app) in apps.iter().enumerate() {
+                    let log = run_dir.join(format!("loadlab-{i}.log"));
+                    processes.push(Process::spawn("loadlab", &fill(app), cwd, &log)?);
+                }
+                // Apps first: the front would mark them down until they listen.
+                for url in &self.ready_urls[..self.ready_urls.len() - 1] {
+                    wait_ready(url, READY_WITHIN, &mut processes)?;
+                }
+                std::fs::write(run_dir.join("front.toml"), conf)
+                    .map_err(|e| format!("writing front.toml: {e}"))?;
+                processes.push(Process::spawn(
+                    "loadlab front",
+                    &fill(front),
+                    cwd,
+                    &run_dir.join("front.log"),
+                )?);
             }
             Setup::Proxy {
                 loadlab,
@@ -218,6 +257,49 @@ pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<
                 let base = ports.block(n)?;
                 let listen = ports.block(1)?;
                 proxy_config(name, settings, tools, pin, base, listen)
+            }
+            "hosts2" => {
+                let bases = [ports.block(n)?, ports.block(n)?];
+                let listen = ports.block(1)?;
+                let apps = bases.map(|base| serve(settings, loadlab, pin, n, base, None));
+                let what = format!(
+                    "two `loadlab serve --shards {n} --no-front` processes on one PostgreSQL, \
+                     behind `loadlab front`: wrk on the front"
+                );
+                let mut config = loadlab_config(name, &what, apps[0].clone(), bases[0]);
+                config.target = format!("http://127.0.0.1:{listen}");
+                config.ready_urls = bases
+                    .iter()
+                    .map(|base| format!("http://127.0.0.1:{base}/readyz"))
+                    .chain([format!("{}/readyz", config.target)])
+                    .collect();
+                let upstreams: Vec<String> = bases
+                    .iter()
+                    .flat_map(|&base| (0..n).map(move |i| usize::from(base) + i))
+                    .map(|port| format!("{{ addr = \"127.0.0.1:{port}\" }}"))
+                    .collect();
+                let conf = format!(
+                    "listen = \"127.0.0.1:{listen}\"\n[[pools]]\nname = \"app\"\nupstreams = [{}]\n",
+                    upstreams.join(", ")
+                );
+                let mut front = pinned(pin, 0);
+                front.extend([
+                    loadlab.display().to_string(),
+                    "front".into(),
+                    "--config".into(),
+                    format!("{RUN_DIR}/front.toml"),
+                    "--upstream-pool".into(),
+                    settings.max_connections().to_string(),
+                ]);
+                config.setup = Setup::Hosts { apps, front, conf };
+                if !matches!(settings.store(), StoreUsed::Postgres(_)) {
+                    config.unavailable = Some(
+                        "hosts2 needs a store both processes share: \
+                         --serve-arg=--db=postgres://..."
+                            .into(),
+                    );
+                }
+                config
             }
             extra => {
                 let extra = settings

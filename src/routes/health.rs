@@ -18,8 +18,8 @@ pub async fn health_live() -> Response {
         .into_response()
 }
 
-/// `GET /readyz`: ready to do all its work: the writer thread runs and accepts inserts,
-/// and the compute pool admits jobs. 503 with the reasons otherwise.
+/// `GET /readyz`: ready to do all its work: the writer thread runs, is connected to its
+/// database (PostgreSQL) and accepts inserts, and the compute pool admits jobs. 503 with the reasons otherwise.
 pub async fn health_ready(State(state): State<AppState>) -> Response {
     let mut reasons = Vec::new();
     let writer = state.writer();
@@ -27,6 +27,8 @@ pub async fn health_ready(State(state): State<AppState>) -> Response {
         reasons.push("the Mega writer thread has stopped".to_owned());
     } else if !writer.is_accepting() {
         reasons.push("the Mega writer is shutting down".to_owned());
+    } else if !writer.is_connected() {
+        reasons.push("the Mega writer is not connected to the database".to_owned());
     } else if writer.queue_depth() >= writer.queue_capacity() {
         reasons.push("the Mega write queue is full".to_owned());
     }

@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use headers_accept::Accept;
+use loadlab_workers::mega::{Database, mask_password};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use mediatype::{MediaType, names};
 use serde_json::{Map, Value, json};
@@ -52,8 +53,9 @@ fn snapshot(state: &AppState) -> Value {
     let listeners = state.listeners();
     // Facts about the process, shown as they are; the configuration itself comes from
     // `Config`, never from here.
+    // A `--db postgres://user:password@...` must not leak its password here.
     let arguments: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
+        .map(|a| mask_password(&a.to_string_lossy()))
         .collect();
     let executable = std::env::current_exe()
         .ok()
@@ -114,13 +116,23 @@ fn snapshot(state: &AppState) -> Value {
         "shards": shards,
         "front": front,
         "database": {
-            "path": config.writer.path.display().to_string(),
+            "store": config.writer.db.store().label(),
+            "path": match &config.writer.db {
+                Database::Sqlite(path) => Some(path.display().to_string()),
+                Database::Postgres(_) => None,
+            },
+            // Shown with the password masked.
+            "url": match &config.writer.db {
+                Database::Sqlite(_) => None,
+                Database::Postgres(url) => Some(url.to_string()),
+            },
             "sync": format!("{:?}", config.writer.sync).to_lowercase(),
             "batch_max_rows": config.writer.batch_max_rows,
             "read_connections": config.read_connections,
         },
         "writer": {
             "accepting": writer.is_accepting(),
+            "connected": writer.is_connected(),
             "queue_depth": writer.queue_depth(),
             "queue_capacity": writer.queue_capacity(),
         },

@@ -1,7 +1,9 @@
 //! The Mega-Sena ticket routes, at the ancestor's paths so its clients keep working.
 //!
 //! Inserts go to the single writer thread and are answered only after commit; reads go
-//! to the read-only pool on tokio's blocking threads (SQLite calls block).
+//! to the read pool on tokio's blocking threads (SQLite and `postgres` calls block).
+//! A database out of reach (PostgreSQL) is a 503, as a full queue is: the same request
+//! may succeed later; a failed statement is a 500.
 
 use axum::Json;
 use axum::extract::State;
@@ -237,13 +239,16 @@ async fn committed(pending: PendingInsert) -> Result<Vec<i64>, AppError> {
         WriteError::Commit(cause) => {
             AppError::Internal(format!("the ticket was not stored: {cause}"))
         }
+        WriteError::Unavailable(cause) => {
+            AppError::Unavailable(format!("the ticket was not stored: {cause}"))
+        }
         WriteError::WriterGone => {
             AppError::Unavailable("the writer stopped: the ticket was not stored".into())
         }
     })
 }
 
-/// Runs a read on tokio's blocking pool (SQLite calls block).
+/// Runs a read on tokio's blocking pool (database calls block).
 async fn read<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&loadlab_workers::mega::MegaReader) -> Result<T, loadlab_workers::mega::ReadError>
@@ -254,7 +259,13 @@ async fn read<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(state.reader()))
         .await
         .map_err(|e| AppError::Internal(format!("the read task failed: {e}")))?
-        .map_err(|e| AppError::Internal(e.to_string()))
+        .map_err(|e| {
+            if e.is_unavailable() {
+                AppError::Unavailable(e.to_string())
+            } else {
+                AppError::Internal(e.to_string())
+            }
+        })
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ mod health;
 mod info;
 mod mega;
 mod metrics;
+mod postgres_mega;
+mod postgres_multihost;
 mod prometheus;
 mod randoms;
 mod scrape;

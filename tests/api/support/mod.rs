@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod child;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ pub struct TestApp {
     pub shards: Vec<SocketAddr>,
     /// The front's address, if it runs.
     pub front: Option<SocketAddr>,
-    /// The database file.
+    /// The database file (empty when the app runs on PostgreSQL).
     pub db_path: PathBuf,
     /// A client with no connection reuse surprises: keep-alive on, no proxy.
     pub client: reqwest::Client,
@@ -93,6 +94,12 @@ pub async fn spawn_app_with_front(extra: &[&str]) -> TestApp {
     app
 }
 
+/// Spawns an app on a PostgreSQL database (`url`), with the default test arguments
+/// and `extra`.
+pub fn spawn_app_on_postgres(url: &str, extra: &[&str]) -> TestApp {
+    spawn_app_on(serve_args(std::path::Path::new(url), extra))
+}
+
 /// Spawns an app from full arguments (the caller owns the database's folder).
 pub fn spawn_app_on(args: ServeArgs) -> TestApp {
     let config = Config::from_args(&args).expect("valid config");
@@ -102,7 +109,11 @@ pub fn spawn_app_on(args: ServeArgs) -> TestApp {
 /// Spawns an app the caller built, and perhaps changed first (`App::stop_writer`). The
 /// caller owns the database's folder.
 pub fn spawn_built(app: App) -> TestApp {
-    let db_path = app.state().config().writer.path.clone();
+    // Empty for a PostgreSQL app (see `db`).
+    let db_path = match &app.state().config().writer.db {
+        loadlab_workers::mega::Database::Sqlite(path) => path.clone(),
+        loadlab_workers::mega::Database::Postgres(_) => PathBuf::new(),
+    };
     let addr = app.public_addr();
     let shards = app.shard_addrs().to_vec();
     let front = app.front_addr();

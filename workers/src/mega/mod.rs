@@ -1,23 +1,31 @@
-//! The Mega-Sena ticket store, in the SQLite table `Mega`.
+//! The Mega-Sena ticket store: the table `Mega` in SQLite (one file, the embedded
+//! default) or PostgreSQL (one database shared by many loadlab processes).
 //!
 //! - [`ticket`]: [`MegaTicket`], a validated ticket: six distinct numbers in 1..=60.
-//! - [`schema`]: opening the database file, the pragmas, creating `Mega` or checking
-//!   that an existing one is compatible with the ancestor's readers.
-//! - [`writer`]: the only writer: one thread fed by a bounded channel that commits many
-//!   requests per transaction and answers each only after its rows are committed.
-//! - [`reader`]: a small pool of read-only connections for lookups, pages and stats.
+//! - [`store`]: [`Database`], where `Mega` lives (a file path or a `postgres://` URL).
+//! - [`schema`]: opening the SQLite file, the pragmas, creating `Mega` or checking that
+//!   an existing one is compatible with the ancestor's readers; [`SchemaError`].
+//! - [`writer`]: the only writer of the process: one thread fed by a bounded channel
+//!   that commits many requests per transaction and answers each only after its rows
+//!   are committed; the store-specific part is a backend (`sqlite`, `pg`).
+//! - [`reader`]: a small pool of read connections for lookups, pages and stats.
 //!
 //! A *row* is one stored ticket; a *request* is what one caller submits to the writer:
 //! one row or an all-or-nothing list of rows; a *batch* is what the writer commits in one
 //! transaction: as many queued requests as fit in `batch_max_rows`.
 
+mod pg;
+mod pg_reader;
 pub mod reader;
 pub mod schema;
+mod sqlite;
+pub mod store;
 pub mod ticket;
 pub mod writer;
 
 pub use reader::{MegaReader, MegaStats, ReadError, StoredTicket};
 pub use schema::{SchemaError, SyncMode};
+pub use store::{Database, DatabaseError, PostgresUrl, Store, mask_password};
 pub use ticket::{MegaTicket, TicketError};
 pub use writer::{
     InsertOutcome, MegaWriter, PendingInsert, SubmitError, WriteError, WriterConfig, WriterHandle,

@@ -1,16 +1,19 @@
-//! Reads of the `Mega` table, through a small pool of read-only connections.
+//! Reads of the `Mega` table, through a small pool of read connections: read-only
+//! SQLite connections here, PostgreSQL clients in [`super::pg_reader`].
 //!
-//! Reads never go through the writer: in WAL mode readers see the last committed state
-//! without blocking the writer or each other. Every method here blocks on SQLite, so
-//! async callers run them off the runtime's workers (`spawn_blocking`: blocking I/O is
-//! what it is for).
+//! Reads never go through the writer: in WAL mode SQLite readers see the last committed
+//! state without blocking the writer or each other, as PostgreSQL's do. Every method
+//! here blocks on the database, so async callers run them off the runtime's workers
+//! (`spawn_blocking`: blocking I/O is what it is for).
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::pg_reader::PgReader;
 use super::schema::{self, SchemaError};
+use super::store::{Database, Store};
 use super::ticket::NUMBER_MAX;
 
 /// Why a read failed.
@@ -22,6 +25,21 @@ pub enum ReadError {
     /// Every pooled connection was busy and an extra one could not be opened.
     #[error("could not open a read connection: {0}")]
     Open(#[from] SchemaError),
+    /// PostgreSQL failed to run the query on a live connection.
+    #[error("{0}")]
+    Postgres(String),
+    /// The database could not be reached (no connection within the pool's timeout, or
+    /// the connection died during the query); the same read may succeed later.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
+}
+
+impl ReadError {
+    /// Whether the failure is the database being out of reach (a 503 for clients)
+    /// rather than a failed query.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ReadError::Unavailable(_))
+    }
 }
 
 /// A stored ticket.
@@ -42,8 +60,68 @@ pub struct MegaStats {
     pub plays: [u64; NUMBER_MAX as usize],
 }
 
-/// A fixed pool of read-only connections.
-pub struct MegaReader {
+/// The read pool of whichever store holds `Mega`.
+#[derive(Debug)]
+pub struct MegaReader(Pool);
+
+#[derive(Debug)]
+enum Pool {
+    Sqlite(SqliteReader),
+    /// Boxed: r2d2's pool is large, and the enum is built once.
+    Postgres(Box<PgReader>),
+}
+
+impl MegaReader {
+    /// Opens `connections` read connections to a store that the writer has already
+    /// prepared (start the [`super::MegaWriter`] first). PostgreSQL connections are
+    /// opened as they are first needed.
+    pub fn open(db: &Database, connections: usize) -> Result<Self, SchemaError> {
+        // Registered at zero so dashboards see the counter before the first overflow.
+        metrics::counter!("mega_read_connections_opened_total", "store" => db.store().label())
+            .increment(0);
+        Ok(Self(match db {
+            Database::Sqlite(path) => Pool::Sqlite(SqliteReader::open(path, connections)?),
+            Database::Postgres(url) => Pool::Postgres(Box::new(PgReader::open(url, connections))),
+        }))
+    }
+
+    /// Which store the reads go to.
+    pub fn store(&self) -> Store {
+        match &self.0 {
+            Pool::Sqlite(_) => Store::Sqlite,
+            Pool::Postgres(_) => Store::Postgres,
+        }
+    }
+
+    /// The ticket with this id, if any.
+    pub fn get(&self, id: i64) -> Result<Option<StoredTicket>, ReadError> {
+        match &self.0 {
+            Pool::Sqlite(pool) => pool.get(id),
+            Pool::Postgres(pool) => pool.get(id),
+        }
+    }
+
+    /// Up to `limit` tickets with id greater than `after_id`, in id order (keyset
+    /// pagination: pass the last id of a page to get the next).
+    pub fn page(&self, after_id: i64, limit: u32) -> Result<Vec<StoredTicket>, ReadError> {
+        match &self.0 {
+            Pool::Sqlite(pool) => pool.page(after_id, limit),
+            Pool::Postgres(pool) => pool.page(after_id, limit),
+        }
+    }
+
+    /// The row count and how often each number was played, from one consistent view
+    /// of the table. Scans the whole table.
+    pub fn stats(&self) -> Result<MegaStats, ReadError> {
+        match &self.0 {
+            Pool::Sqlite(pool) => pool.stats(),
+            Pool::Postgres(pool) => pool.stats(),
+        }
+    }
+}
+
+/// A fixed pool of read-only SQLite connections.
+struct SqliteReader {
     /// Idle connections. A `std` mutex held only to pop or push: never across a query.
     idle: Mutex<Vec<Connection>>,
     /// How many connections to keep idle.
@@ -51,24 +129,20 @@ pub struct MegaReader {
     path: std::path::PathBuf,
 }
 
-impl std::fmt::Debug for MegaReader {
+impl std::fmt::Debug for SqliteReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MegaReader")
+        f.debug_struct("SqliteReader")
             .field("path", &self.path)
             .finish()
     }
 }
 
-impl MegaReader {
-    /// Opens `connections` read-only connections to a database that the writer has
-    /// already prepared (start the [`super::MegaWriter`] first).
-    pub fn open(path: &Path, connections: usize) -> Result<Self, SchemaError> {
+impl SqliteReader {
+    fn open(path: &Path, connections: usize) -> Result<Self, SchemaError> {
         let size = connections.max(1);
         let idle = (0..size)
             .map(|_| schema::open_for_reading(path))
             .collect::<Result<Vec<_>, _>>()?;
-        // Registered at zero so dashboards see the counter before the first overflow.
-        metrics::counter!("mega_read_connections_opened_total").increment(0);
         Ok(Self {
             idle: Mutex::new(idle),
             size,
@@ -87,7 +161,8 @@ impl MegaReader {
             Some(conn) => conn,
             None => {
                 // Counted: if this keeps growing, --read-connections is too small.
-                metrics::counter!("mega_read_connections_opened_total").increment(1);
+                metrics::counter!("mega_read_connections_opened_total", "store" => "sqlite")
+                    .increment(1);
                 schema::open_for_reading(&self.path).map_err(|e| match e {
                     SchemaError::Sqlite(e) => ReadError::Sqlite(e),
                     other => {
@@ -106,8 +181,7 @@ impl MegaReader {
         result
     }
 
-    /// The ticket with this id, if any.
-    pub fn get(&self, id: i64) -> Result<Option<StoredTicket>, ReadError> {
+    fn get(&self, id: i64) -> Result<Option<StoredTicket>, ReadError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, num1, num2, num3, num4, num5, num6 FROM Mega WHERE id = ?1",
@@ -116,9 +190,7 @@ impl MegaReader {
         })
     }
 
-    /// Up to `limit` tickets with id greater than `after_id`, in id order (keyset
-    /// pagination: pass the last id of a page to get the next).
-    pub fn page(&self, after_id: i64, limit: u32) -> Result<Vec<StoredTicket>, ReadError> {
+    fn page(&self, after_id: i64, limit: u32) -> Result<Vec<StoredTicket>, ReadError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, num1, num2, num3, num4, num5, num6 FROM Mega \
@@ -129,8 +201,7 @@ impl MegaReader {
         })
     }
 
-    /// The row count and how often each number was played. Scans the whole table.
-    pub fn stats(&self) -> Result<MegaStats, ReadError> {
+    fn stats(&self) -> Result<MegaStats, ReadError> {
         self.with_conn(|conn| {
             let mut stats = MegaStats {
                 rows: 0,
@@ -196,7 +267,7 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(many.len(), 2);
 
-        let reader = MegaReader::open(&path, 2).expect("reader");
+        let reader = MegaReader::open(&Database::Sqlite(path.clone()), 2).expect("reader");
         let stored = reader.get(many[0]).expect("read").expect("present");
         assert_eq!(stored.numbers, [60, 59, 58, 57, 56, 55]);
         assert_eq!(reader.get(-1).expect("read"), None);
@@ -229,7 +300,7 @@ mod tests {
             .into_iter()
             .map(|p| block_on(p.committed()).expect("committed before exit")[0])
             .collect();
-        let reader = MegaReader::open(&path, 1).expect("reader");
+        let reader = MegaReader::open(&Database::Sqlite(path.clone()), 1).expect("reader");
         assert_eq!(reader.stats().expect("stats").rows, 500);
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
     }

@@ -1,4 +1,5 @@
-//! Opening the database: the file, the pragmas, and the `Mega` table.
+//! Opening the SQLite database: the file, the pragmas, and the `Mega` table; and
+//! [`SchemaError`], why either store could not be opened.
 //!
 //! The table keeps the ancestor's shape (`id`, `num1`..`num6`) so its readers keep
 //! working. A new table uses `id INTEGER PRIMARY KEY` without `AUTOINCREMENT`: the
@@ -51,6 +52,18 @@ pub enum SchemaError {
          KEY and num1..num6 INTEGER; move the file away or pass another --db)"
     )]
     Incompatible(String),
+    /// The PostgreSQL server could not be reached or refused the login.
+    #[error("could not connect to {0}")]
+    Unreachable(String),
+    /// PostgreSQL refused a set-up statement.
+    #[error("{0}")]
+    Postgres(String),
+    /// A PostgreSQL table `mega` exists but loadlab cannot write to it.
+    #[error(
+        "the existing table mega is incompatible: {0} (expected id bigint and num1..num6 \
+         smallint; drop or rename it, or use another database)"
+    )]
+    IncompatiblePostgres(String),
 }
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS Mega (

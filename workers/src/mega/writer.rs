@@ -1,41 +1,42 @@
-//! The Mega writer: the one thread that writes to the database.
+//! The Mega writer: the one thread per process that writes to the store.
 //!
-//! SQLite allows one writer at a time, and a commit with `synchronous=FULL` costs a disk
-//! sync (~150 us here), so one transaction per request caps out near 6,000 rows/s. The
-//! writer instead commits *batches*: it blocks for the first queued request, takes
-//! whatever else is already queued (up to `batch_max_rows` rows, optionally lingering
-//! `batch_linger` for more), inserts them all in one transaction with a cached prepared
-//! statement, commits, and only then answers each request with its ids. Under load the
-//! batch grows with the queue, so throughput rises with concurrency (group commit).
+//! A commit is the expensive part of an insert: with SQLite's `synchronous=FULL` a disk
+//! sync (~150 us here), with PostgreSQL a round trip plus the server's WAL flush. One
+//! transaction per request caps out near 6,000 rows/s on SQLite. The writer instead
+//! commits *batches*: it blocks for the first queued request, takes whatever else is
+//! already queued (up to `batch_max_rows` rows, optionally lingering `batch_linger` for
+//! more), writes them all in one transaction, commits, and only then answers each
+//! request with its ids. Under load the batch grows with the queue, so throughput rises
+//! with concurrency (group commit). How a batch is written is the store's business: a
+//! [`Backend`] (SQLite: [`super::sqlite`], PostgreSQL: [`super::pg`]).
 //!
 //! Guarantees:
 //! - a request is answered `Ok` only after the transaction holding its rows committed
-//!   (with `synchronous=FULL`, after the WAL was synced): *acknowledged means durable*;
+//!   (with `synchronous=FULL` / `synchronous_commit=on`, after the WAL was synced):
+//!   *acknowledged means durable*;
 //! - a request's rows commit together or not at all;
 //! - a failed commit answers every request in that batch with the error, and the thread
-//!   goes on serving the next batch;
+//!   goes on serving the next batch; a lost connection (PostgreSQL) is
+//!   [`WriteError::Unavailable`], reconnected with backoff, and while it is down queued
+//!   requests are answered `Unavailable` rather than left waiting;
 //! - the queue is bounded: [`WriterHandle::try_insert`] never blocks, it fails with
 //!   [`SubmitError::Full`] so async callers can answer 503.
 //!
 //! Shutdown: [`MegaWriter::shutdown`] (or dropping the [`MegaWriter`]) tells the thread to
-//! stop; it commits and answers everything already queued, checkpoints the WAL into the
-//! main file, and exits; then the caller joins it.
+//! stop; it commits and answers everything already queued, lets the store finish (SQLite
+//! checkpoints the WAL into the main file), and exits; then the caller joins it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
-use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::schema::{self, SchemaError, SyncMode};
+use super::schema::{SchemaError, SyncMode};
+use super::store::Database;
 use super::ticket::MegaTicket;
-
-const INSERT: &str =
-    "INSERT INTO Mega (num1, num2, num3, num4, num5, num6) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// Histogram buckets for `mega_batch_rows` (rows per committed transaction).
 pub const BATCH_ROWS_BUCKETS: &[f64] = &[
@@ -45,9 +46,11 @@ pub const BATCH_ROWS_BUCKETS: &[f64] = &[
 /// How the writer runs.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// The database file; its folder is created if missing.
-    pub path: PathBuf,
-    /// How hard each commit is synced.
+    /// Where `Mega` lives: a SQLite file (its folder is created if missing) or a
+    /// PostgreSQL database.
+    pub db: Database,
+    /// How hard each commit is synced (PostgreSQL: `full` is `synchronous_commit=on`,
+    /// `normal` is `off`).
     pub sync: SyncMode,
     /// Rows per transaction the writer aims for. A single request larger than this is
     /// still committed whole (in a transaction of its own).
@@ -60,11 +63,11 @@ pub struct WriterConfig {
 }
 
 impl WriterConfig {
-    /// Defaults for a database at `path`: FULL sync, 1024 rows per batch, no linger,
-    /// room for 16,384 queued requests.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
+    /// Defaults for `db` (a SQLite path converts): FULL sync, 1024 rows per batch, no
+    /// linger, room for 16,384 queued requests.
+    pub fn new(db: impl Into<Database>) -> Self {
         Self {
-            path: path.into(),
+            db: db.into(),
             sync: SyncMode::Full,
             batch_max_rows: 1024,
             batch_linger: Duration::ZERO,
@@ -93,6 +96,10 @@ pub enum WriteError {
     /// The transaction holding the request failed and was rolled back.
     #[error("the insert was not committed: {0}")]
     Commit(String),
+    /// The store could not be reached (connection lost or not yet re-established); the
+    /// same request may succeed once it is back.
+    #[error("the database is unreachable, the insert was not committed: {0}")]
+    Unavailable(String),
     /// The writer stopped before answering (it panicked or the process is ending).
     #[error("the writer stopped before committing the insert")]
     WriterGone,
@@ -100,6 +107,28 @@ pub enum WriteError {
 
 /// The ids given to a request's rows, in the order the rows were submitted.
 pub type InsertOutcome = Result<Vec<i64>, WriteError>;
+
+/// The requests of one batch: each request's rows and where to answer it.
+pub(super) type Batch = [(Vec<MegaTicket>, oneshot::Sender<InsertOutcome>)];
+
+/// How one store writes a batch: the part of the writer that differs between SQLite
+/// and PostgreSQL. Owned and called only by the writer thread.
+pub(super) trait Backend: Send + 'static {
+    /// Makes sure a connection is usable, reconnecting if it is due. `Err(wait)`: the
+    /// store is unreachable and the next attempt is due in `wait`. An embedded store is
+    /// always `Ok`.
+    fn reconnect(&mut self) -> Result<(), Duration> {
+        Ok(())
+    }
+
+    /// Writes every request of `batch` in one transaction and commits; the ids per
+    /// request, in order. On error nothing of the batch is stored (or, when the
+    /// connection died during `COMMIT`, nothing of it was acknowledged).
+    fn insert_all(&mut self, batch: &Batch) -> Result<Vec<Vec<i64>>, WriteError>;
+
+    /// Called once after the last batch (SQLite checkpoints its WAL).
+    fn finish(&mut self) {}
+}
 
 /// One request on the queue.
 enum Message {
@@ -129,6 +158,11 @@ pub struct WriterHandle {
     /// Set when shutdown starts: new submissions are refused from then on, while what is
     /// already queued still commits.
     closing: Arc<AtomicBool>,
+    /// Cleared by the writer thread while its store is unreachable (PostgreSQL), set
+    /// again once it reconnected: readiness reports it.
+    connected: Arc<AtomicBool>,
+    /// The `store` label of the writer's metrics.
+    store: &'static str,
 }
 
 impl std::fmt::Debug for Message {
@@ -141,45 +175,87 @@ impl std::fmt::Debug for Message {
 }
 
 impl MegaWriter {
-    /// Opens the database (creating file, folder and table as needed) and starts the
-    /// writer thread. Fails if the file cannot be opened or holds an incompatible `Mega`.
+    /// Opens the store (creating file, folder, table and sequence as needed) and starts
+    /// the writer thread. Fails if the store cannot be opened or reached, or holds an
+    /// incompatible `Mega`.
+    ///
+    /// The store is opened on the writer thread itself, which then owns it: the
+    /// `postgres` client drives its own runtime, and may not be driven from a thread
+    /// that runs async tasks (callers may be on one). The caller blocks until the
+    /// store is open (milliseconds; the PostgreSQL connect timeout at worst).
     pub fn start(config: WriterConfig) -> Result<Self, SchemaError> {
-        let conn = schema::open_for_writing(&config.path, config.sync)?;
-        let rows: i64 = conn.query_row("SELECT count(*) FROM Mega", [], |r| r.get(0))?;
-        metrics::gauge!("mega_rows").set(rows as f64);
+        let label = config.db.store().label();
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
         // Register the writer's series at start, so dashboards and `rate()` see zeros
         // rather than nothing until the first insert, rejection or failure.
-        metrics::gauge!("mega_writer_queue_capacity").set(config.queue_capacity.max(1) as f64);
-        metrics::gauge!("mega_writer_queue_depth").set(0.0);
+        metrics::gauge!("mega_writer_queue_capacity", "store" => label)
+            .set(config.queue_capacity.max(1) as f64);
+        metrics::gauge!("mega_writer_queue_depth", "store" => label).set(0.0);
+        metrics::gauge!("mega_writer_connected", "store" => label).set(1.0);
         for name in [
             "mega_inserts_total",
             "mega_insert_errors_total",
             "mega_rejected_total",
             "mega_writer_panics_total",
             "mega_checkpoint_errors_total",
+            "mega_reconnects_total",
         ] {
-            metrics::counter!(name).increment(0);
+            metrics::counter!(name, "store" => label).increment(0);
         }
         let stopped = Arc::new(AtomicBool::new(false));
         let closing = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicBool::new(true));
+        // The thread reports whether the store opened, then serves (or exits).
+        let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
         let thread = {
             let stopped = Arc::clone(&stopped);
+            let connected = Arc::clone(&connected);
             std::thread::Builder::new()
                 .name("loadlab-mega-writer".into())
                 .spawn(move || {
                     let _stopped = SetOnDrop(stopped);
-                    Worker::new(conn, rx, &config).run();
+                    let opened = OpenedSender(opened_tx);
+                    match &config.db {
+                        Database::Sqlite(path) => {
+                            let Some(backend) = opened.report(
+                                super::sqlite::SqliteBackend::open(path, config.sync),
+                                label,
+                            ) else {
+                                return;
+                            };
+                            Worker::new(backend, rx, &config, label, connected).run();
+                        }
+                        Database::Postgres(url) => {
+                            let Some(backend) = opened
+                                .report(super::pg::PgBackend::connect(url, config.sync), label)
+                            else {
+                                return;
+                            };
+                            Worker::new(backend, rx, &config, label, connected).run();
+                        }
+                    }
                 })
                 .map_err(|e| {
                     SchemaError::Incompatible(format!("could not start the writer thread: {e}"))
                 })?
         };
+        let opened = opened_rx.recv().unwrap_or_else(|_| {
+            Err(SchemaError::Incompatible(
+                "the writer thread ended while opening the database".into(),
+            ))
+        });
+        if let Err(e) = opened {
+            // The thread has returned (or is returning) without serving.
+            let _ = thread.join();
+            return Err(e);
+        }
         Ok(Self {
             handle: WriterHandle {
                 tx,
                 stopped,
                 closing,
+                connected,
+                store: label,
             },
             thread: Some(thread),
         })
@@ -207,7 +283,8 @@ impl MegaWriter {
         // A blocking send: the queue may be full, and the writer is draining it.
         let _ = self.handle.tx.send(Message::Stop);
         if thread.join().is_err() {
-            metrics::counter!("mega_writer_panics_total").increment(1);
+            metrics::counter!("mega_writer_panics_total", "store" => self.handle.store)
+                .increment(1);
         }
     }
 }
@@ -238,7 +315,7 @@ impl WriterHandle {
             // submitters would overwrite each other's values on every request for nothing.
             Ok(()) => Ok(PendingInsert { outcome }),
             Err(TrySendError::Full(_)) => {
-                metrics::counter!("mega_rejected_total").increment(1);
+                metrics::counter!("mega_rejected_total", "store" => self.store).increment(1);
                 Err(SubmitError::Full)
             }
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
@@ -264,6 +341,17 @@ impl WriterHandle {
     pub fn is_accepting(&self) -> bool {
         !self.is_stopped() && !self.closing.load(Ordering::Acquire)
     }
+
+    /// Whether the writer's connection to the store is up (always, for SQLite). While
+    /// it is down, queued requests are answered [`WriteError::Unavailable`].
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// The `store` label: `sqlite` or `postgres`.
+    pub fn store(&self) -> &'static str {
+        self.store
+    }
 }
 
 /// A queued request. Await [`PendingInsert::committed`] for its ids. Dropping it does
@@ -280,6 +368,26 @@ impl PendingInsert {
     }
 }
 
+/// The writer thread's report of opening its store, to the thread in `start`.
+struct OpenedSender(std::sync::mpsc::SyncSender<Result<(), SchemaError>>);
+
+impl OpenedSender {
+    /// Sends the outcome; the backend when it opened. Also sets `mega_rows`.
+    fn report<B>(self, opened: Result<(B, i64), SchemaError>, store: &'static str) -> Option<B> {
+        match opened {
+            Ok((backend, rows)) => {
+                metrics::gauge!("mega_rows", "store" => store).set(rows as f64);
+                let _ = self.0.send(Ok(()));
+                Some(backend)
+            }
+            Err(e) => {
+                let _ = self.0.send(Err(e));
+                None
+            }
+        }
+    }
+}
+
 struct SetOnDrop(Arc<AtomicBool>);
 
 impl Drop for SetOnDrop {
@@ -289,22 +397,35 @@ impl Drop for SetOnDrop {
 }
 
 /// The state owned by the writer thread.
-struct Worker<'a> {
-    conn: Connection,
+struct Worker<'a, B> {
+    backend: B,
     rx: Receiver<Message>,
     config: &'a WriterConfig,
+    /// The `store` label of every metric the thread records.
+    store: &'static str,
+    /// Shared with the handles: whether the store is reachable (see
+    /// [`WriterHandle::is_connected`]).
+    connected: Arc<AtomicBool>,
     /// Requests of the batch being gathered; reused between batches.
     batch: Vec<(Vec<MegaTicket>, oneshot::Sender<InsertOutcome>)>,
 }
 
-impl<'a> Worker<'a> {
-    fn new(conn: Connection, rx: Receiver<Message>, config: &'a WriterConfig) -> Self {
+impl<'a, B: Backend> Worker<'a, B> {
+    fn new(
+        backend: B,
+        rx: Receiver<Message>,
+        config: &'a WriterConfig,
+        store: &'static str,
+        connected: Arc<AtomicBool>,
+    ) -> Self {
         // Sized for the common case; grows if needed.
         let batch = Vec::with_capacity(config.batch_max_rows.min(4096));
         Self {
-            conn,
+            backend,
             rx,
             config,
+            store,
+            connected,
             batch,
         }
     }
@@ -312,31 +433,49 @@ impl<'a> Worker<'a> {
     fn run(mut self) {
         let mut stopping = false;
         while !stopping {
-            let first = match self.rx.recv() {
-                Ok(message) => message,
+            let Some(first) = self.next_message() else {
                 // Every handle is gone: nothing can arrive any more.
-                Err(_) => break,
+                break;
             };
             stopping = self.gather(first);
             self.commit_batch();
         }
         // Drain what was queued before the stop (submitters saw `closing` after it).
-        loop {
-            let next = match self.rx.try_recv() {
-                Ok(message) => message,
-                Err(_) => break,
-            };
+        while let Ok(next) = self.rx.try_recv() {
             self.gather(next);
             self.commit_batch();
         }
-        metrics::gauge!("mega_writer_queue_depth").set(0.0);
-        if let Err(e) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        {
-            metrics::counter!("mega_checkpoint_errors_total").increment(1);
-            eprintln!("loadlab-mega-writer: final WAL checkpoint failed: {e}");
+        metrics::gauge!("mega_writer_queue_depth", "store" => self.store).set(0.0);
+        self.backend.finish();
+    }
+
+    /// Blocks for the next request. While the store is unreachable, wakes up when the
+    /// next reconnection attempt is due, so readiness recovers without traffic.
+    fn next_message(&mut self) -> Option<Message> {
+        loop {
+            match self.check_connection() {
+                Ok(()) => return self.rx.recv().ok(),
+                Err(wait) => match self.rx.recv_timeout(wait) {
+                    Ok(message) => return Some(message),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return None,
+                },
+            }
         }
+    }
+
+    /// Asks the backend to (re)connect if due, and publishes the outcome.
+    fn check_connection(&mut self) -> Result<(), Duration> {
+        let result = self.backend.reconnect();
+        let up = result.is_ok();
+        if self.connected.swap(up, Ordering::AcqRel) != up {
+            metrics::gauge!("mega_writer_connected", "store" => self.store).set(if up {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        result
     }
 
     /// Adds `first` and whatever else is queued (up to the row budget, lingering if
@@ -378,59 +517,46 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Inserts the gathered requests in one transaction, commits, and answers each.
+    /// Writes the gathered requests in one transaction, commits, and answers each.
     fn commit_batch(&mut self) {
         if self.batch.is_empty() {
             return;
         }
-        metrics::gauge!("mega_writer_queue_depth").set(self.rx.len() as f64);
+        let store = self.store;
+        metrics::gauge!("mega_writer_queue_depth", "store" => store).set(self.rx.len() as f64);
         let started = Instant::now();
         let rows: usize = self.batch.iter().map(|(tickets, _)| tickets.len()).sum();
-        match insert_all(&mut self.conn, &self.batch) {
+        let outcome = match self.check_connection() {
+            Ok(()) => self.backend.insert_all(&self.batch),
+            Err(_) => Err(WriteError::Unavailable(
+                "the writer is reconnecting to the database".into(),
+            )),
+        };
+        match outcome {
             Ok(ids) => {
-                metrics::histogram!("mega_commit_duration_seconds")
+                metrics::histogram!("mega_commit_duration_seconds", "store" => store)
                     .record(started.elapsed().as_secs_f64());
-                metrics::histogram!("mega_batch_rows").record(rows as f64);
-                metrics::counter!("mega_inserts_total").increment(rows as u64);
-                metrics::gauge!("mega_rows").increment(rows as f64);
+                metrics::histogram!("mega_batch_rows", "store" => store).record(rows as f64);
+                metrics::counter!("mega_inserts_total", "store" => store).increment(rows as u64);
+                metrics::gauge!("mega_rows", "store" => store).increment(rows as f64);
                 for ((_, reply), ids) in self.batch.drain(..).zip(ids) {
                     // The caller may have gone away; the rows are stored all the same.
                     let _ = reply.send(Ok(ids));
                 }
             }
-            Err(e) => {
-                metrics::counter!("mega_insert_errors_total").increment(rows as u64);
-                let error = WriteError::Commit(e.to_string());
+            Err(error) => {
+                metrics::counter!("mega_insert_errors_total", "store" => store)
+                    .increment(rows as u64);
                 for (_, reply) in self.batch.drain(..) {
                     let _ = reply.send(Err(error.clone()));
+                }
+                // A lost connection shows at once in readiness, not at the next batch.
+                if matches!(error, WriteError::Unavailable(_)) {
+                    let _ = self.check_connection();
                 }
             }
         }
     }
-}
-
-/// One transaction for the whole batch; the ids per request. On any error the
-/// transaction is rolled back (by `Transaction`'s drop) and nothing is stored.
-fn insert_all(
-    conn: &mut Connection,
-    batch: &[(Vec<MegaTicket>, oneshot::Sender<InsertOutcome>)],
-) -> rusqlite::Result<Vec<Vec<i64>>> {
-    let tx = conn.transaction()?;
-    let mut ids = Vec::with_capacity(batch.len());
-    {
-        let mut stmt = tx.prepare_cached(INSERT)?;
-        for (tickets, _) in batch {
-            let mut request_ids = Vec::with_capacity(tickets.len());
-            for ticket in tickets {
-                let [a, b, c, d, e, f] = ticket.numbers();
-                stmt.execute([a, b, c, d, e, f])?;
-                request_ids.push(tx.last_insert_rowid());
-            }
-            ids.push(request_ids);
-        }
-    }
-    tx.commit()?;
-    Ok(ids)
 }
 
 #[cfg(test)]
@@ -445,6 +571,8 @@ mod tests {
             tx,
             stopped: Arc::new(AtomicBool::new(false)),
             closing: Arc::new(AtomicBool::new(false)),
+            connected: Arc::new(AtomicBool::new(true)),
+            store: "sqlite",
         };
         (handle, rx)
     }
@@ -484,7 +612,7 @@ mod tests {
         let writer = MegaWriter::start(WriterConfig::new(&path)).expect("writer");
         let handle = writer.handle();
         // Make inserts fail from outside: a trigger that aborts every insert.
-        let other = Connection::open(&path).expect("open");
+        let other = rusqlite::Connection::open(&path).expect("open");
         other
             .execute_batch(
                 "CREATE TRIGGER refuse BEFORE INSERT ON Mega BEGIN SELECT RAISE(ABORT, 'refused'); END;",

@@ -1,0 +1,322 @@
+//! The PostgreSQL store: connecting, the `mega` table and its sequence, and the
+//! writer's [`Backend`].
+//!
+//! Several loadlab processes may write the same database at once, each with its own
+//! writer thread committing its own batches. Ids come from the sequence `mega_id_seq`,
+//! which hands out unique values across sessions without locking the table. `COPY`
+//! returns no ids and `INSERT ... RETURNING` promises no row order, so the writer
+//! *reserves* the batch's ids first (`nextval` once per row), then copies the rows with
+//! those ids in binary: each id maps back to its request exactly.
+//!
+//! A lost connection fails the batch in flight with [`WriteError::Unavailable`]. When
+//! it died during `COMMIT`, the rows may or may not be stored; either way none of them
+//! is acknowledged. The writer reconnects with exponential backoff.
+
+use std::time::{Duration, Instant};
+
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::Type;
+use postgres::{Client, NoTls};
+
+use super::schema::{SchemaError, SyncMode};
+use super::store::PostgresUrl;
+use super::writer::{Backend, Batch, WriteError};
+
+/// Creates what loadlab needs, if absent. The table is `mega` (PostgreSQL folds the
+/// ancestor's unquoted `Mega` to lower case, so both spellings name it).
+const CREATE: &str = "
+    CREATE SEQUENCE IF NOT EXISTS mega_id_seq;
+    CREATE TABLE IF NOT EXISTS mega (
+        id   bigint PRIMARY KEY DEFAULT nextval('mega_id_seq'),
+        num1 smallint NOT NULL,
+        num2 smallint NOT NULL,
+        num3 smallint NOT NULL,
+        num4 smallint NOT NULL,
+        num5 smallint NOT NULL,
+        num6 smallint NOT NULL
+    );";
+
+/// Serialises schema creation between processes starting at once: two concurrent
+/// `CREATE ... IF NOT EXISTS` can both decide to create and one then fails on a
+/// unique violation in the catalogue. The key is arbitrary ("loadlab" in ASCII).
+const SCHEMA_LOCK_KEY: i64 = 0x006c_6f61_646c_6162;
+
+/// Reserves `$1` ids from the sequence.
+const NEXT_IDS: &str = "SELECT nextval('mega_id_seq') FROM generate_series(1, $1::bigint)";
+
+const COPY: &str = "COPY mega (id, num1, num2, num3, num4, num5, num6) FROM STDIN BINARY";
+
+/// The column types `COPY ... BINARY` must match exactly.
+const COLUMN_TYPES: [Type; 7] = [
+    Type::INT8,
+    Type::INT2,
+    Type::INT2,
+    Type::INT2,
+    Type::INT2,
+    Type::INT2,
+    Type::INT2,
+];
+
+/// First wait after a failed reconnection attempt; doubled per failure up to
+/// [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Connects with loadlab's defaults: a 5 s connect timeout unless the URL sets one,
+/// and TCP keepalives so a vanished server is noticed.
+pub(super) fn connect(url: &PostgresUrl, application: &str) -> Result<Client, postgres::Error> {
+    let mut config = url.config().clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.application_name(application);
+    config.keepalives(true);
+    config.connect(NoTls)
+}
+
+/// Whether `error` means the connection is gone (or the server is going away), as
+/// opposed to a statement that failed on a live connection.
+pub(super) fn is_connection_error(error: &postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        // Class 08: connection exception; 57P01-03: the server is shutting down,
+        // crashed or not accepting connections yet.
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        // No SQLSTATE: the error came from the socket or the protocol, not the server.
+        None => true,
+    }
+}
+
+/// `error` with its causes: the client's own `Display` often says only "db error".
+pub(super) fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("postgresql: {}: {}", db.severity(), db.message()),
+        None => match std::error::Error::source(error) {
+            Some(source) => format!("postgresql: {error}: {source}"),
+            None => format!("postgresql: {error}"),
+        },
+    }
+}
+
+/// The writer's connection, and when to try again while it is down.
+pub(super) struct PgBackend {
+    url: PostgresUrl,
+    sync: SyncMode,
+    /// `None` while the connection is down.
+    client: Option<Client>,
+    /// When the next reconnection attempt is due.
+    retry_at: Instant,
+    /// The wait after the next failed attempt.
+    backoff: Duration,
+}
+
+impl PgBackend {
+    /// Connects, creates the sequence and table if absent, and checks an existing table;
+    /// also returns the rows it holds.
+    pub(super) fn connect(url: &PostgresUrl, sync: SyncMode) -> Result<(Self, i64), SchemaError> {
+        let mut client = open(url, sync)?;
+        prepare_schema(&mut client)?;
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM mega", &[])
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| SchemaError::Postgres(describe(&e)))?;
+        let backend = Self {
+            url: url.clone(),
+            sync,
+            client: Some(client),
+            retry_at: Instant::now(),
+            backoff: BACKOFF_MIN,
+        };
+        Ok((backend, rows))
+    }
+}
+
+/// A writer session: connected, with the commit durability the sync mode asks for.
+fn open(url: &PostgresUrl, sync: SyncMode) -> Result<Client, SchemaError> {
+    let mut client = connect(url, "loadlab-writer")
+        .map_err(|e| SchemaError::Unreachable(format!("{url}: {}", describe(&e))))?;
+    // `on`: the commit waits for the WAL flush, as SQLite's FULL; `off`: it does not,
+    // and a crash of the server may lose the last acknowledged commits.
+    let setting = match sync {
+        SyncMode::Full => "SET synchronous_commit = on",
+        SyncMode::Normal => "SET synchronous_commit = off",
+    };
+    client
+        .batch_execute(setting)
+        .map_err(|e| SchemaError::Postgres(describe(&e)))?;
+    Ok(client)
+}
+
+fn prepare_schema(client: &mut Client) -> Result<(), SchemaError> {
+    let pg = |e: postgres::Error| SchemaError::Postgres(describe(&e));
+    let mut tx = client.transaction().map_err(pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_KEY])
+        .map_err(pg)?;
+    tx.batch_execute(CREATE).map_err(pg)?;
+    tx.commit().map_err(pg)?;
+    check_compatible(client)
+}
+
+/// Checks that `mega` has `id bigint` and `num1`..`num6 smallint` (binary `COPY` needs
+/// the exact types), and that any other column can be left out of an insert.
+fn check_compatible(client: &mut Client) -> Result<(), SchemaError> {
+    let rows = client
+        .query(
+            "SELECT column_name::text, data_type::text, is_nullable::text = 'YES', \
+             column_default IS NOT NULL FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'mega'",
+            &[],
+        )
+        .map_err(|e| SchemaError::Postgres(describe(&e)))?;
+    let columns = rows
+        .iter()
+        .map(column_of)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SchemaError::Postgres(describe(&e)))?;
+    let find = |name: &str| columns.iter().find(|c| c.name == name);
+    let wanted = std::iter::once(("id".to_owned(), "bigint"))
+        .chain((1..=6).map(|i| (format!("num{i}"), "smallint")));
+    for (name, want) in wanted {
+        match find(&name) {
+            Some(column) if column.data_type == want => {}
+            Some(column) => {
+                return Err(SchemaError::IncompatiblePostgres(format!(
+                    "{name} has type {}, not {want}",
+                    column.data_type
+                )));
+            }
+            None => {
+                return Err(SchemaError::IncompatiblePostgres(format!(
+                    "there is no column {name}"
+                )));
+            }
+        }
+    }
+    let known = |name: &str| name == "id" || (1..=6).any(|i| name == format!("num{i}"));
+    if let Some(column) = columns
+        .iter()
+        .find(|c| !known(&c.name) && !c.nullable && !c.has_default)
+    {
+        return Err(SchemaError::IncompatiblePostgres(format!(
+            "column {} is NOT NULL without a default, so loadlab cannot insert",
+            column.name
+        )));
+    }
+    Ok(())
+}
+
+/// One column of `mega`, as `information_schema` describes it.
+struct Column {
+    name: String,
+    data_type: String,
+    nullable: bool,
+    has_default: bool,
+}
+
+fn column_of(row: &postgres::Row) -> Result<Column, postgres::Error> {
+    Ok(Column {
+        name: row.try_get(0)?,
+        data_type: row.try_get(1)?,
+        nullable: row.try_get(2)?,
+        has_default: row.try_get(3)?,
+    })
+}
+
+/// Why a batch failed.
+enum BatchError {
+    Postgres(postgres::Error),
+    /// The sequence answered with the wrong number of ids (a bug or a foreign trigger).
+    Ids(String),
+}
+
+impl From<postgres::Error> for BatchError {
+    fn from(e: postgres::Error) -> Self {
+        BatchError::Postgres(e)
+    }
+}
+
+impl Backend for PgBackend {
+    fn reconnect(&mut self) -> Result<(), Duration> {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(());
+        }
+        self.client = None;
+        let now = Instant::now();
+        if now < self.retry_at {
+            return Err(self.retry_at - now);
+        }
+        match open(&self.url, self.sync) {
+            Ok(client) => {
+                metrics::counter!("mega_reconnects_total", "store" => "postgres").increment(1);
+                self.client = Some(client);
+                self.backoff = BACKOFF_MIN;
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("loadlab-mega-writer: reconnecting failed: {e}");
+                self.retry_at = Instant::now() + self.backoff;
+                let wait = self.backoff;
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                Err(wait)
+            }
+        }
+    }
+
+    fn insert_all(&mut self, batch: &Batch) -> Result<Vec<Vec<i64>>, WriteError> {
+        let Some(client) = self.client.as_mut() else {
+            return Err(WriteError::Unavailable("not connected".into()));
+        };
+        match write_batch(client, batch) {
+            Ok(ids) => Ok(ids),
+            Err(BatchError::Ids(message)) => Err(WriteError::Commit(message)),
+            Err(BatchError::Postgres(e)) if is_connection_error(&e) || client.is_closed() => {
+                // Retry at once: the server may be back already (a restart), and if not
+                // the backoff starts from there.
+                self.client = None;
+                self.retry_at = Instant::now();
+                Err(WriteError::Unavailable(describe(&e)))
+            }
+            Err(BatchError::Postgres(e)) => Err(WriteError::Commit(describe(&e))),
+        }
+    }
+}
+
+/// Reserves the batch's ids, copies its rows in binary, commits. The transaction rolls
+/// back on drop if anything fails before the commit.
+fn write_batch(client: &mut Client, batch: &Batch) -> Result<Vec<Vec<i64>>, BatchError> {
+    let rows: usize = batch.iter().map(|(tickets, _)| tickets.len()).sum();
+    let mut tx = client.transaction()?;
+    let mut ids = tx
+        .query(NEXT_IDS, &[&(rows as i64)])?
+        .iter()
+        .map(|row| row.try_get::<_, i64>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.len() != rows {
+        return Err(BatchError::Ids(format!(
+            "the sequence gave {} ids for {rows} rows",
+            ids.len()
+        )));
+    }
+    // Ascending, so a request's ids and the batch's requests come in submission order.
+    ids.sort_unstable();
+    let mut writer = BinaryCopyInWriter::new(tx.copy_in(COPY)?, &COLUMN_TYPES);
+    let mut next = ids.into_iter();
+    let mut out = Vec::with_capacity(batch.len());
+    for (tickets, _) in batch {
+        let request_ids: Vec<i64> = next.by_ref().take(tickets.len()).collect();
+        for (ticket, id) in tickets.iter().zip(&request_ids) {
+            let [a, b, c, d, e, f] = ticket.numbers().map(i16::from);
+            writer.write(&[id, &a, &b, &c, &d, &e, &f])?;
+        }
+        out.push(request_ids);
+    }
+    writer.finish()?;
+    tx.commit()?;
+    Ok(out)
+}

@@ -1,0 +1,63 @@
+//! The SQLite [`Backend`] of the writer: one connection to one file, one cached
+//! prepared `INSERT` per row, one transaction per batch.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::schema::{self, SchemaError, SyncMode};
+use super::writer::{Backend, Batch, WriteError};
+
+const INSERT: &str =
+    "INSERT INTO Mega (num1, num2, num3, num4, num5, num6) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// The writer's SQLite connection.
+pub(super) struct SqliteBackend {
+    conn: Connection,
+}
+
+impl SqliteBackend {
+    /// Opens (creating as needed) the file and `Mega`; also returns the rows it holds.
+    pub(super) fn open(path: &Path, sync: SyncMode) -> Result<(Self, i64), SchemaError> {
+        let conn = schema::open_for_writing(path, sync)?;
+        let rows: i64 = conn.query_row("SELECT count(*) FROM Mega", [], |r| r.get(0))?;
+        Ok((Self { conn }, rows))
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn insert_all(&mut self, batch: &Batch) -> Result<Vec<Vec<i64>>, WriteError> {
+        insert_all(&mut self.conn, batch).map_err(|e| WriteError::Commit(e.to_string()))
+    }
+
+    fn finish(&mut self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            metrics::counter!("mega_checkpoint_errors_total", "store" => "sqlite").increment(1);
+            eprintln!("loadlab-mega-writer: final WAL checkpoint failed: {e}");
+        }
+    }
+}
+
+/// One transaction for the whole batch; the ids per request. On any error the
+/// transaction is rolled back (by `Transaction`'s drop) and nothing is stored.
+fn insert_all(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Vec<i64>>> {
+    let tx = conn.transaction()?;
+    let mut ids = Vec::with_capacity(batch.len());
+    {
+        let mut stmt = tx.prepare_cached(INSERT)?;
+        for (tickets, _) in batch {
+            let mut request_ids = Vec::with_capacity(tickets.len());
+            for ticket in tickets {
+                let [a, b, c, d, e, f] = ticket.numbers();
+                stmt.execute([a, b, c, d, e, f])?;
+                request_ids.push(tx.last_insert_rowid());
+            }
+            ids.push(request_ids);
+        }
+    }
+    tx.commit()?;
+    Ok(ids)
+}
