@@ -630,3 +630,83 @@ async fn clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up() 
     let got = exchange(front, &request("GET", "/healthz", "", b""), 1, false).await;
     assert_eq!(got.responses[0].status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_held_out_by_passive_checks_only_is_tried_anyway() {
+    let upstream = TestUpstream::start("only");
+    let config = format!("{NO_ACTIVE_HEALTH}{}", pool("main", &[(upstream.addr, 1)]));
+    let front = spawn_front(&config, limits(Duration::from_millis(300))).await;
+
+    // A timeout is the upstream's failure: with max_fails = 1 it is held out.
+    front
+        .expect_504_after("/slow", Duration::from_millis(300))
+        .await;
+    assert!(!front.is_up(upstream.addr), "held out after the timeout");
+    let status = front.front.status();
+    assert_eq!(status["pools"][0]["panic"], true, "{status}");
+
+    // Held out by passive checks only: tried anyway, and it answers.
+    let response = front
+        .client
+        .get(front.url("/work"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-upstream-name"], "only");
+}
+
+/// An upstream that answers 413 as soon as it has a request's headers, then reads
+/// and discards the body until the client is done (as HAProxy or a loadlab shard
+/// would), then closes. A plain thread with blocking sockets: it lives until the
+/// test process ends.
+fn spawn_early_answerer() -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 64 * 1024];
+                while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let body = br#"{"error":"too large for the early answerer"}"#;
+                let head = format!(
+                    "HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body);
+                while let Ok(1..) = stream.read(&mut chunk) {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_is_relayed_and_blames_no_upstream() {
+    let early = spawn_early_answerer();
+    let config = format!("{NO_ACTIVE_HEALTH}{}", pool("main", &[(early, 1)]));
+    let front = spawn_front(&config, limits(Duration::from_secs(5))).await;
+    let body = vec![b' '; 4 << 20];
+    let raw = request(
+        "POST",
+        "/upload",
+        &format!("Content-Length: {}\r\n", body.len()),
+        &body,
+    );
+
+    for attempt in 0..10 {
+        let got = exchange(front.addr, &raw, 1, false).await;
+        check(&format!("early #{attempt}"), &got, Expect::JsonError(413));
+        assert!(got.responses[0].json_error().contains("early answerer"));
+    }
+
+    assert!(front.is_up(early), "an early answer is not a failure");
+}
