@@ -30,6 +30,48 @@ use super::pool::ConnPool;
 /// back, before the front cuts it (nginx's `proxy_read_timeout`, 60 s there too).
 pub(crate) const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Time spent waiting on one side of the proxy for a byte. Only continuous waiting
+/// counts: the clock starts when a poll finds nothing and stops when data comes, so
+/// a pause in which nobody polled (the *other* side applying backpressure: an
+/// upstream slow to read the request, a client slow to read the response) is not
+/// held against the side being waited on.
+pub(crate) struct IdleTimer {
+    limit: Duration,
+    /// Made on the first wait only: most bodies arrive whole, and never wait.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Whether the last poll found nothing.
+    waiting: bool,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            sleep: None,
+            waiting: false,
+        }
+    }
+
+    /// After a poll found nothing: ready once `limit` has passed since the wait began.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let limit = self.limit;
+        let began = !self.waiting;
+        self.waiting = true;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if began {
+            sleep.as_mut().reset(Instant::now() + limit);
+        }
+        sleep.as_mut().poll(cx)
+    }
+
+    /// Data came: the wait is over.
+    fn progressed(&mut self) {
+        self.waiting = false;
+    }
+}
+
 /// The client's request body, kept so a try that never read it can hand it to the
 /// next try.
 pub(crate) enum RequestBody {
@@ -84,7 +126,7 @@ impl RequestBody {
                     try_index: attempt,
                     taken: None,
                     hint: *hint,
-                    idle: None,
+                    idle: IdleTimer::new(BODY_IDLE_TIMEOUT),
                 })
             }
         }
@@ -147,9 +189,8 @@ pub(crate) enum UpstreamBody {
         taken: Option<Body>,
         /// The client body's size hint, until taken.
         hint: SizeHint,
-        /// Armed while the client's body is pending: fires after [`BODY_IDLE_TIMEOUT`]
-        /// without a byte. Made on the first wait only (most bodies arrive whole).
-        idle: Option<Pin<Box<Sleep>>>,
+        /// Fires after [`BODY_IDLE_TIMEOUT`] of waiting on the client for a byte.
+        idle: IdleTimer,
     },
 }
 
@@ -195,9 +236,7 @@ impl hyper::body::Body for UpstreamBody {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Pending => {
-                        let timer = idle
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_IDLE_TIMEOUT)));
-                        ready!(timer.as_mut().poll(cx));
+                        ready!(idle.poll_expired(cx));
                         let fault = (ClientFault::Timeout, "no byte in time".to_owned());
                         Self::note(slot, Some(fault));
                         return Poll::Ready(Some(Err(axum::Error::new(
@@ -205,9 +244,7 @@ impl hyper::body::Body for UpstreamBody {
                         ))));
                     }
                     Poll::Ready(Some(Ok(_))) => {
-                        if let Some(timer) = idle {
-                            timer.as_mut().reset(Instant::now() + BODY_IDLE_TIMEOUT);
-                        }
+                        idle.progressed();
                         if body.is_end_stream() {
                             Self::note(slot, None);
                         }
@@ -260,8 +297,8 @@ pub(crate) struct PooledBody {
     slot: Option<OwnedSemaphorePermit>,
     /// Whether the request body went out whole: only then may the connection be reused.
     request: BodyWatch,
-    /// Armed while the upstream's body is pending; made on the first wait only.
-    idle: Option<Pin<Box<Sleep>>>,
+    /// Fires after [`RESPONSE_IDLE_TIMEOUT`] of waiting on the upstream for a byte.
+    idle: IdleTimer,
 }
 
 impl PooledBody {
@@ -280,7 +317,7 @@ impl PooledBody {
             giveback: Some((sender, pool)),
             slot,
             request,
-            idle: None,
+            idle: IdleTimer::new(RESPONSE_IDLE_TIMEOUT),
         };
         if body.inner.is_end_stream() {
             body.give_back();
@@ -310,10 +347,7 @@ impl hyper::body::Body for PooledBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Pending => {
-                let timer = this
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(RESPONSE_IDLE_TIMEOUT)));
-                ready!(timer.as_mut().poll(cx));
+                ready!(this.idle.poll_expired(cx));
                 // Rare: the registry lookup here costs less than a handle per response.
                 metrics::counter!("front_response_stalls_total").increment(1);
                 this.giveback = None;
@@ -327,9 +361,7 @@ impl hyper::body::Body for PooledBody {
             // The server stops polling once `is_end_stream` says so: give back on the
             // last frame, not only on the `None` after it.
             Poll::Ready(Some(Ok(_))) => {
-                if let Some(timer) = &mut this.idle {
-                    timer.as_mut().reset(Instant::now() + RESPONSE_IDLE_TIMEOUT);
-                }
+                this.idle.progressed();
                 if this.inner.is_end_stream() {
                     this.give_back();
                 }
@@ -384,6 +416,22 @@ mod tests {
         let fault = request.client_fault().map(|(kind, _)| kind);
         assert_eq!(fault, Some(ClientFault::Timeout));
         assert!(!request.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_continuous_waiting_counts_toward_the_idle_limit() {
+        let mut timer = IdleTimer::new(Duration::from_secs(10));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(timer.poll_expired(&mut cx).is_pending());
+        timer.progressed();
+
+        // Nobody polled for 11 s (backpressure from the other side): not a wait.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(timer.poll_expired(&mut cx).is_pending());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(timer.poll_expired(&mut cx).is_pending());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(timer.poll_expired(&mut cx).is_ready());
     }
 
     #[tokio::test]
