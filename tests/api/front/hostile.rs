@@ -521,6 +521,13 @@ async fn malformed_and_oversized_bursts_leave_every_upstream_up() {
         failed.len()
     );
     assert_every_upstream_up(&app, "after the burst").await;
+    // Counted as the client's (other tests in this process add to it, never take away).
+    let scrape = app.get("/metrics").await.text().await.expect("a scrape");
+    let malformed = scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(r#"front_client_errors_total{kind="malformed"} "#))
+        .and_then(|value| value.trim().parse::<f64>().ok());
+    assert!(malformed.is_some_and(|n| n >= 50.0), "{malformed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
