@@ -8,11 +8,13 @@
 //! This file holds the test upstreams and fronts; the tests are in `routing`
 //! (where requests go, with which headers), `failover` (health, retries, 502/504)
 //! `serve` (the front inside `loadlab serve`, CORS, `loadlab front`) and `hostile`
-//! (raw-TCP clients that break the rules: smuggling shapes, bad bodies, slow clients).
+//! (raw-TCP clients that break the rules: smuggling shapes, bad bodies, slow clients;
+//! their client is `raw`).
 
 mod failover;
 mod hostile;
 mod limits;
+mod raw;
 mod routing;
 mod serve;
 
