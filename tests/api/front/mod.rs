@@ -6,7 +6,7 @@
 //! on readiness (bound listeners, polled status with a deadline), never fixed sleeps.
 //!
 //! This file holds the test upstreams and fronts; the tests are in `routing`
-//! (where requests go, with which headers), `failover` (health, retries, 502/504)
+//! (where requests go, with which headers), `failover` (health, retries, 502/504),
 //! `serve` (the front inside `loadlab serve`, CORS, `loadlab front`) and `hostile`
 //! (raw-TCP clients that break the rules: smuggling shapes, bad bodies, slow clients;
 //! their client is `raw`).
