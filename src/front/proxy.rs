@@ -37,13 +37,15 @@ use axum::http::uri::{PathAndQuery, Uri};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use metrics::Counter;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::balance::{Pool, requests_counter};
-use super::body::{PooledBody, RequestBody};
+use super::body::{PooledBody, RequestBody, UpstreamBody};
 use super::failure::{ClientErrors, ClientFault};
-use super::pool::SendFailure;
+use super::pool::{ConnPool, SendFailure};
 use super::upstream::FailureKind;
 use crate::config::UpstreamLimits;
 use crate::error::json_error;
@@ -155,23 +157,7 @@ impl Proxy {
                 Ok(Ok((response, sender))) => {
                     member.duration.record(started.elapsed().as_secs_f64());
                     member.count_status(response.status().as_u16());
-                    let (mut parts, incoming) = response.into_parts();
-                    remove_hop_by_hop(&mut parts.headers);
-                    if !body.is_finished() {
-                        // An early answer: the client's body is not read to its end,
-                        // so this connection cannot carry another request.
-                        parts
-                            .headers
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    let pooled = PooledBody::new(
-                        incoming,
-                        sender,
-                        slot,
-                        Arc::clone(connections),
-                        body.watch(),
-                    );
-                    return Response::from_parts(parts, Body::new(pooled));
+                    return client_response(response, sender, slot, connections, &body);
                 }
                 Ok(Err(failure)) => {
                     if let Some((fault, detail)) = body.client_fault() {
@@ -234,9 +220,7 @@ impl Proxy {
             }
         }
     }
-}
 
-impl Proxy {
     /// The front's own answer to a fault on the client's side, counted; the upstream
     /// is not blamed and nothing is retried.
     fn client_fault(&self, fault: ClientFault, detail: &str) -> Response {
@@ -244,6 +228,28 @@ impl Proxy {
         tracing::debug!(kind = fault.label(), error = detail, "client body failed");
         fault.response(detail)
     }
+}
+
+/// The client's side of an upstream response: hop-by-hop headers removed, the body
+/// streamed as it arrives, the connection back in the pool and the `max_conns` slot
+/// freed after its last byte. An early answer (the client's body not yet read to its
+/// end) goes out with `Connection: close`, and its connection is not pooled.
+fn client_response(
+    response: axum::http::Response<hyper::body::Incoming>,
+    sender: SendRequest<UpstreamBody>,
+    slot: Option<OwnedSemaphorePermit>,
+    connections: &Arc<ConnPool>,
+    request: &RequestBody,
+) -> Response {
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    if !request.is_finished() {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let body = PooledBody::new(body, sender, slot, Arc::clone(connections), request.watch());
+    Response::from_parts(parts, Body::new(body))
 }
 
 /// RFC 9110 9.2.2: methods whose repetition has the effect of a single request.
