@@ -1,9 +1,13 @@
-//! The random-histogram kernel: draw N integers uniformly in 1..=1000 and count them.
+//! The random-histogram kernel: draw N integers uniformly in 1..=1000 and count them,
+//! and [`Method`], the choice between that and the exact sampler in
+//! [`crate::multinomial`].
 //!
-//! Design, from measurements on a 2-core Zen 3:
-//! - a small fast PRNG (xoshiro256++, from `rand_xoshiro`, which is portable: the same
-//!   seed gives the same stream on every platform and crate version), using *both*
-//!   32-bit halves of each 64-bit output;
+//! Design of the draw kernel, from measurements on a 2-core Zen 3:
+//! - a small fast PRNG (wyrand: one add and one 64x64->128 multiply per output), using
+//!   *both* 32-bit halves of each 64-bit output. It was measured against xoshiro256++
+//!   (from `rand_xoshiro`), the previous kernel, kept as [`DrawKernel::Xoshiro`] for
+//!   that comparison in `benches/kernel.rs`: wyrand wins (see the README's
+//!   performance table);
 //! - Lemire's multiply-shift reduction to 0..1000, with its (rare: p = 296 / 2^32)
 //!   rejection step so that every number is exactly equally likely;
 //! - the work split into fixed chunks of [`CHUNK_LEN`] draws, each with its own
@@ -46,6 +50,72 @@ pub enum KernelError {
     /// The cancel flag was raised before the last chunk was counted.
     #[error("the job was cancelled before it finished")]
     Cancelled,
+}
+
+/// How a histogram is produced. Both give the same law, Multinomial(N; 1/1000, ...):
+/// one by doing the work, the other by sampling the answer directly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// Draw N numbers one by one and count them: time in N (about 0.5 ns a number on
+    /// 2 cores). The default: the service exists to do real offloaded work.
+    #[default]
+    Draw,
+    /// Sample the counts exactly from their multinomial law ([`crate::multinomial`]):
+    /// time independent of N (tens of microseconds), N up to 2^53.
+    Multinomial,
+}
+
+impl Method {
+    /// Every method, in the order they are listed to clients.
+    pub const ALL: [Method; 2] = [Method::Draw, Method::Multinomial];
+
+    /// The name used in query strings and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Draw => "draw",
+            Method::Multinomial => "multinomial",
+        }
+    }
+
+    /// Produces the histogram of `n` numbers from `seed` with this method, on the
+    /// current rayon pool. Returns [`KernelError::Cancelled`] soon after `cancel` rises.
+    pub fn histogram(
+        self,
+        n: u64,
+        seed: u64,
+        cancel: &AtomicBool,
+    ) -> Result<Histogram, KernelError> {
+        match self {
+            Method::Draw => count_randoms(n, seed, cancel),
+            Method::Multinomial => crate::multinomial::sample_multinomial(n, seed, cancel),
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A method name that is not one of [`Method::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("method `{0}` is unknown: use draw or multinomial")]
+pub struct UnknownMethod(pub String);
+
+impl std::str::FromStr for Method {
+    type Err = UnknownMethod;
+
+    fn from_str(s: &str) -> Result<Self, UnknownMethod> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                // Echoed to clients: keep a hostile value short.
+                let shown: String = s.chars().take(40).collect();
+                UnknownMethod(shown)
+            })
+    }
 }
 
 /// How many times each number in [`NUMBER_MIN`]..=[`NUMBER_MAX`] came up.
@@ -92,6 +162,11 @@ impl Histogram {
             .map(|(count, number)| (number, *count))
     }
 
+    /// A histogram of the given counts (index `i`: number `NUMBER_MIN + i`).
+    pub(crate) fn from_counts(counts: Box<[u64; BINS]>) -> Self {
+        Self { counts }
+    }
+
     fn merge(mut self, other: &Histogram) -> Self {
         for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
             *mine += theirs;
@@ -100,12 +175,35 @@ impl Histogram {
     }
 }
 
+/// The draw kernels: two independent generators behind the same counting loop,
+/// measured against each other in `benches/kernel.rs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DrawKernel {
+    /// wyrand (Wang Yi's 64-bit generator: a Weyl sequence, one 64x64->128 multiply).
+    /// The service's kernel: it took 0.7x the time of xoshiro256++ per draw here.
+    #[default]
+    Wyrand,
+    /// xoshiro256++ from `rand_xoshiro`, the previous kernel, kept for the comparison.
+    Xoshiro,
+}
+
 /// Counts `n` draws from `seed` on the current rayon pool (call it inside
-/// [`rayon::ThreadPool::install`] or from a pool thread to choose the pool).
+/// [`rayon::ThreadPool::install`] or from a pool thread to choose the pool), with the
+/// service's kernel ([`DrawKernel::default`]).
 ///
 /// Returns [`KernelError::Cancelled`] soon after `cancel` is raised: the flag is read
 /// before each chunk, so at most one chunk per thread is counted after it.
 pub fn count_randoms(n: u64, seed: u64, cancel: &AtomicBool) -> Result<Histogram, KernelError> {
+    count_randoms_with(DrawKernel::default(), n, seed, cancel)
+}
+
+/// [`count_randoms`] with a chosen kernel: for the benchmarks' comparison.
+pub fn count_randoms_with(
+    kernel: DrawKernel,
+    n: u64,
+    seed: u64,
+    cancel: &AtomicBool,
+) -> Result<Histogram, KernelError> {
     let chunks = n.div_ceil(CHUNK_LEN);
     (0..chunks)
         .into_par_iter()
@@ -117,7 +215,7 @@ pub fn count_randoms(n: u64, seed: u64, cancel: &AtomicBool) -> Result<Histogram
                 }
                 let len = CHUNK_LEN.min(n - chunk * CHUNK_LEN);
                 local.fill(0);
-                count_chunk(seed, chunk, len, &mut local);
+                count_chunk_with(kernel, seed, chunk, len, &mut local);
                 for (sum, part) in total.counts.iter_mut().zip(local.iter()) {
                     *sum += u64::from(*part);
                 }
@@ -129,19 +227,42 @@ pub fn count_randoms(n: u64, seed: u64, cancel: &AtomicBool) -> Result<Histogram
 }
 
 /// Counts `len` draws (at most [`CHUNK_LEN`]) of chunk `chunk` of the stream for `seed`
-/// into `counts`, adding to what is there.
+/// into `counts`, adding to what is there, with `kernel`'s generator.
 ///
 /// This is the single-threaded hot loop, public for the benchmarks.
-pub fn count_chunk(seed: u64, chunk: u64, len: u64, counts: &mut [u32; BINS]) {
+pub fn count_chunk_with(
+    kernel: DrawKernel,
+    seed: u64,
+    chunk: u64,
+    len: u64,
+    counts: &mut [u32; BINS],
+) {
     debug_assert!(len <= CHUNK_LEN, "a chunk holds at most CHUNK_LEN draws");
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(chunk_seed(seed, chunk));
+    let seed = chunk_seed(seed, chunk);
+    // One monomorphised loop per generator: the generator call must inline into it.
+    match kernel {
+        DrawKernel::Wyrand => {
+            let mut rng = WyRand(seed);
+            count_draws(|| rng.next_u64(), len, counts);
+        }
+        DrawKernel::Xoshiro => {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            count_draws(|| rng.next_u64(), len, counts);
+        }
+    }
+}
+
+/// The counting loop: `len` numbers from the 64-bit outputs of `next`, two per output
+/// (one per 32-bit half), reduced to 0..1000 by Lemire's multiply-shift with rejection.
+#[inline(always)]
+fn count_draws(mut next: impl FnMut() -> u64, len: u64, counts: &mut [u32; BINS]) {
     // Two count arrays, one per 32-bit half, so consecutive increments rarely hit the
     // same memory location back to back (a store-to-load dependency that halves speed).
     let mut low = [0u32; BINS];
     let mut high = [0u32; BINS];
     let mut remaining = len;
     while remaining >= 2 {
-        let draw = rng.next_u64();
+        let draw = next();
         let a = u64::from(draw as u32) * BINS as u64;
         let b = (draw >> 32) * BINS as u64;
         let a_ok = a as u32 >= REJECT_BELOW;
@@ -163,7 +284,7 @@ pub fn count_chunk(seed: u64, chunk: u64, len: u64, counts: &mut [u32; BINS]) {
         }
     }
     while remaining > 0 {
-        let b = (rng.next_u64() >> 32) * BINS as u64;
+        let b = (next() >> 32) * BINS as u64;
         if b as u32 >= REJECT_BELOW {
             high[(b >> 32) as usize] += 1;
             remaining -= 1;
@@ -171,6 +292,21 @@ pub fn count_chunk(seed: u64, chunk: u64, len: u64, counts: &mut [u32; BINS]) {
     }
     for ((out, l), h) in counts.iter_mut().zip(low).zip(high) {
         *out += l + h;
+    }
+}
+
+/// wyrand (Wang Yi, the generator of wyhash): a Weyl sequence (`state += constant`)
+/// finalised by one 64x64->128 multiply whose halves are xored. Passes BigCrush and
+/// PractRand; one add and one `mul` per 64 bits is why it beats xoshiro256++ here.
+/// Every state is valid, so any chunk seed works as it is.
+struct WyRand(u64);
+
+impl WyRand {
+    #[inline(always)]
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xA076_1D64_78BD_642F);
+        let product = u128::from(self.0) * u128::from(self.0 ^ 0xE703_7ED1_A0B4_28DB);
+        ((product >> 64) as u64) ^ (product as u64)
     }
 }
 
@@ -188,7 +324,7 @@ pub fn random_seed() -> u64 {
 
 /// The generator seed of one chunk: a strong mix of the job seed and the chunk index,
 /// so that neighbouring chunks (and neighbouring job seeds) get unrelated streams.
-fn chunk_seed(seed: u64, chunk: u64) -> u64 {
+pub(crate) fn chunk_seed(seed: u64, chunk: u64) -> u64 {
     splitmix64(seed ^ splitmix64(chunk.wrapping_add(0x632B_E59B_D9B4_E019)))
 }
 

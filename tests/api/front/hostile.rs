@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use super::raw::{Expect, check, chunked_filler, exchange, read_exchange, request, ticket_json};
 use super::*;
-use crate::helpers::TestApp;
+use crate::support::TestApp;
 
 /// Asserts the front still serves `/healthz` and sees every upstream up.
 async fn assert_front_healthy(app: &TestApp, case: &str) {
@@ -181,7 +181,7 @@ fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_shapes_get_their_exact_answer_and_leave_every_upstream_up() {
-    let app = crate::helpers::spawn_app_with_front(&[]).await;
+    let app = crate::support::spawn_app_with_front(&[]).await;
     let front = app.front.expect("a front");
 
     for (name, raw, expect) in smuggling_cases() {
@@ -194,7 +194,7 @@ async fn smuggling_shapes_get_their_exact_answer_and_leave_every_upstream_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_method_gets_json_405_with_allow_from_front_and_shard() {
-    let app = crate::helpers::spawn_app_with_front(&[]).await;
+    let app = crate::support::spawn_app_with_front(&[]).await;
 
     let on_front = exchange(
         app.front.expect("front"),
@@ -222,7 +222,7 @@ async fn a_wrong_method_gets_json_405_with_allow_from_front_and_shard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked() {
-    let app = crate::helpers::spawn_app_with_front(&[]).await;
+    let app = crate::support::spawn_app_with_front(&[]).await;
     let front = app.front.expect("front");
     // 300 KB: over the 64 KiB body limit of /app/insert.
     let filler = vec![b' '; 300_000];
@@ -259,7 +259,7 @@ async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_bursts_leave_every_upstream_up() {
-    let app = crate::helpers::spawn_app_with_front(&[]).await;
+    let app = crate::support::spawn_app_with_front(&[]).await;
     let front = app.front.expect("front");
     let malformed = request(
         "POST",
@@ -317,7 +317,7 @@ async fn malformed_and_oversized_bursts_leave_every_upstream_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order() {
-    let app = crate::helpers::spawn_app_with_front(&[]).await;
+    let app = crate::support::spawn_app_with_front(&[]).await;
     let body = ticket_json();
     let mut raw = request("GET", "/healthz", "", b"");
     raw.extend(request(
@@ -340,7 +340,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_is_served_and_slow_headers_are_cut_at_the_header_timeout() {
-    let app = crate::helpers::spawn_app_with_front(&["--header-read-timeout", "500ms"]).await;
+    let app = crate::support::spawn_app_with_front(&["--header-read-timeout", "500ms"]).await;
     let front = app.front.expect("front");
 
     // A body trickling in, 10 ms a piece: slow, but within every limit.
@@ -378,7 +378,7 @@ async fn a_slow_body_is_served_and_slow_headers_are_cut_at_the_header_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up() {
-    let app = crate::helpers::spawn_app_with_front(&[]).await;
+    let app = crate::support::spawn_app_with_front(&[]).await;
     let front = app.front.expect("front");
 
     for _ in 0..20 {

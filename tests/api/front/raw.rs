@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::ticket;
+use crate::support::ticket;
 
 /// The longest a raw exchange waits for the server's answer or close: a safety net
 /// against a hang (a failure), never something the tests wait out.

@@ -7,9 +7,9 @@
 //!   proxy does not blame the upstream; and whether it was read to its end, so a
 //!   connection whose request was not fully written never goes back to the pool
 //!   (hyperium/hyper#4176).
-//! - [`PooledBody`]: an upstream response body that gives its connection back to the
-//!   pool once the last byte is read (a keep-alive connection is reusable only then),
-//!   and cuts a response that stalls for [`RESPONSE_IDLE_TIMEOUT`].
+//!
+//! The response body, which gives its connection back, is the pool's:
+//! [`crate::pool::PooledBody`].
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,23 +18,17 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-use tokio::sync::OwnedSemaphorePermit;
+use hyper::body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::failure::{BODY_IDLE_TIMEOUT, ClientFault};
-use super::pool::ConnPool;
-
-/// How long an upstream response body may go without a byte, once its headers are
-/// back, before the front cuts it (nginx's `proxy_read_timeout`, 60 s there too).
-pub(crate) const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Time spent waiting on one side of the proxy for a byte. Only continuous waiting
 /// counts: the clock starts when a poll finds nothing and stops when data comes, so
 /// a pause in which nobody polled (the *other* side applying backpressure: an
 /// upstream slow to read the request, a client slow to read the response) is not
-/// held against the side being waited on.
+/// held against the side being waited on. Used here for the client's body and by
+/// [`super::pool::PooledBody`] for the upstream's response.
 pub(crate) struct IdleTimer {
     limit: Duration,
     /// Made on the first wait only: most bodies arrive whole, and never wait.
@@ -44,7 +38,8 @@ pub(crate) struct IdleTimer {
 }
 
 impl IdleTimer {
-    fn new(limit: Duration) -> Self {
+    /// A timer that expires after `limit` of continuous waiting.
+    pub(crate) fn new(limit: Duration) -> Self {
         Self {
             limit,
             sleep: None,
@@ -53,7 +48,7 @@ impl IdleTimer {
     }
 
     /// After a poll found nothing: ready once `limit` has passed since the wait began.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let limit = self.limit;
         let began = !self.waiting;
         self.waiting = true;
@@ -67,7 +62,7 @@ impl IdleTimer {
     }
 
     /// Data came: the wait is over.
-    fn progressed(&mut self) {
+    pub(crate) fn progressed(&mut self) {
         self.waiting = false;
     }
 }
@@ -168,7 +163,7 @@ impl RequestBody {
 pub(crate) struct BodyWatch(Option<Arc<Mutex<Slot>>>);
 
 impl BodyWatch {
-    fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.0
             .as_ref()
             .is_none_or(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()).finished)
@@ -251,7 +246,7 @@ impl hyper::body::Body for UpstreamBody {
                     }
                     Poll::Ready(None) => Self::note(slot, None),
                     Poll::Ready(Some(Err(e))) => {
-                        let fault = (ClientFault::classify(e), super::proxy::error_chain(e));
+                        let fault = (ClientFault::classify(e), crate::error::error_chain(e));
                         Self::note(slot, Some(fault));
                     }
                 }
@@ -277,109 +272,6 @@ impl hyper::body::Body for UpstreamBody {
             } => body.size_hint(),
             UpstreamBody::Streamed { hint, .. } => *hint,
         }
-    }
-}
-
-/// An upstream response body that returns its connection to `pool` when it ends,
-/// then frees its upstream's `max_conns` slot.
-///
-/// A body dropped before its end (the client went away) drops the connection too:
-/// hyper cannot reuse a connection with an unread response on it. So does a response
-/// that came back before its request body was fully written (an early 413), and one
-/// that stalls for [`RESPONSE_IDLE_TIMEOUT`] (cut with an error: the client sees the
-/// connection close mid-body, as it would from nginx).
-pub(crate) struct PooledBody {
-    inner: Incoming,
-    /// The connection and its pool, until given back.
-    giveback: Option<(SendRequest<UpstreamBody>, Arc<ConnPool>)>,
-    /// The request's `max_conns` slot, released after the connection is back (so the
-    /// request it lets in finds the connection idle), or on drop.
-    slot: Option<OwnedSemaphorePermit>,
-    /// Whether the request body went out whole: only then may the connection be reused.
-    request: BodyWatch,
-    /// Fires after [`RESPONSE_IDLE_TIMEOUT`] of waiting on the upstream for a byte.
-    idle: IdleTimer,
-}
-
-impl PooledBody {
-    /// Wraps `inner`; an already finished body (204, HEAD, `Content-Length: 0`) gives
-    /// the connection back at once, as nothing would poll it to its end.
-    pub(crate) fn new(
-        inner: Incoming,
-        sender: SendRequest<UpstreamBody>,
-        slot: Option<OwnedSemaphorePermit>,
-        pool: Arc<ConnPool>,
-        request: BodyWatch,
-    ) -> Self {
-        use hyper::body::Body as _;
-        let mut body = Self {
-            inner,
-            giveback: Some((sender, pool)),
-            slot,
-            request,
-            idle: IdleTimer::new(RESPONSE_IDLE_TIMEOUT),
-        };
-        if body.inner.is_end_stream() {
-            body.give_back();
-        }
-        body
-    }
-
-    fn give_back(&mut self) {
-        if let Some((sender, pool)) = self.giveback.take()
-            && self.request.is_finished()
-        {
-            pool.checkin(sender);
-        }
-        self.slot = None;
-    }
-}
-
-impl hyper::body::Body for PooledBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Pending => {
-                ready!(this.idle.poll_expired(cx));
-                // Rare: the registry lookup here costs less than a handle per response.
-                metrics::counter!("front_response_stalls_total").increment(1);
-                this.giveback = None;
-                this.slot = None;
-                return Poll::Ready(Some(Err(axum::Error::new(format!(
-                    "the upstream response stalled: no byte for {}s",
-                    RESPONSE_IDLE_TIMEOUT.as_secs()
-                )))));
-            }
-            Poll::Ready(None) => this.give_back(),
-            // The server stops polling once `is_end_stream` says so: give back on the
-            // last frame, not only on the `None` after it.
-            Poll::Ready(Some(Ok(_))) => {
-                this.idle.progressed();
-                if this.inner.is_end_stream() {
-                    this.give_back();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                this.giveback = None;
-                this.slot = None;
-            }
-        }
-        polled.map_err(axum::Error::new)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

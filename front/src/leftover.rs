@@ -24,14 +24,14 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Frame, SizeHint};
 
 /// The most bytes of an abandoned body read before giving up and closing.
-pub const DRAIN_MAX_BYTES: usize = 16 << 20;
+pub(crate) const DRAIN_MAX_BYTES: usize = 16 << 20;
 
 /// The longest an abandoned body is read before giving up and closing.
-pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 
 /// `req` with its body (if it has one) wrapped in [`Leftover`]; called by the edge
 /// ([`crate::edge`]) for every request.
-pub fn watch_leftovers(req: Request) -> Request {
+pub(crate) fn watch_leftovers(req: Request) -> Request {
     use hyper::body::Body as _;
     if req.body().is_end_stream() {
         return req;
@@ -41,7 +41,7 @@ pub fn watch_leftovers(req: Request) -> Request {
 
 /// A request body that, dropped before its end, drains the rest in a background
 /// task (see the module docs).
-pub struct Leftover {
+pub(crate) struct Leftover {
     /// `None` once the body ended or failed: nothing left to drain.
     inner: Option<Body>,
 }

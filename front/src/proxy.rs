@@ -37,18 +37,17 @@ use axum::http::uri::{PathAndQuery, Uri};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use hyper::client::conn::http1::SendRequest;
 use metrics::Counter;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::balance::{Pool, requests_counter};
-use super::body::{PooledBody, RequestBody, UpstreamBody};
+use super::body::RequestBody;
 use super::failure::{ClientErrors, ClientFault};
-use super::pool::{ConnPool, SendFailure};
+use super::inproc;
+use super::pool::{PooledBody, SendFailure};
 use super::upstream::FailureKind;
 use crate::config::UpstreamLimits;
-use crate::error::json_error;
+use crate::error::{error_chain, json_error};
 
 /// `X-Forwarded-For`, `-Proto`, `-Host`.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -78,17 +77,22 @@ pub(crate) struct Proxy {
     retries: Counter,
     /// `front_client_errors_total{kind}`.
     client_errors: ClientErrors,
+    /// `front_response_stalls_total`: upstream response bodies cut for stalling.
+    stalls: Counter,
 }
 
 impl Proxy {
     /// A proxy bounded by `limits`.
     pub(crate) fn new(limits: UpstreamLimits) -> Self {
-        // Registered at 0 here; counted where a response stalls (rarely).
-        metrics::counter!("front_response_stalls_total").increment(0);
         Self {
             limits,
             retries: metrics::counter!("front_retries_total"),
             client_errors: ClientErrors::new(),
+            stalls: {
+                let stalls = metrics::counter!("front_response_stalls_total");
+                stalls.increment(0);
+                stalls
+            },
         }
     }
 
@@ -151,13 +155,45 @@ impl Proxy {
                     ),
                 );
             };
+            if let Some(shard) = member.local.get() {
+                // One of our shards: call its router here, no socket (see `inproc`).
+                match shard.router() {
+                    Some(router) => {
+                        let timeout = self.limits.response_timeout;
+                        return inproc::forward(member, router, request, slot, deadline, timeout)
+                            .await;
+                    }
+                    // It stopped since the pick: like a refused connect, try the next.
+                    None => {
+                        tried.push(index);
+                        continue;
+                    }
+                }
+            }
             let started = Instant::now();
             let connections = upstream.connections(worker);
             match tokio::time::timeout_at(deadline, connections.send(request)).await {
                 Ok(Ok((response, sender))) => {
                     member.duration.record(started.elapsed().as_secs_f64());
                     member.count_status(response.status().as_u16());
-                    return client_response(response, sender, slot, connections, &body);
+                    let (mut parts, incoming) = response.into_parts();
+                    remove_hop_by_hop(&mut parts.headers);
+                    if !body.is_finished() {
+                        // An early answer: the client's body is not read to its end,
+                        // so this connection cannot carry another request.
+                        parts
+                            .headers
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    let pooled = PooledBody::new(
+                        incoming,
+                        sender,
+                        slot,
+                        Arc::clone(connections),
+                        body.watch(),
+                        self.stalls.clone(),
+                    );
+                    return Response::from_parts(parts, Body::new(pooled));
                 }
                 Ok(Err(failure)) => {
                     if let Some((fault, detail)) = body.client_fault() {
@@ -220,7 +256,9 @@ impl Proxy {
             }
         }
     }
+}
 
+impl Proxy {
     /// The front's own answer to a fault on the client's side, counted; the upstream
     /// is not blamed and nothing is retried.
     fn client_fault(&self, fault: ClientFault, detail: &str) -> Response {
@@ -228,28 +266,6 @@ impl Proxy {
         tracing::debug!(kind = fault.label(), error = detail, "client body failed");
         fault.response(detail)
     }
-}
-
-/// The client's side of an upstream response: hop-by-hop headers removed, the body
-/// streamed as it arrives, the connection back in the pool and the `max_conns` slot
-/// freed after its last byte. An early answer (the client's body not yet read to its
-/// end) goes out with `Connection: close`, and its connection is not pooled.
-fn client_response(
-    response: axum::http::Response<hyper::body::Incoming>,
-    sender: SendRequest<UpstreamBody>,
-    slot: Option<OwnedSemaphorePermit>,
-    connections: &Arc<ConnPool>,
-    request: &RequestBody,
-) -> Response {
-    let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    if !request.is_finished() {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    let body = PooledBody::new(body, sender, slot, Arc::clone(connections), request.watch());
-    Response::from_parts(parts, Body::new(body))
 }
 
 /// RFC 9110 9.2.2: methods whose repetition has the effect of a single request.
@@ -286,7 +302,7 @@ fn prepare_request_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
 }
 
 /// Removes the [`HOP_BY_HOP`] headers and any header `Connection` names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
@@ -306,18 +322,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP.iter().chain(&named) {
         headers.remove(name);
     }
-}
-
-/// An error and its causes, `outer: inner: innermost`.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

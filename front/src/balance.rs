@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use metrics::{Counter, Histogram};
 
+use super::inproc::LocalShard;
 use super::upstream::Upstream;
 
 /// A named set of upstreams balanced together.
@@ -53,6 +54,10 @@ pub(crate) struct Member {
     /// first use so the request path neither formats labels nor looks up the registry.
     statuses: Box<[OnceLock<Counter>]>,
     pool: String,
+    /// Set when the member is one of this process's shards and the front reaches it
+    /// in-process ([`super::inproc`]); unset: over TCP. Set once, at start-up, before
+    /// serving; a `OnceLock` because the shards' routers exist only after the front.
+    pub(crate) local: OnceLock<LocalShard>,
 }
 
 #[derive(Debug)]
@@ -77,6 +82,7 @@ impl Member {
             label: label.to_owned(),
             weight,
             pool: pool.to_owned(),
+            local: OnceLock::new(),
         }
     }
 
@@ -90,8 +96,23 @@ impl Member {
         }
     }
 
+    /// Whether requests may go to it now (weights aside): its upstream is available
+    /// and, on the in-process path, its shard still serves.
+    pub(crate) fn is_available(&self) -> bool {
+        self.upstream.is_available() && self.local.get().is_none_or(LocalShard::is_live)
+    }
+
+    /// How the front reaches it: `inproc` or `tcp` (for `/front/status`).
+    pub(crate) fn path(&self) -> &'static str {
+        if self.local.get().is_some() {
+            "inproc"
+        } else {
+            "tcp"
+        }
+    }
+
     fn is_pickable(&self) -> bool {
-        self.weight > 0 && self.upstream.is_available()
+        self.weight > 0 && self.is_available()
     }
 
     /// Whether it may be picked, in panic or not (see the module docs).
@@ -261,8 +282,8 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::front::config::HealthConfig;
-    use crate::front::upstream::tests::test_limits;
+    use crate::config::HealthConfig;
+    use crate::upstream::tests::test_limits;
 
     fn pool(weights: &[u32]) -> Pool {
         let members = weights
@@ -327,7 +348,7 @@ mod tests {
         for member in &p.members {
             member
                 .upstream
-                .record_failure(crate::front::upstream::FailureKind::Send);
+                .record_failure(crate::upstream::FailureKind::Send);
         }
         assert!(p.in_panic());
         assert_eq!(picks(&p, 2).len(), 2, "both tried in panic");
@@ -335,7 +356,7 @@ mod tests {
         p.members[0].upstream.set_active_up(false);
         p.members[0]
             .upstream
-            .record_failure(crate::front::upstream::FailureKind::Send);
+            .record_failure(crate::upstream::FailureKind::Send);
         assert_eq!(picks(&p, 3), [1, 1, 1], "actively down stays out");
         p.members[1].upstream.set_active_up(false);
         assert!(!p.in_panic());
