@@ -13,6 +13,11 @@ use super::raw::{Expect, check, chunked_filler, exchange, read_exchange, request
 use super::*;
 use crate::support::TestApp;
 
+/// The two ways the front reaches the shards of its own process (`--front-path`):
+/// the cases that send bodies run on both, as their failures differ (a socket to
+/// the shard, or the shard's router called in-process).
+const FRONT_PATHS: [&str; 2] = ["tcp", "inproc"];
+
 /// Asserts the front still serves `/healthz` and sees every upstream up.
 async fn assert_front_healthy(app: &TestApp, case: &str) {
     let response = app.client.get(app.url("/healthz")).send().await;
@@ -181,7 +186,14 @@ fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_shapes_get_their_exact_answer_and_leave_every_upstream_up() {
-    let app = crate::support::spawn_app_with_front(&[]).await;
+    for path in FRONT_PATHS {
+        smuggling_shapes_get_their_exact_answer_and_leave_every_upstream_up_on(path).await;
+    }
+}
+
+async fn smuggling_shapes_get_their_exact_answer_and_leave_every_upstream_up_on(path: &str) {
+    eprintln!("--front-path {path}");
+    let app = crate::support::spawn_app_with_front(&["--front-path", path]).await;
     let front = app.front.expect("a front");
 
     for (name, raw, expect) in smuggling_cases() {
@@ -222,7 +234,14 @@ async fn a_wrong_method_gets_json_405_with_allow_from_front_and_shard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked() {
-    let app = crate::support::spawn_app_with_front(&[]).await;
+    for path in FRONT_PATHS {
+        oversized_bodies_get_the_shards_413_every_time_plain_and_chunked_on(path).await;
+    }
+}
+
+async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked_on(path: &str) {
+    eprintln!("--front-path {path}");
+    let app = crate::support::spawn_app_with_front(&["--front-path", path]).await;
     let front = app.front.expect("front");
     // 300 KB: over the 64 KiB body limit of /app/insert.
     let filler = vec![b' '; 300_000];
@@ -259,7 +278,14 @@ async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_bursts_leave_every_upstream_up() {
-    let app = crate::support::spawn_app_with_front(&[]).await;
+    for path in FRONT_PATHS {
+        malformed_and_oversized_bursts_leave_every_upstream_up_on(path).await;
+    }
+}
+
+async fn malformed_and_oversized_bursts_leave_every_upstream_up_on(path: &str) {
+    eprintln!("--front-path {path}");
+    let app = crate::support::spawn_app_with_front(&["--front-path", path]).await;
     let front = app.front.expect("front");
     let malformed = request(
         "POST",
@@ -378,7 +404,14 @@ async fn a_slow_body_is_served_and_slow_headers_are_cut_at_the_header_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up() {
-    let app = crate::support::spawn_app_with_front(&[]).await;
+    for path in FRONT_PATHS {
+        clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up_on(path).await;
+    }
+}
+
+async fn clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up_on(path: &str) {
+    eprintln!("--front-path {path}");
+    let app = crate::support::spawn_app_with_front(&["--front-path", path]).await;
     let front = app.front.expect("front");
 
     for _ in 0..20 {
