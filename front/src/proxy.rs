@@ -239,7 +239,7 @@ impl Proxy {
                 member.count_status(StatusCode::BAD_GATEWAY.as_u16());
                 let panic = if pool.in_panic() {
                     format!(
-                        "no upstream of pool `{}` is available (every member was held out and tried anyway); ",
+                        "no upstream of pool `{}` is available (all held out, tried anyway); ",
                         pool.name()
                     )
                 } else {

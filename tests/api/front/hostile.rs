@@ -50,58 +50,67 @@ async fn assert_every_upstream_up(app: &TestApp, case: &str) {
     }
 }
 
+/// The `Content-Type` line of a JSON request.
+const JSON: &str = "Content-Type: application/json\r\n";
+
 /// Http11Probe's request-smuggling cases (and a few of HTTP Garden's shapes), as
 /// (name, raw request, what the front answers). Each is sent on its own connection;
 /// a trailing `GET` smuggled after a refused request must never be answered.
 fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
+    // A JSON insert with the `extra` header lines (each ending in CRLF) and `body`.
+    let post =
+        |extra: &str, body: &[u8]| request("POST", "/app/insert", &format!("{JSON}{extra}"), body);
     let smuggled = "GET /healthz HTTP/1.1\r\nHost: loadlab.test\r\n\r\n";
-    let json = "Content-Type: application/json\r\n";
     vec![
         // CL and TE together: hyper uses TE, drops CL and ends keep-alive, so the
         // bytes after the chunked body are never read as a request.
         (
             "SMUG-CL-TE-BOTH",
-            request(
-                "POST",
-                "/app/insert",
-                &format!("{json}Content-Length: 40\r\nTransfer-Encoding: chunked\r\n"),
+            post(
+                "Content-Length: 40\r\nTransfer-Encoding: chunked\r\n",
                 format!("0\r\n\r\n{smuggled}").as_bytes(),
             ),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-DUPLICATE-CL",
-            request("POST", "/app/insert", &format!("{json}Content-Length: 2\r\nContent-Length: 40\r\n"), b"{}"),
+            post("Content-Length: 2\r\nContent-Length: 40\r\n", b"{}"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-CL-LIST-DIFFERENT",
-            request("POST", "/app/insert", &format!("{json}Content-Length: 2, 40\r\n"), b"{}"),
+            post("Content-Length: 2, 40\r\n", b"{}"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-CL-NEGATIVE",
-            request("POST", "/app/insert", &format!("{json}Content-Length: -1\r\n"), b"{}"),
+            post("Content-Length: -1\r\n", b"{}"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-CL-PLUS-SIGN",
-            request("POST", "/app/insert", &format!("{json}Content-Length: +2\r\n"), b"{}"),
+            post("Content-Length: +2\r\n", b"{}"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-TE-NOT-CHUNKED-LAST",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked, identity\r\n"), b"0\r\n\r\n"),
+            post("Transfer-Encoding: chunked, identity\r\n", b"0\r\n\r\n"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-TE-XCHUNKED",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: xchunked\r\n"), b"0\r\n\r\n"),
+            post("Transfer-Encoding: xchunked\r\n", b"0\r\n\r\n"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-TE-HTTP10",
-            format!("POST /app/insert HTTP/1.0\r\nHost: loadlab.test\r\n{json}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").into_bytes(),
+            [
+                "POST /app/insert HTTP/1.0\r\nHost: loadlab.test\r\n",
+                JSON,
+                "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ]
+            .concat()
+            .into_bytes(),
             Expect::StatusThenClose(400),
         ),
         (
@@ -111,12 +120,12 @@ fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ),
         (
             "SMUG-TE-OBS-FOLD",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding:\r\n chunked\r\n"), b"0\r\n\r\n"),
+            post("Transfer-Encoding:\r\n chunked\r\n", b"0\r\n\r\n"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-SPACE-BEFORE-COLON",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding : chunked\r\n"), b"0\r\n\r\n"),
+            post("Transfer-Encoding : chunked\r\n", b"0\r\n\r\n"),
             Expect::StatusThenClose(400),
         ),
         (
@@ -127,27 +136,31 @@ fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         // The body's framing is bad: the front answers for the client, in JSON.
         (
             "SMUG-CHUNK-SIZE-INVALID",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked\r\n"), b"zz\r\nhello\r\n0\r\n\r\n"),
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                b"zz\r\nhello\r\n0\r\n\r\n",
+            ),
             Expect::JsonError(400),
         ),
         (
             "SMUG-CHUNK-SIZE-OVERFLOW",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked\r\n"), b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+            ),
             Expect::JsonError(400),
         ),
         (
             "SMUG-CHUNK-EXT-OVERSIZED",
-            request(
-                "POST",
-                "/app/insert",
-                &format!("{json}Transfer-Encoding: chunked\r\n"),
+            post(
+                "Transfer-Encoding: chunked\r\n",
                 format!("2;ext={}\r\n{{}}\r\n0\r\n\r\n", "x".repeat(40 * 1024)).as_bytes(),
             ),
             Expect::JsonError(400),
         ),
         (
             "SMUG-CHUNK-MISSING-CRLF",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked\r\n"), b"2\r\n{}XX0\r\n\r\n"),
+            post("Transfer-Encoding: chunked\r\n", b"2\r\n{}XX0\r\n\r\n"),
             Expect::JsonError(400),
         ),
         // Bare LF line ends: hyper reads them and forwards CRLF, never the LF.
@@ -168,12 +181,22 @@ fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ),
         (
             "HEADERS-40KB",
-            request("GET", "/healthz", &format!("X-Big: {}\r\n", "a".repeat(40 * 1024)), b""),
+            request(
+                "GET",
+                "/healthz",
+                &format!("X-Big: {}\r\n", "a".repeat(40 * 1024)),
+                b"",
+            ),
             Expect::JsonError(431),
         ),
         (
             "HEADER-LINE-100KB",
-            request("GET", "/healthz", &format!("X-Big: {}\r\n", "a".repeat(100 * 1024)), b""),
+            request(
+                "GET",
+                "/healthz",
+                &format!("X-Big: {}\r\n", "a".repeat(100 * 1024)),
+                b"",
+            ),
             Expect::JsonError(431),
         ),
         (
@@ -373,7 +396,7 @@ async fn a_slow_body_is_served_and_slow_headers_are_cut_at_the_header_timeout() 
     let body = ticket_json();
     let mut stream = TcpStream::connect(front).await.expect("connect");
     let head = format!(
-        "POST /app/insert HTTP/1.1\r\nHost: loadlab.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /app/insert HTTP/1.1\r\nHost: loadlab.test\r\n{JSON}Content-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.expect("head");
@@ -502,7 +525,8 @@ fn spawn_early_answerer() -> SocketAddr {
                 }
                 let body = br#"{"error":"too large for the early answerer"}"#;
                 let head = format!(
-                    "HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 413 Payload Too Large\r\n{JSON}Content-Length: {}\r\n\
+                     Connection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = stream.write_all(head.as_bytes());
