@@ -184,7 +184,7 @@ impl Pool {
         let panic = !self.members.iter().any(Member::is_pickable);
         if panic && tried.is_empty() && self.in_panic() {
             self.panics.increment(1);
-            tracing::debug!(pool = %self.name, "every member held out by passive checks: trying them anyway");
+            tracing::debug!(pool = %self.name, "pool in panic: trying members held out passively");
         }
         let choice = self.balance(tried, panic)?;
         if self.members[choice].upstream.has_room() {

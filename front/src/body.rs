@@ -14,6 +14,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -21,6 +22,50 @@ use hyper::body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::failure::{BODY_IDLE_TIMEOUT, ClientFault};
+
+/// Time spent waiting on one side of the proxy for a byte. Only continuous waiting
+/// counts: the clock starts when a poll finds nothing and stops when data comes, so
+/// a pause in which nobody polled (the *other* side applying backpressure: an
+/// upstream slow to read the request, a client slow to read the response) is not
+/// held against the side being waited on. Used here for the client's body and by
+/// [`super::pool::PooledBody`] for the upstream's response.
+pub(crate) struct IdleTimer {
+    limit: Duration,
+    /// Made on the first wait only: most bodies arrive whole, and never wait.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Whether the last poll found nothing.
+    waiting: bool,
+}
+
+impl IdleTimer {
+    /// A timer that expires after `limit` of continuous waiting.
+    pub(crate) fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            sleep: None,
+            waiting: false,
+        }
+    }
+
+    /// After a poll found nothing: ready once `limit` has passed since the wait began.
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let limit = self.limit;
+        let began = !self.waiting;
+        self.waiting = true;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if began {
+            sleep.as_mut().reset(Instant::now() + limit);
+        }
+        sleep.as_mut().poll(cx)
+    }
+
+    /// Data came: the wait is over.
+    pub(crate) fn progressed(&mut self) {
+        self.waiting = false;
+    }
+}
 
 /// The client's request body, kept so a try that never read it can hand it to the
 /// next try.
@@ -76,7 +121,7 @@ impl RequestBody {
                     try_index: attempt,
                     taken: None,
                     hint: *hint,
-                    idle: None,
+                    idle: IdleTimer::new(BODY_IDLE_TIMEOUT),
                 })
             }
         }
@@ -139,9 +184,8 @@ pub(crate) enum UpstreamBody {
         taken: Option<Body>,
         /// The client body's size hint, until taken.
         hint: SizeHint,
-        /// Armed while the client's body is pending: fires after [`BODY_IDLE_TIMEOUT`]
-        /// without a byte. Made on the first wait only (most bodies arrive whole).
-        idle: Option<Pin<Box<Sleep>>>,
+        /// Fires after [`BODY_IDLE_TIMEOUT`] of waiting on the client for a byte.
+        idle: IdleTimer,
     },
 }
 
@@ -187,9 +231,7 @@ impl hyper::body::Body for UpstreamBody {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Pending => {
-                        let timer = idle
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_IDLE_TIMEOUT)));
-                        ready!(timer.as_mut().poll(cx));
+                        ready!(idle.poll_expired(cx));
                         let fault = (ClientFault::Timeout, "no byte in time".to_owned());
                         Self::note(slot, Some(fault));
                         return Poll::Ready(Some(Err(axum::Error::new(
@@ -197,9 +239,7 @@ impl hyper::body::Body for UpstreamBody {
                         ))));
                     }
                     Poll::Ready(Some(Ok(_))) => {
-                        if let Some(timer) = idle {
-                            timer.as_mut().reset(Instant::now() + BODY_IDLE_TIMEOUT);
-                        }
+                        idle.progressed();
                         if body.is_end_stream() {
                             Self::note(slot, None);
                         }
@@ -268,6 +308,22 @@ mod tests {
         let fault = request.client_fault().map(|(kind, _)| kind);
         assert_eq!(fault, Some(ClientFault::Timeout));
         assert!(!request.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_continuous_waiting_counts_toward_the_idle_limit() {
+        let mut timer = IdleTimer::new(Duration::from_secs(10));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(timer.poll_expired(&mut cx).is_pending());
+        timer.progressed();
+
+        // Nobody polled for 11 s (backpressure from the other side): not a wait.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(timer.poll_expired(&mut cx).is_pending());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(timer.poll_expired(&mut cx).is_pending());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(timer.poll_expired(&mut cx).is_ready());
     }
 
     #[tokio::test]

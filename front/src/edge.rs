@@ -59,8 +59,7 @@ pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| request_timeout(timeout, req, next),
         ))
-        .layer(axum::middleware::from_fn(crate::leftover::drain_leftovers))
-        .layer(axum::middleware::from_fn(refuse_malformed));
+        .layer(axum::middleware::from_fn(guard_request));
     if let Some(cors) = cors_layer(&limits.cors_origins) {
         // Outside the CORS layer, which would answer a refused preflight 200 with no
         // CORS headers: correct for browsers, but a 403 says plainly what is wrong.
@@ -75,25 +74,35 @@ pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
 }
 
 /// Refuses requests whose head is well-formed HTTP but unsafe to act on (see the
-/// module docs); passes the rest.
-async fn refuse_malformed(req: Request, next: Next) -> Response {
+/// module docs); passes the rest on with their body watched for leftovers
+/// ([`crate::leftover`]). One middleware for both: each layer costs a boxed future
+/// per request.
+async fn guard_request(req: Request, next: Next) -> Response {
+    if let Some(refusal) = refusal(&req) {
+        return refusal;
+    }
+    next.run(crate::leftover::watch_leftovers(req)).await
+}
+
+/// The refusal `req` deserves, if any.
+fn refusal(req: &Request) -> Option<Response> {
     let headers = req.headers();
     if req.version() == axum::http::Version::HTTP_11 {
         let mut hosts = headers.get_all(header::HOST).iter();
         match (hosts.next(), hosts.next()) {
             (None, _) => {
-                return refused(
+                return Some(refused(
                     "no_host",
                     StatusCode::BAD_REQUEST,
                     "an HTTP/1.1 request needs a Host header",
-                );
+                ));
             }
             (Some(_), Some(_)) => {
-                return refused(
+                return Some(refused(
                     "many_hosts",
                     StatusCode::BAD_REQUEST,
                     "the request has more than one Host header",
-                );
+                ));
             }
             _ => {}
         }
@@ -102,14 +111,13 @@ async fn refuse_malformed(req: Request, next: Next) -> Response {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    if size > MAX_HEADER_BYTES {
-        return refused(
+    (size > MAX_HEADER_BYTES).then(|| {
+        refused(
             "headers_too_large",
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("the request's headers take {size} bytes, over the {MAX_HEADER_BYTES} allowed"),
-        );
-    }
-    next.run(req).await
+        )
+    })
 }
 
 /// A refusal: counted in `http_refused_requests_total{reason}`, answered in JSON.

@@ -42,7 +42,8 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::balance::Member;
-use super::body::UpstreamBody;
+use super::body::{RequestBody, UpstreamBody};
+use super::failure::ClientFault;
 use super::proxy::remove_hop_by_hop;
 use super::upstream::FailureKind;
 use crate::error::json_error;
@@ -76,31 +77,42 @@ impl LocalShard {
 /// Sends `request` (headers already prepared by the proxy) to the shard whose router
 /// is `router`, within `deadline`, and returns the client's response. `slot` (the
 /// member's `max_conns` permit) is held until the response body has been read.
+///
+/// As on the TCP path, a failure reading the client's body (`client`) is the
+/// client's: it comes back as `Err` for the proxy to answer, whatever the shard said
+/// about the broken body, and a deadline passed while the body was still coming is
+/// not held against the shard.
 pub(crate) async fn forward(
     member: &Member,
     router: Arc<Router>,
     request: axum::http::Request<UpstreamBody>,
     slot: Option<OwnedSemaphorePermit>,
-    deadline: Instant,
-    timeout: Duration,
-) -> Response {
+    (deadline, timeout): (Instant, Duration),
+    client: &RequestBody,
+) -> Result<Response, (ClientFault, String)> {
     let started = Instant::now();
     // A clone of the router is a clone of one `Arc`: the shard's routes are shared.
     let call = Router::clone(&router).oneshot(request.map(Body::new));
     let Ok(response) = tokio::time::timeout_at(deadline, call).await else {
+        if !client.is_finished() {
+            return Err((ClientFault::Timeout, String::new()));
+        }
         member.upstream.record_failure(FailureKind::Timeout);
         member.count_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
-        return json_error(
+        return Ok(json_error(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
                 "upstream {} did not answer within the {}s upstream timeout",
                 member.upstream.label(),
                 timeout.as_secs_f64()
             ),
-        );
+        ));
     };
     // A router's error type is `Infallible`.
     let response: Response = response.unwrap_or_else(|e| match e {});
+    if let Some(fault) = client.client_fault() {
+        return Err(fault);
+    }
     member.duration.record(started.elapsed().as_secs_f64());
     member.count_status(response.status().as_u16());
     let (mut parts, body) = response.into_parts();
@@ -116,7 +128,7 @@ pub(crate) async fn forward(
             slot: Some(slot),
         }),
     };
-    Response::from_parts(parts, body)
+    Ok(Response::from_parts(parts, body))
 }
 
 /// A response body that frees its member's `max_conns` slot after its last byte (or

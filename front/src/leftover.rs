@@ -1,4 +1,4 @@
-//! [`drain_leftovers`]: reads what a handler left of a request body, so its answer
+//! [`watch_leftovers`]: reads what a handler left of a request body, so its answer
 //! reaches the client instead of a reset.
 //!
 //! A handler may answer before reading the whole body (413 past a body limit, 400 on
@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::{Frame, SizeHint};
@@ -31,14 +29,14 @@ pub(crate) const DRAIN_MAX_BYTES: usize = 16 << 20;
 /// The longest an abandoned body is read before giving up and closing.
 pub(crate) const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 
-/// Middleware: wraps the request body (if there is one) in [`Leftover`].
-pub(crate) async fn drain_leftovers(req: Request, next: Next) -> Response {
+/// `req` with its body (if it has one) wrapped in [`Leftover`]; called by the edge
+/// ([`crate::edge`]) for every request.
+pub(crate) fn watch_leftovers(req: Request) -> Request {
     use hyper::body::Body as _;
     if req.body().is_end_stream() {
-        return next.run(req).await;
+        return req;
     }
-    next.run(req.map(|body| Body::new(Leftover { inner: Some(body) })))
-        .await
+    req.map(|body| Body::new(Leftover { inner: Some(body) }))
 }
 
 /// A request body that, dropped before its end, drains the rest in a background

@@ -26,9 +26,9 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
-use super::body::{BodyWatch, UpstreamBody};
+use super::body::{BodyWatch, IdleTimer, UpstreamBody};
 
 /// How long an idle connection is kept. Shorter than loadlab's own
 /// `--header-read-timeout` (10 s), which closes idle keep-alive connections: the front
@@ -178,8 +178,8 @@ pub(crate) struct PooledBody {
     slot: Option<OwnedSemaphorePermit>,
     /// Whether the request body went out whole: only then may the connection be reused.
     request: BodyWatch,
-    /// Armed while the upstream's body is pending; made on the first wait only.
-    idle: Option<Pin<Box<Sleep>>>,
+    /// Fires after [`RESPONSE_IDLE_TIMEOUT`] of waiting on the upstream for a byte.
+    idle: IdleTimer,
     /// `front_response_stalls_total`.
     stalls: metrics::Counter,
 }
@@ -201,7 +201,7 @@ impl PooledBody {
             giveback: Some((sender, pool)),
             slot,
             request,
-            idle: None,
+            idle: IdleTimer::new(RESPONSE_IDLE_TIMEOUT),
             stalls,
         };
         if body.inner.is_end_stream() {
@@ -232,10 +232,7 @@ impl hyper::body::Body for PooledBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Pending => {
-                let timer = this
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(RESPONSE_IDLE_TIMEOUT)));
-                ready!(timer.as_mut().poll(cx));
+                ready!(this.idle.poll_expired(cx));
                 this.stalls.increment(1);
                 this.giveback = None;
                 this.slot = None;
@@ -248,9 +245,7 @@ impl hyper::body::Body for PooledBody {
             // The server stops polling once `is_end_stream` says so: give back on the
             // last frame, not only on the `None` after it.
             Poll::Ready(Some(Ok(_))) => {
-                if let Some(timer) = &mut this.idle {
-                    timer.as_mut().reset(Instant::now() + RESPONSE_IDLE_TIMEOUT);
-                }
+                this.idle.progressed();
                 if this.inner.is_end_stream() {
                     this.give_back();
                 }

@@ -159,9 +159,13 @@ impl Proxy {
                 // One of our shards: call its router here, no socket (see `inproc`).
                 match shard.router() {
                     Some(router) => {
-                        let timeout = self.limits.response_timeout;
-                        return inproc::forward(member, router, request, slot, deadline, timeout)
-                            .await;
+                        let limit = (deadline, self.limits.response_timeout);
+                        return match inproc::forward(member, router, request, slot, limit, &body)
+                            .await
+                        {
+                            Ok(response) => response,
+                            Err((fault, detail)) => self.client_fault(fault, &detail),
+                        };
                     }
                     // It stopped since the pick: like a refused connect, try the next.
                     None => {
@@ -235,7 +239,7 @@ impl Proxy {
                 member.count_status(StatusCode::BAD_GATEWAY.as_u16());
                 let panic = if pool.in_panic() {
                     format!(
-                        "no upstream of pool `{}` is available (every member was held out and tried anyway); ",
+                        "no upstream of pool `{}` is available (all held out, tried anyway); ",
                         pool.name()
                     )
                 } else {

@@ -6,208 +6,17 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::raw::{Expect, check, chunked_filler, exchange, read_exchange, request, ticket_json};
 use super::*;
-use crate::support::{TestApp, ticket};
+use crate::support::TestApp;
 
-/// The longest a raw exchange waits for the server's answer or close: a safety net
-/// against a hang (a failure), never something the tests wait out.
-const READ_LIMIT: Duration = Duration::from_secs(10);
-
-/// What a case expects back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    /// One response with this status, then the connection closes (the request was
-    /// refused or its framing cannot be trusted: nothing after it may be read).
-    StatusThenClose(u16),
-    /// One response with this status and a JSON `{"error": ...}` body.
-    JsonError(u16),
-    /// One response with this status.
-    Status(u16),
-}
-
-/// One parsed response.
-#[derive(Debug)]
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json_error(&self) -> String {
-        let body: Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
-        });
-        body["error"]
-            .as_str()
-            .expect("an `error` string")
-            .to_owned()
-    }
-}
-
-/// What came back on one connection.
-#[derive(Debug)]
-struct Exchange {
-    responses: Vec<RawResponse>,
-    /// Whether the server closed the connection (EOF or reset) after them.
-    closed: bool,
-}
-
-/// Parses the complete responses at the start of `buf`; returns them and the bytes
-/// used. A response without `Content-Length` or chunking runs to the close.
-fn parse_responses(buf: &[u8], at_eof: bool) -> (Vec<RawResponse>, usize) {
-    let mut out = Vec::new();
-    let mut used = 0;
-    loop {
-        let rest = &buf[used..];
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut headers);
-        let Ok(httparse::Status::Complete(head)) = response.parse(rest) else {
-            break;
-        };
-        let status = response.code.expect("a status");
-        let headers: Vec<(String, String)> = response
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
-        let find = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
-        let body_start = head;
-        let (body, end) = if let Some(length) = find("content-length") {
-            let length: usize = length.trim().parse().expect("a numeric content-length");
-            if rest.len() < body_start + length {
-                break;
-            }
-            (
-                rest[body_start..body_start + length].to_vec(),
-                body_start + length,
-            )
-        } else if find("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
-            let mut body = Vec::new();
-            let mut at = body_start;
-            let mut complete = None;
-            while let Some(line_end) = rest[at..].windows(2).position(|w| w == b"\r\n") {
-                let line = std::str::from_utf8(&rest[at..at + line_end]).expect("chunk size");
-                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                    .expect("a hex chunk size");
-                let data = at + line_end + 2;
-                if rest.len() < data + size + 2 {
-                    break;
-                }
-                if size == 0 {
-                    // No trailers from loadlab: the final CRLF follows.
-                    complete = Some(data + 2);
-                    break;
-                }
-                body.extend_from_slice(&rest[data..data + size]);
-                at = data + size + 2;
-            }
-            match complete {
-                Some(end) => (body, end),
-                None => break,
-            }
-        } else if status == 204 || status == 304 || (100..200).contains(&status) {
-            (Vec::new(), body_start)
-        } else if at_eof {
-            (rest[body_start..].to_vec(), rest.len())
-        } else {
-            break;
-        };
-        out.push(RawResponse {
-            status,
-            headers,
-            body,
-        });
-        used += end;
-    }
-    (out, used)
-}
-
-/// Writes `raw` to `addr` and reads until `want` responses have come and, if
-/// `until_close`, the connection has closed (or [`READ_LIMIT`] passed: a failure the
-/// caller's asserts report).
-async fn exchange(addr: SocketAddr, raw: &[u8], want: usize, until_close: bool) -> Exchange {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    // The server may answer and close before it has read everything: a failed write
-    // is part of what is tested, not an error here.
-    let _ = stream.write_all(raw).await;
-    read_exchange(&mut stream, want, until_close).await
-}
-
-async fn read_exchange(stream: &mut TcpStream, want: usize, until_close: bool) -> Exchange {
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut closed = false;
-    let deadline = tokio::time::Instant::now() + READ_LIMIT;
-    loop {
-        let (responses, _) = parse_responses(&buf, false);
-        if responses.len() >= want && !until_close {
-            return Exchange {
-                responses,
-                closed: false,
-            };
-        }
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => break,
-        }
-    }
-    let (responses, _) = parse_responses(&buf, closed);
-    Exchange { responses, closed }
-}
-
-/// A request head with `Host` and `Connection: keep-alive`, then `extra` header lines
-/// (each ending in CRLF), then `body`.
-fn request(method: &str, path: &str, extra: &str, body: &[u8]) -> Vec<u8> {
-    let mut raw =
-        format!("{method} {path} HTTP/1.1\r\nHost: loadlab.test\r\n{extra}\r\n").into_bytes();
-    raw.extend_from_slice(body);
-    raw
-}
-
-/// A valid ticket, as JSON text.
-fn ticket_json() -> String {
-    ticket([1, 2, 3, 4, 5, 6]).to_string()
-}
-
-/// A chunked body of `total` bytes of JSON-ish filler, in 16 KiB chunks, terminated.
-fn chunked_filler(total: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(total + total / 1000 + 16);
-    let mut left = total;
-    while left > 0 {
-        let n = left.min(16 * 1024);
-        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-        out.extend(std::iter::repeat_n(b' ', n));
-        out.extend_from_slice(b"\r\n");
-        left -= n;
-    }
-    out.extend_from_slice(b"0\r\n\r\n");
-    out
-}
+/// The two ways the front reaches the shards of its own process (`--front-path`):
+/// the cases that send bodies run on both, as their failures differ (a socket to
+/// the shard, or the shard's router called in-process).
+const FRONT_PATHS: [&str; 2] = ["tcp", "inproc"];
 
 /// Asserts the front still serves `/healthz` and sees every upstream up.
 async fn assert_front_healthy(app: &TestApp, case: &str) {
@@ -241,77 +50,67 @@ async fn assert_every_upstream_up(app: &TestApp, case: &str) {
     }
 }
 
-fn check(case: &str, got: &Exchange, expect: Expect) {
-    let first = got
-        .responses
-        .first()
-        .unwrap_or_else(|| panic!("{case}: no response (closed: {})", got.closed));
-    match expect {
-        Expect::StatusThenClose(status) => {
-            assert_eq!(first.status, status, "{case}: {first:?}");
-            assert_eq!(got.responses.len(), 1, "{case}: a second response: {got:?}");
-            assert!(got.closed, "{case}: the connection stayed open");
-        }
-        Expect::JsonError(status) => {
-            assert_eq!(first.status, status, "{case}: {first:?}");
-            assert!(!first.json_error().is_empty(), "{case}");
-        }
-        Expect::Status(status) => assert_eq!(first.status, status, "{case}: {first:?}"),
-    }
-}
+/// The `Content-Type` line of a JSON request.
+const JSON: &str = "Content-Type: application/json\r\n";
 
 /// Http11Probe's request-smuggling cases (and a few of HTTP Garden's shapes), as
 /// (name, raw request, what the front answers). Each is sent on its own connection;
 /// a trailing `GET` smuggled after a refused request must never be answered.
 fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
+    // A JSON insert with the `extra` header lines (each ending in CRLF) and `body`.
+    let post =
+        |extra: &str, body: &[u8]| request("POST", "/app/insert", &format!("{JSON}{extra}"), body);
     let smuggled = "GET /healthz HTTP/1.1\r\nHost: loadlab.test\r\n\r\n";
-    let json = "Content-Type: application/json\r\n";
     vec![
         // CL and TE together: hyper uses TE, drops CL and ends keep-alive, so the
         // bytes after the chunked body are never read as a request.
         (
             "SMUG-CL-TE-BOTH",
-            request(
-                "POST",
-                "/app/insert",
-                &format!("{json}Content-Length: 40\r\nTransfer-Encoding: chunked\r\n"),
+            post(
+                "Content-Length: 40\r\nTransfer-Encoding: chunked\r\n",
                 format!("0\r\n\r\n{smuggled}").as_bytes(),
             ),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-DUPLICATE-CL",
-            request("POST", "/app/insert", &format!("{json}Content-Length: 2\r\nContent-Length: 40\r\n"), b"{}"),
+            post("Content-Length: 2\r\nContent-Length: 40\r\n", b"{}"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-CL-LIST-DIFFERENT",
-            request("POST", "/app/insert", &format!("{json}Content-Length: 2, 40\r\n"), b"{}"),
+            post("Content-Length: 2, 40\r\n", b"{}"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-CL-NEGATIVE",
-            request("POST", "/app/insert", &format!("{json}Content-Length: -1\r\n"), b"{}"),
+            post("Content-Length: -1\r\n", b"{}"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-CL-PLUS-SIGN",
-            request("POST", "/app/insert", &format!("{json}Content-Length: +2\r\n"), b"{}"),
+            post("Content-Length: +2\r\n", b"{}"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-TE-NOT-CHUNKED-LAST",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked, identity\r\n"), b"0\r\n\r\n"),
+            post("Transfer-Encoding: chunked, identity\r\n", b"0\r\n\r\n"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-TE-XCHUNKED",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: xchunked\r\n"), b"0\r\n\r\n"),
+            post("Transfer-Encoding: xchunked\r\n", b"0\r\n\r\n"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-TE-HTTP10",
-            format!("POST /app/insert HTTP/1.0\r\nHost: loadlab.test\r\n{json}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n").into_bytes(),
+            [
+                "POST /app/insert HTTP/1.0\r\nHost: loadlab.test\r\n",
+                JSON,
+                "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            ]
+            .concat()
+            .into_bytes(),
             Expect::StatusThenClose(400),
         ),
         (
@@ -321,12 +120,12 @@ fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ),
         (
             "SMUG-TE-OBS-FOLD",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding:\r\n chunked\r\n"), b"0\r\n\r\n"),
+            post("Transfer-Encoding:\r\n chunked\r\n", b"0\r\n\r\n"),
             Expect::StatusThenClose(400),
         ),
         (
             "SMUG-SPACE-BEFORE-COLON",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding : chunked\r\n"), b"0\r\n\r\n"),
+            post("Transfer-Encoding : chunked\r\n", b"0\r\n\r\n"),
             Expect::StatusThenClose(400),
         ),
         (
@@ -337,27 +136,31 @@ fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         // The body's framing is bad: the front answers for the client, in JSON.
         (
             "SMUG-CHUNK-SIZE-INVALID",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked\r\n"), b"zz\r\nhello\r\n0\r\n\r\n"),
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                b"zz\r\nhello\r\n0\r\n\r\n",
+            ),
             Expect::JsonError(400),
         ),
         (
             "SMUG-CHUNK-SIZE-OVERFLOW",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked\r\n"), b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+            post(
+                "Transfer-Encoding: chunked\r\n",
+                b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+            ),
             Expect::JsonError(400),
         ),
         (
             "SMUG-CHUNK-EXT-OVERSIZED",
-            request(
-                "POST",
-                "/app/insert",
-                &format!("{json}Transfer-Encoding: chunked\r\n"),
+            post(
+                "Transfer-Encoding: chunked\r\n",
                 format!("2;ext={}\r\n{{}}\r\n0\r\n\r\n", "x".repeat(40 * 1024)).as_bytes(),
             ),
             Expect::JsonError(400),
         ),
         (
             "SMUG-CHUNK-MISSING-CRLF",
-            request("POST", "/app/insert", &format!("{json}Transfer-Encoding: chunked\r\n"), b"2\r\n{}XX0\r\n\r\n"),
+            post("Transfer-Encoding: chunked\r\n", b"2\r\n{}XX0\r\n\r\n"),
             Expect::JsonError(400),
         ),
         // Bare LF line ends: hyper reads them and forwards CRLF, never the LF.
@@ -378,12 +181,22 @@ fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ),
         (
             "HEADERS-40KB",
-            request("GET", "/healthz", &format!("X-Big: {}\r\n", "a".repeat(40 * 1024)), b""),
+            request(
+                "GET",
+                "/healthz",
+                &format!("X-Big: {}\r\n", "a".repeat(40 * 1024)),
+                b"",
+            ),
             Expect::JsonError(431),
         ),
         (
             "HEADER-LINE-100KB",
-            request("GET", "/healthz", &format!("X-Big: {}\r\n", "a".repeat(100 * 1024)), b""),
+            request(
+                "GET",
+                "/healthz",
+                &format!("X-Big: {}\r\n", "a".repeat(100 * 1024)),
+                b"",
+            ),
             Expect::JsonError(431),
         ),
         (
@@ -396,7 +209,14 @@ fn smuggling_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_shapes_get_their_exact_answer_and_leave_every_upstream_up() {
-    let app = crate::support::spawn_app_with_front(&[]).await;
+    for path in FRONT_PATHS {
+        smuggling_shapes_get_their_exact_answer_and_leave_every_upstream_up_on(path).await;
+    }
+}
+
+async fn smuggling_shapes_get_their_exact_answer_and_leave_every_upstream_up_on(path: &str) {
+    eprintln!("--front-path {path}");
+    let app = crate::support::spawn_app_with_front(&["--front-path", path]).await;
     let front = app.front.expect("a front");
 
     for (name, raw, expect) in smuggling_cases() {
@@ -437,7 +257,14 @@ async fn a_wrong_method_gets_json_405_with_allow_from_front_and_shard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked() {
-    let app = crate::support::spawn_app_with_front(&[]).await;
+    for path in FRONT_PATHS {
+        oversized_bodies_get_the_shards_413_every_time_plain_and_chunked_on(path).await;
+    }
+}
+
+async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked_on(path: &str) {
+    eprintln!("--front-path {path}");
+    let app = crate::support::spawn_app_with_front(&["--front-path", path]).await;
     let front = app.front.expect("front");
     // 300 KB: over the 64 KiB body limit of /app/insert.
     let filler = vec![b' '; 300_000];
@@ -474,7 +301,14 @@ async fn oversized_bodies_get_the_shards_413_every_time_plain_and_chunked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_bursts_leave_every_upstream_up() {
-    let app = crate::support::spawn_app_with_front(&[]).await;
+    for path in FRONT_PATHS {
+        malformed_and_oversized_bursts_leave_every_upstream_up_on(path).await;
+    }
+}
+
+async fn malformed_and_oversized_bursts_leave_every_upstream_up_on(path: &str) {
+    eprintln!("--front-path {path}");
+    let app = crate::support::spawn_app_with_front(&["--front-path", path]).await;
     let front = app.front.expect("front");
     let malformed = request(
         "POST",
@@ -521,6 +355,13 @@ async fn malformed_and_oversized_bursts_leave_every_upstream_up() {
         failed.len()
     );
     assert_every_upstream_up(&app, "after the burst").await;
+    // Counted as the client's (other tests in this process add to it, never take away).
+    let scrape = app.get("/metrics").await.text().await.expect("a scrape");
+    let malformed = scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(r#"front_client_errors_total{kind="malformed"} "#))
+        .and_then(|value| value.trim().parse::<f64>().ok());
+    assert!(malformed.is_some_and(|n| n >= 50.0), "{malformed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,7 +396,7 @@ async fn a_slow_body_is_served_and_slow_headers_are_cut_at_the_header_timeout() 
     let body = ticket_json();
     let mut stream = TcpStream::connect(front).await.expect("connect");
     let head = format!(
-        "POST /app/insert HTTP/1.1\r\nHost: loadlab.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /app/insert HTTP/1.1\r\nHost: loadlab.test\r\n{JSON}Content-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.expect("head");
@@ -586,7 +427,14 @@ async fn a_slow_body_is_served_and_slow_headers_are_cut_at_the_header_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up() {
-    let app = crate::support::spawn_app_with_front(&[]).await;
+    for path in FRONT_PATHS {
+        clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up_on(path).await;
+    }
+}
+
+async fn clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up_on(path: &str) {
+    eprintln!("--front-path {path}");
+    let app = crate::support::spawn_app_with_front(&["--front-path", path]).await;
     let front = app.front.expect("front");
 
     for _ in 0..20 {
@@ -629,4 +477,85 @@ async fn clients_that_vanish_mid_body_or_mid_response_leave_every_upstream_up() 
     assert_front_healthy(&app, "vanishing clients").await;
     let got = exchange(front, &request("GET", "/healthz", "", b""), 1, false).await;
     assert_eq!(got.responses[0].status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_held_out_by_passive_checks_only_is_tried_anyway() {
+    let upstream = TestUpstream::start("only");
+    let config = format!("{NO_ACTIVE_HEALTH}{}", pool("main", &[(upstream.addr, 1)]));
+    let front = spawn_front(&config, limits(Duration::from_millis(300))).await;
+
+    // A timeout is the upstream's failure: with max_fails = 1 it is held out.
+    front
+        .expect_504_after("/slow", Duration::from_millis(300))
+        .await;
+    assert!(!front.is_up(upstream.addr), "held out after the timeout");
+    let status = front.front.status();
+    assert_eq!(status["pools"][0]["panic"], true, "{status}");
+
+    // Held out by passive checks only: tried anyway, and it answers.
+    let response = front
+        .client
+        .get(front.url("/work"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-upstream-name"], "only");
+}
+
+/// An upstream that answers 413 as soon as it has a request's headers, then reads
+/// and discards the body until the client is done (as HAProxy or a loadlab shard
+/// would), then closes. A plain thread with blocking sockets: it lives until the
+/// test process ends.
+fn spawn_early_answerer() -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 64 * 1024];
+                while let Ok(n @ 1..) = stream.read(&mut chunk) {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let body = br#"{"error":"too large for the early answerer"}"#;
+                let head = format!(
+                    "HTTP/1.1 413 Payload Too Large\r\n{JSON}Content-Length: {}\r\n\
+                     Connection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body);
+                while let Ok(1..) = stream.read(&mut chunk) {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_is_relayed_and_blames_no_upstream() {
+    let early = spawn_early_answerer();
+    let config = format!("{NO_ACTIVE_HEALTH}{}", pool("main", &[(early, 1)]));
+    let front = spawn_front(&config, limits(Duration::from_secs(5))).await;
+    let body = vec![b' '; 4 << 20];
+    let raw = request(
+        "POST",
+        "/upload",
+        &format!("Content-Length: {}\r\n", body.len()),
+        &body,
+    );
+
+    for attempt in 0..10 {
+        let got = exchange(front.addr, &raw, 1, false).await;
+        check(&format!("early #{attempt}"), &got, Expect::JsonError(413));
+        assert!(got.responses[0].json_error().contains("early answerer"));
+    }
+
+    assert!(front.is_up(early), "an early answer is not a failure");
 }

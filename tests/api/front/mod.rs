@@ -6,15 +6,17 @@
 //! on readiness (bound listeners, polled status with a deadline), never fixed sleeps.
 //!
 //! This file holds the test upstreams and fronts; the tests are in `routing`
-//! (where requests go, with which headers), `failover` (health, retries, 502/504)
+//! (where requests go, with which headers), `failover` (health, retries, 502/504),
 //! `serve` (the front inside `loadlab serve`, CORS, `loadlab front`), `hostile`
-//! (raw-TCP clients that break the rules: smuggling shapes, bad bodies, slow clients)
-//! and `inproc` (the front over its own shards, in-process and over TCP).
+//! (raw-TCP clients that break the rules: smuggling shapes, bad bodies, slow clients;
+//! their client is `raw`) and `inproc` (the front over its own shards, in-process and
+//! over TCP).
 
 mod failover;
 mod hostile;
 mod inproc;
 mod limits;
+mod raw;
 mod routing;
 mod serve;
 
