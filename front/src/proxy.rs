@@ -129,8 +129,8 @@ impl Proxy {
             let member = &pool.members()[index];
             let upstream = &member.upstream;
             // A copy for each try but the last: the client consumes the request, and a
-            // failed try does not give it back.
-            let headers = if attempt + 1 < tries {
+            // failed try does not give it back. An in-process try gives them back.
+            let headers = if attempt + 1 < tries && member.local.get().is_none() {
                 parts.headers.clone()
             } else {
                 std::mem::take(&mut parts.headers)
@@ -169,6 +169,7 @@ impl Proxy {
                     }
                     // It stopped since the pick: like a refused connect, try the next.
                     None => {
+                        parts.headers = std::mem::take(request.headers_mut());
                         tried.push(index);
                         continue;
                     }
