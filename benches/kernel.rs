@@ -3,8 +3,9 @@
 //!   previous one) on one compute thread and on all of them; criterion's throughput is
 //!   draws per second, so ns/draw = 1e9 / that;
 //! - `method`: time per call of `method=multinomial` beside `method=draw` at the same N,
-//!   on all compute threads, which locates the crossover. Draw runs only up to 1e8
-//!   (1e12 would take about ten minutes a call).
+//!   on all compute threads, which locates the crossover; `method_one_thread`: the same
+//!   on one thread, the CPU time a call costs. Draw runs only up to 1e8 (1e12 would
+//!   take minutes a call).
 //!
 //! `cargo bench --bench kernel` (add `-- --quick` for a faster, rougher run, or a filter
 //! such as `-- method`).
@@ -60,10 +61,16 @@ fn draw_kernel(c: &mut Criterion) {
 }
 
 fn method(c: &mut Criterion) {
-    let mut group = c.benchmark_group("method");
+    method_on(c, "method", cores());
+    method_on(c, "method_one_thread", 1);
+}
+
+/// Both methods at sizes around the crossover and up to 2^53, on `threads` threads.
+fn method_on(c: &mut Criterion, group_name: &str, threads: usize) {
+    let mut group = c.benchmark_group(group_name);
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(2));
-    let pool = pool(cores());
+    let pool = pool(threads);
     let sizes: [u64; 9] = [
         1_000,
         10_000,
