@@ -18,9 +18,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Buckets for randoms job durations (seconds): a 1e3 job takes microseconds, 1e10 seconds.
+/// Buckets for randoms job durations (seconds): a multinomial job or a 1e3 draw takes
+/// microseconds, a 1e10 draw seconds.
 pub const JOB_BUCKETS: &[f64] = &[
-    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Buckets for Mega commit durations (seconds): a SQLite fsync is ~150 us here; a
@@ -109,20 +111,20 @@ fn describe() {
     );
     describe_counter!(
         "randoms_numbers_total",
-        "Random numbers drawn and counted by completed jobs"
+        "Numbers in the histograms of completed randoms jobs, by method (drawn one by one, or sampled as a whole)"
     );
     describe_counter!(
         "randoms_rejected_total",
-        "Randoms jobs refused because the pool was full (503)"
+        "Randoms jobs refused because the pool was full (503), by method"
     );
     describe_counter!(
         "randoms_cancelled_total",
-        "Randoms jobs stopped early because their client left"
+        "Randoms jobs stopped early because their client left, by method"
     );
     describe_histogram!(
         "randoms_job_duration_seconds",
         Unit::Seconds,
-        "Time a randoms job spent on the pool, by outcome"
+        "Time a randoms job spent on the pool, by outcome and method"
     );
     // Every mega_* metric has a `store` label: sqlite or postgres.
     describe_counter!("mega_inserts_total", "Mega rows committed, by store");

@@ -38,11 +38,13 @@ pub const MAX_EXACT: u64 = 1 << 53;
 
 /// A node draws its numbers one by one when it holds at most this many per bin.
 ///
-/// Splitting a node of k bins down to single bins costs k - 1 binomials (about 50 ns
-/// each here, BTPE), drawing its n numbers costs about 1.5 ns each: drawing wins below
-/// about 30 numbers per bin. Since a node's numbers per bin stay about N / 1000 all the
-/// way down the tree, this makes N up to ~3e4 pure draws and larger N a pure tree.
-pub const DIRECT_PER_BIN: u64 = 32;
+/// Splitting a node of k bins down to single bins costs k - 1 binomials; drawing its
+/// n numbers costs n draws through this module's simple loop. Measured on one thread
+/// (`cargo bench --bench kernel -- method_one_thread`), the whole tree costs about as
+/// much as 1e5 such draws, so drawing wins below about 100 numbers per bin. A node's
+/// numbers per bin stay about N / 1000 all the way down the tree, so this makes N up
+/// to ~1e5 pure draws and larger N a pure tree.
+pub const DIRECT_PER_BIN: u64 = 100;
 
 /// Nodes with at least this many bins hand their two halves to `rayon::join`: the top
 /// two levels, four subtrees of ~10 us each. Smaller tasks would cost more in hand-offs

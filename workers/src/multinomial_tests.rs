@@ -239,17 +239,16 @@ fn draws_and_the_tree_have_the_binomial_marginals_for_small_n() {
     assert_eq!(set_size, 150);
     let count_pmf = binomial_pmf(n, 1.0 / BINS as f64, n as usize + 1);
     let total_pmf = binomial_pmf(n, set_size as f64 / BINS as f64, n as usize + 1);
-    let samplers: [(&str, Box<dyn Fn(u64) -> Histogram>); 3] = [
-        ("draw", Box::new(|seed| draws(n, seed))),
-        ("pure tree", Box::new(|seed| tree(0, n, seed))),
-        (
-            "multinomial",
-            Box::new(|seed| tree(DIRECT_PER_BIN, n, seed)),
-        ),
+    /// A sampler: `(n, seed)` to a histogram.
+    type Sampler = fn(u64, u64) -> Histogram;
+    let samplers: [(&str, Sampler); 3] = [
+        ("draw", draws),
+        ("pure tree", |n, seed| tree(0, n, seed)),
+        ("multinomial", |n, seed| tree(DIRECT_PER_BIN, n, seed)),
     ];
     let mut per_sampler = Vec::new();
-    for (name, sample) in &samplers {
-        let (by_count, by_total) = marginals(n, samples, sample);
+    for (name, sample) in samplers {
+        let (by_count, by_total) = marginals(n, samples, |seed| sample(n, seed));
         let (chi2, df) = chi_square(&by_count, &count_pmf);
         assert!(
             chi2 < chi_square_bound(df),
