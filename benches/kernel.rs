@@ -15,7 +15,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use loadlab_workers::randoms::{DrawKernel, Method, count_randoms_with};
+use loadlab_workers::method::Method;
+use loadlab_workers::randoms::{DrawKernel, count_randoms_with};
 
 fn pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()

@@ -14,7 +14,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use loadlab_workers::pool::PoolError;
-use loadlab_workers::randoms::{Histogram, Method, random_seed};
+use loadlab_workers::method::Method;
+use loadlab_workers::randoms::{Histogram, random_seed};
 use serde::Deserialize;
 
 use crate::count::{CountError, parse_count};

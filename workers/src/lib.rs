@@ -7,7 +7,7 @@
 //!
 //! # Layout
 //! - [`randoms`]: the random-histogram kernel: N uniform draws in 1..=1000, counted;
-//!   and [`randoms::Method`], the choice between counting and sampling the answer.
+//!   and [`method::Method`], the choice between counting and sampling the answer.
 //! - [`multinomial`]: the exact sampler of the same histogram, in time independent of N.
 //! - [`pool`]: the compute pool: a fixed rayon pool with bounded admission and
 //!   cooperative cancellation, running the kernel off the caller's threads.
@@ -15,6 +15,7 @@
 //!   writer thread with group commit, and a pool of read-only connections.
 
 pub mod mega;
+pub mod method;
 pub mod multinomial;
 pub mod pool;
 pub mod randoms;

@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::randoms::{Histogram, KernelError, Method};
+use crate::method::Method;
+use crate::randoms::{Histogram, KernelError};
 
 /// Why the pool did not produce a result.
 #[derive(Debug, thiserror::Error)]
