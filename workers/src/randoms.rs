@@ -422,6 +422,33 @@ mod tests {
     }
 
     #[test]
+    fn methods_parse_from_their_names_and_nothing_else() {
+        for method in Method::ALL {
+            assert_eq!(method.as_str().parse::<Method>(), Ok(method));
+        }
+        assert_eq!(Method::default(), Method::Draw);
+        for bad in ["", "Draw", "MULTINOMIAL", " draw", "binomial"] {
+            let message = bad.parse::<Method>().expect_err(bad).to_string();
+            for method in Method::ALL {
+                assert!(message.contains(method.as_str()), "{bad}: {message}");
+            }
+        }
+        let long = "x".repeat(10_000);
+        assert!(long.parse::<Method>().expect_err("long").to_string().len() < 200);
+    }
+
+    #[test]
+    fn both_kernels_count_exactly_and_differ() {
+        let cancel = AtomicBool::new(false);
+        let n = 2 * CHUNK_LEN + 5;
+        let wy = count_randoms_with(DrawKernel::Wyrand, n, 8, &cancel).expect("counted");
+        let xo = count_randoms_with(DrawKernel::Xoshiro, n, 8, &cancel).expect("counted");
+        assert_eq!((wy.total(), xo.total()), (n, n));
+        assert_ne!(wy, xo, "independent generators");
+        assert_eq!(wy, count(n, 8), "wyrand is the service's kernel");
+    }
+
+    #[test]
     fn the_rejection_threshold_is_two_to_the_32_mod_1000() {
         assert_eq!(REJECT_BELOW, 296);
     }
