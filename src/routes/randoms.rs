@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use loadlab_workers::pool::PoolError;
 use loadlab_workers::method::Method;
+use loadlab_workers::pool::PoolError;
 use loadlab_workers::randoms::{Histogram, random_seed};
 use serde::Deserialize;
 
