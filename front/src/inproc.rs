@@ -27,7 +27,7 @@
 //! the front (which the shards' state also holds) forms no reference cycle with them.
 
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,35 +44,9 @@ use tower::ServiceExt;
 use super::balance::Member;
 use super::body::{RequestBody, UpstreamBody};
 use super::failure::ClientFault;
-use super::proxy::remove_hop_by_hop;
+use super::headers::remove_hop_by_hop;
 use super::upstream::FailureKind;
 use crate::error::json_error;
-
-/// A shard of this process, as a front member reaches it without a socket.
-#[derive(Debug)]
-pub(crate) struct LocalShard {
-    /// The shard's router; alive while the shard's thread serves (see the module docs).
-    router: Weak<Router>,
-}
-
-impl LocalShard {
-    /// The member side of `router`, which the shard's serving thread keeps alive.
-    pub(crate) fn new(router: &Arc<Router>) -> Self {
-        Self {
-            router: Arc::downgrade(router),
-        }
-    }
-
-    /// Whether the shard still serves.
-    pub(crate) fn is_live(&self) -> bool {
-        self.router.strong_count() > 0
-    }
-
-    /// The shard's router, or `None` once the shard has stopped.
-    pub(crate) fn router(&self) -> Option<Arc<Router>> {
-        self.router.upgrade()
-    }
-}
 
 /// Sends `request` (headers already prepared by the proxy) to the shard whose router
 /// is `router`, within `deadline`, and returns the client's response. `slot` (the
