@@ -128,7 +128,8 @@ impl Proxy {
                 return json_error(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
-                        "upstream {} had its max_conns ({}) requests in flight and none finished within the {}s upstream timeout",
+                        "upstream {} had its max_conns ({}) requests in flight and none finished \
+                            within the {}s upstream timeout",
                         upstream.label(),
                         upstream.max_conns(),
                         self.limits.response_timeout.as_secs_f64()
@@ -189,7 +190,9 @@ impl Proxy {
                         SendFailure::Send(e) => (FailureKind::Send, error_chain(e)),
                     };
                     upstream.record_failure(kind);
-                    tracing::debug!(upstream = upstream.label(), ?kind, error = %message, "upstream try failed");
+                    let label = upstream.label();
+                    let error = &message;
+                    tracing::debug!(upstream = label, ?kind, %error, "upstream try failed");
                     last_failure = Some((index, message));
                     if kind == FailureKind::Send && !idempotent {
                         break;

@@ -175,7 +175,8 @@ impl Settings {
                 "SQLite: a new file per measured run (`--db $RUN_DIR/mega.db`)".to_owned()
             }
             StoreUsed::Postgres(url) => format!(
-                "PostgreSQL at `{url}`, shared by every run and process (rows accumulate; the row                  check counts the difference)"
+                "PostgreSQL at `{url}`, shared by every run and process (rows accumulate; the \
+                    row                  check counts the difference)"
             ),
         }
     }
@@ -206,7 +207,8 @@ impl Settings {
             .find(|&&c| c < flags.wrk_threads || c > 100_000)
         {
             bail!(
-                "--connections {c}: each count must be at least --wrk-threads ({}) and at most 100000",
+                "--connections {c}: each count must be at least --wrk-threads ({}) and at most \
+                    100000",
                 flags.wrk_threads
             );
         }

@@ -51,9 +51,11 @@ fn settings(args: &[&str]) -> Result<Settings, String> {
 }
 
 fn wrk_result_line() -> Result<(), String> {
-    let plain = "Running 1s test\nLOADLAB_RESULT {\"requests\":1000,\"duration_us\":2000000,\"bytes\":1,\"connect\":0,\
-                 \"read\":2,\"write\":0,\"timeout\":1,\"status\":7,\"p50_us\":400,\"p90_us\":900,\"p99_us\":1500,\
-                 \"max_us\":9000,\"mean_us\":500,\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null}\n";
+    let plain = "Running 1s test\nLOADLAB_RESULT \
+        {\"requests\":1000,\"duration_us\":2000000,\"bytes\":1,\"connect\":0,\
+                 \"read\":2,\"write\":0,\"timeout\":1,\"status\":7,\"p50_us\":400,\"p90_us\":900,\
+                 \"p99_us\":1500,\"max_us\":9000,\"mean_us\":500,\"count_2xx\":null,\
+                 \"count_non2xx\":null,\"count_201\":null}\n";
     let m = Measurement::from_wrk(&parse_result(plain)?);
     ensure(m.rps == 500.0 && m.p99_ms == 1.5 && m.non_2xx == 7, || {
         format!("{m:?}")
@@ -173,8 +175,10 @@ fn extras_loopback() -> Result<(), String> {
 fn median() -> Result<(), String> {
     let run = |rps: f64, p99_ms: f64| {
         let mut m = Measurement::from_wrk(&parse_result(&format!(
-            "LOADLAB_RESULT {{\"requests\":{rps},\"duration_us\":1000000,\"bytes\":0,\"connect\":0,\"read\":0,\
-             \"write\":0,\"timeout\":0,\"status\":0,\"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\"max_us\":1,\
+            "LOADLAB_RESULT \
+                {{\"requests\":{rps},\"duration_us\":1000000,\"bytes\":0,\"connect\":0,\"read\":0,\
+             \"write\":0,\"timeout\":0,\"status\":0,\"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\
+             \"max_us\":1,\
              \"mean_us\":1,\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null}}"
         ))?);
         m.p99_ms = p99_ms;
