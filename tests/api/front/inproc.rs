@@ -129,8 +129,11 @@ impl ServeProcess {
 
 impl Drop for ServeProcess {
     fn drop(&mut self) {
-        crate::helpers::sigterm(&self.child);
-        let _ = self.child.wait();
+        // Not once it has exited (and been reaped): its pid may be someone else's now.
+        if let Ok(None) = self.child.try_wait() {
+            crate::helpers::sigterm(&self.child);
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -271,4 +274,50 @@ async fn a_shard_whose_runtime_stopped_leaves_rotation_at_once() {
         assert_eq!(response.status(), StatusCode::OK, "shard 0 serves them all");
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_through_the_in_process_front_finish() {
+    let mut process = ServeProcess::start(2, &[]).await;
+    let slow = {
+        let (client, url) = (
+            process.client.clone(),
+            process.url("/api/randoms?cant=2e9&seed=1"),
+        );
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .send()
+                .await?
+                .json::<serde_json::Map<String, Value>>()
+                .await
+        })
+    };
+    // Wait until the job is admitted, read from the process's own metrics.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = process.client.get(process.url("/metrics")).send().await;
+        let metrics = metrics.expect("metrics").text().await.expect("text");
+        if metrics.lines().any(|l| l == "randoms_jobs_in_flight 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job was never admitted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    crate::helpers::sigterm(&process.child);
+
+    let counts = slow
+        .await
+        .expect("task")
+        .expect("the in-flight request was answered in full");
+    let total: u64 = counts.values().map(|v| v.as_u64().expect("count")).sum();
+    assert_eq!(total, 2_000_000_000);
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = process.child.wait();
+        (process, exit)
+    })
+    .await
+    .expect("wait");
+    assert!(exit.1.expect("exit status").success(), "exit status 0");
 }
