@@ -34,8 +34,8 @@ pub(crate) struct Flags {
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Option<Vec<Scenario>>,
 
-    /// Configurations to run, comma-separated: shards1, sharded, front, nginx, haproxy
-    /// and the names given to --extra [default: all].
+    /// Configurations to run, comma-separated: shards1, sharded, front, front-tcp, nginx,
+    /// haproxy and the names given to --extra [default: all].
     #[arg(long, value_delimiter = ',')]
     configs: Option<Vec<String>>,
 
@@ -61,8 +61,8 @@ pub(crate) struct Flags {
     #[arg(long)]
     out: Option<PathBuf>,
 
-    /// Shards of the sharded, front, nginx and haproxy configurations [default: number
-    /// of cores].
+    /// Shards of the sharded, front, front-tcp, nginx and haproxy configurations [default:
+    /// number of cores].
     #[arg(long)]
     shards: Option<usize>,
 
