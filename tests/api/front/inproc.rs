@@ -16,7 +16,7 @@ const COUNTED: &str = "/api/randoms?cant=1000";
 
 /// `loadlab serve` in a child process, with a front, killed on drop.
 struct ServeProcess {
-    _process: ChildProcess,
+    process: ChildProcess,
     front: SocketAddr,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -37,7 +37,7 @@ impl ServeProcess {
             .args(extra);
         let ready = format!("http://{front}/readyz");
         Self {
-            _process: ChildProcess::start_ready("loadlab serve", command, &ready).await,
+            process: ChildProcess::start_ready("loadlab serve", command, &ready).await,
             front,
             client: reqwest::Client::builder()
                 .no_proxy()
@@ -248,4 +248,45 @@ async fn a_shard_whose_runtime_stopped_leaves_rotation_at_once() {
         assert_eq!(response.status(), StatusCode::OK, "shard 0 serves them all");
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_through_the_in_process_front_finish() {
+    let process = ServeProcess::start(2, &[]).await;
+    let slow = {
+        let (client, url) = (
+            process.client.clone(),
+            process.url("/api/randoms?cant=2e9&seed=1"),
+        );
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .send()
+                .await?
+                .json::<serde_json::Map<String, Value>>()
+                .await
+        })
+    };
+    // Wait until the job is admitted, read from the process's own metrics.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = process.client.get(process.url("/metrics")).send().await;
+        let metrics = metrics.expect("metrics").text().await.expect("text");
+        if metrics.lines().any(|l| l == "randoms_jobs_in_flight 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job was never admitted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    process.process.sigterm();
+
+    let counts = slow
+        .await
+        .expect("task")
+        .expect("the in-flight request was answered in full");
+    let total: u64 = counts.values().map(|v| v.as_u64().expect("count")).sum();
+    assert_eq!(total, 2_000_000_000);
+    let exit = process.process.wait_exit().await;
+    assert!(exit.success(), "exit status 0");
 }
