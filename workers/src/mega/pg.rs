@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
 
 use super::schema::{SchemaError, SyncMode};
 use super::store::PostgresUrl;
@@ -109,7 +109,7 @@ pub(super) struct PgBackend {
     url: PostgresUrl,
     sync: SyncMode,
     /// `None` while the connection is down.
-    client: Option<Client>,
+    client: Option<Session>,
     /// When the next reconnection attempt is due.
     retry_at: Instant,
     /// The wait after the next failed attempt.
@@ -129,11 +129,33 @@ impl PgBackend {
         let backend = Self {
             url: url.clone(),
             sync,
-            client: Some(client),
+            client: Some(Session::prepare(client)?),
             retry_at: Instant::now(),
             backoff: BACKOFF_MIN,
         };
         Ok((backend, rows))
+    }
+}
+
+/// The writer's connection and its statements, prepared once per connection: a
+/// statement given as text is prepared again on every call, one more round trip per
+/// batch.
+struct Session {
+    client: Client,
+    next_ids: Statement,
+    copy: Statement,
+}
+
+impl Session {
+    fn prepare(mut client: Client) -> Result<Self, SchemaError> {
+        let pg = |e: postgres::Error| SchemaError::Postgres(describe(&e));
+        let next_ids = client.prepare(NEXT_IDS).map_err(pg)?;
+        let copy = client.prepare(COPY).map_err(pg)?;
+        Ok(Self {
+            client,
+            next_ids,
+            copy,
+        })
     }
 }
 
@@ -243,7 +265,7 @@ impl From<postgres::Error> for BatchError {
 
 impl Backend for PgBackend {
     fn reconnect(&mut self) -> Result<(), Duration> {
-        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+        if self.client.as_ref().is_some_and(|s| !s.client.is_closed()) {
             return Ok(());
         }
         self.client = None;
@@ -251,7 +273,7 @@ impl Backend for PgBackend {
         if now < self.retry_at {
             return Err(self.retry_at - now);
         }
-        match open(&self.url, self.sync) {
+        match open(&self.url, self.sync).and_then(Session::prepare) {
             Ok(client) => {
                 metrics::counter!("mega_reconnects_total", "store" => "postgres").increment(1);
                 self.client = Some(client);
@@ -269,13 +291,15 @@ impl Backend for PgBackend {
     }
 
     fn insert_all(&mut self, batch: &Batch) -> Result<Vec<Vec<i64>>, WriteError> {
-        let Some(client) = self.client.as_mut() else {
+        let Some(session) = self.client.as_mut() else {
             return Err(WriteError::Unavailable("not connected".into()));
         };
-        match write_batch(client, batch) {
+        match write_batch(session, batch) {
             Ok(ids) => Ok(ids),
             Err(BatchError::Ids(message)) => Err(WriteError::Commit(message)),
-            Err(BatchError::Postgres(e)) if is_connection_error(&e) || client.is_closed() => {
+            Err(BatchError::Postgres(e))
+                if is_connection_error(&e) || session.client.is_closed() =>
+            {
                 // Retry at once: the server may be back already (a restart), and if not
                 // the backoff starts from there.
                 self.client = None;
@@ -289,11 +313,11 @@ impl Backend for PgBackend {
 
 /// Reserves the batch's ids, copies its rows in binary, commits. The transaction rolls
 /// back on drop if anything fails before the commit.
-fn write_batch(client: &mut Client, batch: &Batch) -> Result<Vec<Vec<i64>>, BatchError> {
+fn write_batch(session: &mut Session, batch: &Batch) -> Result<Vec<Vec<i64>>, BatchError> {
     let rows: usize = batch.iter().map(|(tickets, _)| tickets.len()).sum();
-    let mut tx = client.transaction()?;
+    let mut tx = session.client.transaction()?;
     let mut ids = tx
-        .query(NEXT_IDS, &[&(rows as i64)])?
+        .query(&session.next_ids, &[&(rows as i64)])?
         .iter()
         .map(|row| row.try_get::<_, i64>(0))
         .collect::<Result<Vec<_>, _>>()?;
@@ -305,7 +329,7 @@ fn write_batch(client: &mut Client, batch: &Batch) -> Result<Vec<Vec<i64>>, Batc
     }
     // Ascending, so a request's ids and the batch's requests come in submission order.
     ids.sort_unstable();
-    let mut writer = BinaryCopyInWriter::new(tx.copy_in(COPY)?, &COLUMN_TYPES);
+    let mut writer = BinaryCopyInWriter::new(tx.copy_in(&session.copy)?, &COLUMN_TYPES);
     let mut next = ids.into_iter();
     let mut out = Vec::with_capacity(batch.len());
     for (tickets, _) in batch {
