@@ -170,7 +170,8 @@ impl Settings {
                 "SQLite: a new file per measured run (`--db $RUN_DIR/mega.db`)".to_owned()
             }
             StoreUsed::Postgres(url) => format!(
-                "PostgreSQL at `{url}`, shared by every run and process (rows accumulate; the row                  check counts the difference)"
+                "PostgreSQL at `{url}`, shared by every run and process (rows accumulate; the row \
+                 check counts the difference)"
             ),
         }
     }
