@@ -8,9 +8,11 @@
 //! - `sharded`: `loadlab serve --shards N --no-front`, wrk on shard 0 only;
 //! - `front`: `loadlab serve --shards N`, wrk on loadlab's front;
 //! - `nginx`: `loadlab serve --shards N --no-front` with nginx before its shards;
+//! - `pg1`: `shards1` on the PostgreSQL database of `--postgres`;
 //! - `hosts2`: two `loadlab serve --shards N --no-front` processes sharing one
 //!   PostgreSQL database behind `loadlab front`, as two hosts would be (only with a
-//!   `--serve-arg=--db=postgres://...`: SQLite files cannot be shared).
+//!   `--postgres URL` or `--serve-arg=--db=postgres://...`: SQLite files cannot be
+//!   shared).
 //!
 //! Extras (`--extra NAME=URL`) are servers the user runs; the harness only points wrk at
 //! them.
@@ -19,11 +21,11 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{Settings, StoreUsed};
+use crate::cli::Settings;
 use crate::process::{Process, wait_ready};
 
 /// Names of the built-in configurations, in report order.
-pub(crate) const BUILT_IN: [&str; 5] = ["shards1", "sharded", "front", "nginx", "hosts2"];
+pub(crate) const BUILT_IN: [&str; 6] = ["shards1", "sharded", "front", "nginx", "pg1", "hosts2"];
 /// Stands for the fresh temporary folder of one measured run in command templates.
 const RUN_DIR: &str = "{run_dir}";
 /// How long a started configuration gets to answer `/readyz`.
@@ -272,10 +274,33 @@ pub(crate) fn plan(
                 }
                 config
             }
+            "pg1" => {
+                let base = ports.block(1)?;
+                let mut argv = serve(settings, loadlab, pin, 1, base, None);
+                let url = settings.postgres.clone();
+                // Last: a flag given twice takes the last value.
+                argv.extend(["--db".into(), url.clone().unwrap_or_default()]);
+                let mut config = loadlab_config(
+                    name,
+                    "`--shards 1`, no front, on PostgreSQL (`--postgres`): wrk on the only shard",
+                    argv,
+                    base,
+                );
+                if url.is_none() {
+                    config.unavailable =
+                        Some("pg1 needs a PostgreSQL database: --postgres URL".into());
+                }
+                config
+            }
             "hosts2" => {
                 let bases = [ports.block(n)?, ports.block(n)?];
                 let listen = ports.block(1)?;
-                let apps = bases.map(|base| serve(settings, loadlab, pin, n, base, None));
+                let url = settings.postgres_url();
+                let apps = bases.map(|base| {
+                    let mut argv = serve(settings, loadlab, pin, n, base, None);
+                    argv.extend(["--db".into(), url.clone().unwrap_or_default()]);
+                    argv
+                });
                 let what = format!(
                     "two `loadlab serve --shards {n} --no-front` processes on one PostgreSQL, \
                      behind `loadlab front`: wrk on the front"
@@ -306,10 +331,10 @@ pub(crate) fn plan(
                     max_conns.to_string(),
                 ]);
                 config.setup = Setup::Hosts { apps, front, conf };
-                if !matches!(settings.store(), StoreUsed::Postgres(_)) {
+                if url.is_none() {
                     config.unavailable = Some(
-                        "hosts2 needs a store both processes share: \
-                         --serve-arg=--db=postgres://..."
+                        "hosts2 needs a store both processes share: --postgres URL \
+                         (or --serve-arg=--db=postgres://...)"
                             .into(),
                     );
                 }
