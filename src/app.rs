@@ -5,10 +5,13 @@
 //! the addresses, spawn `run_until_stopped`): no sleeps, no polling for readiness.
 //!
 //! Threads at run time:
-//! - one per shard, each with its own single-threaded tokio runtime and listener (the
-//!   ancestors' "one server per port", without a process per port);
+//! - one per shard, each with its own single-threaded tokio runtime and listener
+//!   ([`crate::shard`]). With the front's in-process path (`--front-path inproc`) the
+//!   front calls a shard's router on its own threads, and the shard's thread serves
+//!   only direct clients (Prometheus, health checks); it still owns the router, so a
+//!   shard that stops leaves rotation;
 //! - `--front-threads` front workers, each with its own single-threaded runtime
-//!   (see [`crate::server::serve_on_workers`]);
+//!   (see [`loadlab_front::server::serve_on_workers`]);
 //! - the caller's runtime, which accepts the front's connections and runs the health
 //!   checks and the extra metrics listener;
 //! - the rayon compute pool and the Mega writer thread, shared by all shards (with
@@ -21,14 +24,15 @@
 use std::net::{SocketAddr, TcpListener as StdListener};
 
 use anyhow::Context;
+use loadlab_front::server::{self, Serving};
+use loadlab_front::{Front, FrontConfig};
 use loadlab_workers::mega::{MegaReader, MegaWriter};
 use loadlab_workers::pool::ComputePool;
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::FrontPath;
 use crate::config::Config;
-use crate::front::{Front, FrontConfig};
-use crate::metrics::ShardLabel;
-use crate::server;
+use crate::shard::{Shard, ShardLabel};
 use crate::state::{AppState, Listeners};
 
 /// A built, not yet running, service.
@@ -38,7 +42,7 @@ pub struct App {
     /// The writer thread's owner, stopped last on shutdown; `None` once
     /// [`App::stop_writer`] stopped it early.
     writer: Option<MegaWriter>,
-    shards: Vec<StdListener>,
+    shards: Vec<Shard>,
     front: Option<(StdListener, Front)>,
     metrics: Option<StdListener>,
 }
@@ -47,10 +51,13 @@ impl App {
     /// Binds every listener, opens the database and starts the writer and the pool.
     pub fn build(config: Config) -> anyhow::Result<Self> {
         crate::metrics::handle();
-        let shards = (0..config.shards)
-            .map(|i| bind(config.shard_addr(i)).with_context(|| format!("shard {i}")))
+        let shard_listeners = (0..config.shards)
+            .map(|i| {
+                let addr = crate::shard::addr(config.shard_host, config.shard_base_port, i);
+                bind(addr).with_context(|| format!("shard {i}"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let shard_addrs = shards
+        let shard_addrs = shard_listeners
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
@@ -60,7 +67,9 @@ impl App {
                 None => FrontConfig::round_robin(&shard_addrs),
             };
             let listener = bind(config.bind).context("front")?;
-            Some((listener, Front::new(front_config, config.upstream)?))
+            let front = Front::new(front_config, config.upstream)?
+                .with_metrics(axum::routing::get(crate::metrics::metrics_render));
+            Some((listener, front))
         } else {
             None
         };
@@ -79,6 +88,7 @@ impl App {
             shards: shard_addrs,
         };
         let front_handle = front.as_ref().map(|(_, f)| f.clone());
+        let front_path = config.front_path;
         let state = AppState::new(
             config,
             pool,
@@ -87,6 +97,19 @@ impl App {
             listeners,
             front_handle,
         );
+        let shards: Vec<Shard> = shard_listeners
+            .into_iter()
+            .enumerate()
+            .map(|(index, listener)| {
+                let router = crate::routes::app(state.clone(), ShardLabel::shard(index));
+                Shard::new(index, listener, router)
+            })
+            .collect();
+        if let (Some((_, front)), FrontPath::Inproc) = (&front, front_path) {
+            for (shard, addr) in shards.iter().zip(&state.listeners().shards) {
+                front.attach_shard(*addr, shard.router());
+            }
+        }
         Ok(Self {
             state,
             writer: Some(writer),
@@ -129,6 +152,13 @@ impl App {
         }
     }
 
+    /// A switch that stops shard `index` alone (its listener closes, its runtime ends,
+    /// the front takes it out of rotation), as a crashed shard would be. A test hook:
+    /// nothing in loadlab stops one shard on purpose.
+    pub fn shard_stopper(&self, index: usize) -> Option<CancellationToken> {
+        self.shards.get(index).map(Shard::stopper)
+    }
+
     /// Serves until `shutdown` is cancelled, then drains and stops everything.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
@@ -139,42 +169,21 @@ impl App {
             metrics,
         } = self;
         let limits = state.config().edge.connections.clone();
-        let mut threads = Vec::with_capacity(shards.len() + state.config().upstream.front_threads);
-        for (index, listener) in shards.into_iter().enumerate() {
-            let router = crate::routes::app(state.clone(), ShardLabel::shard(index));
-            let (limits, stop) = (limits.clone(), shutdown.clone());
-            threads.push(server::spawn_runtime_thread(
-                format!("loadlab-shard-{index}"),
-                shutdown.clone(),
-                async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    server::serve(listener, router, limits, stop).await;
-                    Ok(())
-                },
-            )?);
+        let mut serving = Serving::new();
+        for shard in shards {
+            serving.add_threads([shard.spawn(limits.clone(), &shutdown)?]);
         }
         // This runtime accepts for the front and deals the connections out to the
         // front's own threads; it also runs the health checks and the metrics listener.
-        let mut tasks = tokio::task::JoinSet::new();
         if let Some((listener, front)) = front {
-            let (workers, front_threads) = front.spawn_workers(&state.config().edge, &shutdown)?;
-            threads.extend(front_threads);
-            front.spawn_health_checks(shutdown.clone());
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            tasks.spawn(server::serve_on_workers(
-                listener,
-                workers,
-                limits.clone(),
-                shutdown.clone(),
-            ));
+            front.serve(listener, &state.config().edge, &shutdown, &mut serving)?;
         }
         if let Some(listener) = metrics {
-            let route = axum::routing::get(crate::metrics::metrics_render);
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            tasks.spawn(server::serve(
+            serving.spawn(crate::metrics::serve_metrics(
                 listener,
-                axum::Router::new().route("/metrics", route),
-                limits.clone(),
+                limits,
                 shutdown.clone(),
             ));
         }
@@ -183,20 +192,16 @@ impl App {
             shards = ?state.listeners().shards,
             "loadlab is serving"
         );
-        shutdown.cancelled().await;
-        while tasks.join_next().await.is_some() {}
-        // Listener threads return once their connections drained; joining blocks, so
-        // do it (and the writer's final commit) off the runtime's workers.
-        tokio::task::spawn_blocking(move || {
-            let result = server::join_all(threads);
-            drop(state);
-            if let Some(writer) = writer {
-                writer.shutdown();
-            }
-            result
-        })
-        .await
-        .context("joining the listener threads")?
+        let result = server::run_until_stopped(serving, shutdown).await;
+        // The writer goes last: every request that could queue a row has been
+        // answered. Its final commit and checkpoint block, so off the runtime.
+        drop(state);
+        if let Some(writer) = writer {
+            tokio::task::spawn_blocking(move || writer.shutdown())
+                .await
+                .context("stopping the Mega writer")?;
+        }
+        result
     }
 }
 
@@ -206,26 +211,4 @@ fn bind(addr: SocketAddr) -> anyhow::Result<StdListener> {
         StdListener::bind(addr).with_context(|| format!("could not listen on {addr}"))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
-}
-
-/// Resolves when SIGINT (Ctrl-C) or SIGTERM arrives.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
 }

@@ -70,6 +70,12 @@ pub struct ServeArgs {
     #[arg(long, env = "LOADLAB_FRONT_CONFIG")]
     pub front_config: Option<PathBuf>,
 
+    /// How the front reaches this process's own shards: inproc (calls the shard's
+    /// router on the front's thread: no socket, no second parse) or tcp (over loopback,
+    /// like any upstream). Upstreams that are not our shards always use tcp.
+    #[arg(long, env = "LOADLAB_FRONT_PATH", value_enum, default_value_t = FrontPath::Inproc)]
+    pub front_path: FrontPath,
+
     /// Compute threads for /api/randoms [default: number of cores].
     #[arg(long, env = "LOADLAB_THREADS")]
     pub threads: Option<usize>,
@@ -81,6 +87,11 @@ pub struct ServeArgs {
     /// Largest `cant` accepted.
     #[arg(long, env = "LOADLAB_RANDOMS_MAX", default_value = "1e10")]
     pub randoms_max: String,
+
+    /// Largest `cant` accepted with `method=multinomial` (at most 2^53, where the
+    /// sampler stops being exact; scientific notation accepted).
+    #[arg(long, env = "LOADLAB_RANDOMS_MULTINOMIAL_MAX", default_value = "1e15")]
+    pub randoms_multinomial_max: String,
 
     /// Randoms jobs admitted at once (running or waiting); the next gets 503.
     #[arg(long, env = "LOADLAB_RANDOMS_QUEUE", default_value_t = 64)]
@@ -215,6 +226,16 @@ pub struct UpstreamArgs {
     /// [default: number of cores]
     #[arg(long, env = "LOADLAB_FRONT_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub front_threads: Option<u16>,
+}
+
+/// `--front-path` values: how the front reaches a member that is one of this
+/// process's shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FrontPath {
+    /// Call the shard's router directly, on the front worker's thread.
+    Inproc,
+    /// Over loopback TCP, through the front's keep-alive pool.
+    Tcp,
 }
 
 /// `--db-sync` values.

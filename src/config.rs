@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use loadlab_workers::mega::{Database, SyncMode, WriterConfig};
 
-use crate::cli::{DbSync, EdgeArgs, ServeArgs, UpstreamArgs};
+use crate::cli::{DbSync, EdgeArgs, FrontPath, ServeArgs, UpstreamArgs};
 use crate::count::parse_count;
-use crate::server::ConnectionLimits;
+use loadlab_front::ConnectionLimits;
+use loadlab_front::{EdgeLimits, FrontConfig, UpstreamLimits};
 
 /// The validated configuration of `loadlab serve`.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct Config {
     pub front: bool,
     /// Front config file; `None`: one round-robin pool of all shards.
     pub front_config: Option<PathBuf>,
+    /// How the front reaches members that are this process's shards.
+    pub front_path: FrontPath,
     /// Number of port-sharded listeners.
     pub shards: usize,
     /// Host the shards listen on.
@@ -57,37 +60,12 @@ pub struct Config {
 pub struct RandomsLimits {
     /// Draws when `cant` is absent.
     pub default_count: u64,
-    /// Largest `cant` accepted.
+    /// Largest `cant` accepted with `method=draw`.
     pub max_count: u64,
+    /// Largest `cant` accepted with `method=multinomial` (at most 2^53).
+    pub multinomial_max_count: u64,
     /// Jobs admitted at once.
     pub max_jobs: usize,
-}
-
-/// Limits applied at every listener.
-#[derive(Debug, Clone)]
-pub struct EdgeLimits {
-    /// CORS allow-list; empty: no CORS headers. `*` allows any origin.
-    pub cors_origins: Vec<String>,
-    /// Time to answer a request end to end (504 after).
-    pub request_timeout: Duration,
-    /// Connection-level limits.
-    pub connections: ConnectionLimits,
-}
-
-/// Front-to-upstream limits.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamLimits {
-    /// Time to the upstream's response headers (504 after).
-    pub response_timeout: Duration,
-    /// Time to connect to an upstream (next upstream after).
-    pub connect_timeout: Duration,
-    /// Idle keep-alive connections kept per upstream and front thread.
-    pub pool_idle_per_upstream: usize,
-    /// Threads the front serves on, each with its own connections to every upstream.
-    pub front_threads: usize,
-    /// Requests in flight to one upstream at once, unless its config says otherwise;
-    /// 0: no limit.
-    pub max_conns_per_upstream: usize,
 }
 
 impl Config {
@@ -113,6 +91,11 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("--randoms-max {e}"))?;
         let default_count = parse_count(&args.randoms_default, max_count)
             .map_err(|e| anyhow::anyhow!("--randoms-default {e}"))?;
+        let multinomial_max_count = parse_count(
+            &args.randoms_multinomial_max,
+            loadlab_workers::multinomial::MAX_EXACT,
+        )
+        .map_err(|e| anyhow::anyhow!("--randoms-multinomial-max {e} (2^53)"))?;
         if args.randoms_queue == 0 {
             bail!("--randoms-queue must be at least 1");
         }
@@ -129,13 +112,14 @@ impl Config {
             }
             // Parsed and validated here so `check-config` reports a bad file; `App::build`
             // loads it again (cheap) so the addresses are resolved at start-up.
-            crate::front::FrontConfig::load(path)
+            FrontConfig::load(path)
                 .with_context(|| format!("--front-config {}", path.display()))?;
         }
         Ok(Self {
             bind: args.bind,
             front: !args.no_front,
             front_config: args.front_config.clone(),
+            front_path: args.front_path,
             shards,
             shard_host: args.shard_host,
             shard_base_port: args.shard_base_port,
@@ -143,6 +127,7 @@ impl Config {
             randoms: RandomsLimits {
                 default_count,
                 max_count,
+                multinomial_max_count,
                 max_jobs: args.randoms_queue,
             },
             writer: WriterConfig {
@@ -159,63 +144,48 @@ impl Config {
             batch_request_max: args.batch_request_max,
             body_limit_bytes: args.body_limit,
             batch_body_limit_bytes: args.batch_body_limit,
-            edge: EdgeLimits::from_args(&args.edge)?,
-            upstream: UpstreamLimits::from_args(&args.upstream),
+            edge: edge_limits(&args.edge)?,
+            upstream: upstream_limits(&args.upstream),
             metrics_bind: args.metrics_bind,
         })
     }
-
-    /// The address of shard `index` (port 0 when the base port is 0).
-    pub fn shard_addr(&self, index: usize) -> SocketAddr {
-        let port = if self.shard_base_port == 0 {
-            0
-        } else {
-            // Range checked in `from_args`.
-            self.shard_base_port + index as u16
-        };
-        SocketAddr::new(self.shard_host, port)
-    }
 }
 
-impl EdgeLimits {
-    /// Validates the edge flags.
-    pub fn from_args(args: &EdgeArgs) -> anyhow::Result<Self> {
-        for origin in &args.cors_origins {
-            if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
-                bail!("--cors-origin `{origin}` is not a valid origin");
-            }
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                bail!("--cors-origin `{origin}` must look like https://example.com (or be *)");
-            }
+/// Validates the edge flags (shared by `serve` and `front`).
+pub fn edge_limits(args: &EdgeArgs) -> anyhow::Result<EdgeLimits> {
+    for origin in &args.cors_origins {
+        if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
+            bail!("--cors-origin `{origin}` is not a valid origin");
         }
-        if args.max_connections == 0 {
-            bail!("--max-connections must be at least 1");
+        if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            bail!("--cors-origin `{origin}` must look like https://example.com (or be *)");
         }
-        Ok(Self {
-            cors_origins: args.cors_origins.clone(),
-            request_timeout: args.request_timeout,
-            connections: ConnectionLimits {
-                header_read_timeout: args.header_read_timeout,
-                max_connections: args.max_connections,
-                shutdown_grace: Duration::from_secs(30),
-            },
-        })
     }
+    if args.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
+    Ok(EdgeLimits {
+        cors_origins: args.cors_origins.clone(),
+        request_timeout: args.request_timeout,
+        connections: ConnectionLimits {
+            header_read_timeout: args.header_read_timeout,
+            max_connections: args.max_connections,
+            shutdown_grace: Duration::from_secs(30),
+        },
+    })
 }
 
-impl UpstreamLimits {
-    /// Converts the upstream flags.
-    pub fn from_args(args: &UpstreamArgs) -> Self {
-        Self {
-            response_timeout: args.upstream_timeout,
-            connect_timeout: args.connect_timeout,
-            pool_idle_per_upstream: args.upstream_pool,
-            max_conns_per_upstream: args.upstream_max_conns,
-            front_threads: args
-                .front_threads
-                .map(usize::from)
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        }
+/// Converts the upstream flags (shared by `serve` and `front`).
+pub fn upstream_limits(args: &UpstreamArgs) -> UpstreamLimits {
+    UpstreamLimits {
+        response_timeout: args.upstream_timeout,
+        connect_timeout: args.connect_timeout,
+        pool_idle_per_upstream: args.upstream_pool,
+        max_conns_per_upstream: args.upstream_max_conns,
+        front_threads: args
+            .front_threads
+            .map(usize::from)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }
 
@@ -238,7 +208,9 @@ mod tests {
         let config = check(&[]).expect("defaults");
         assert_eq!(config.randoms.default_count, 100_000_000);
         assert_eq!(config.randoms.max_count, 10_000_000_000);
+        assert_eq!(config.randoms.multinomial_max_count, 1_000_000_000_000_000);
         assert!(config.front);
+        assert_eq!(config.front_path, FrontPath::Inproc);
     }
 
     #[test]
@@ -247,12 +219,25 @@ mod tests {
             (&["--shards", "0"][..], "--shards"),
             (&["--randoms-default", "1e11"][..], "--randoms-default"),
             (&["--randoms-max", "lots"][..], "--randoms-max"),
+            (
+                &["--randoms-multinomial-max", "1e16"][..],
+                "--randoms-multinomial-max",
+            ),
             (&["--threads", "0"][..], "--threads"),
             (&["--cors-origin", "example.com"][..], "--cors-origin"),
         ] {
             let message = format!("{:#}", check(flags).expect_err("refused"));
             assert!(message.contains(flag), "{flags:?}: {message}");
         }
+    }
+
+    #[test]
+    fn the_multinomial_limit_takes_scientific_notation_up_to_2_pow_53() {
+        let config = check(&["--randoms-multinomial-max", "2.5e6"]).expect("valid");
+        assert_eq!(config.randoms.multinomial_max_count, 2_500_000);
+        let config = check(&["--randoms-multinomial-max", "9007199254740992"]).expect("2^53");
+        assert_eq!(config.randoms.multinomial_max_count, 1 << 53);
+        assert!(check(&["--randoms-multinomial-max", "9007199254740993"]).is_err());
     }
 
     #[test]

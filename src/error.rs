@@ -11,6 +11,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// The JSON error shape, for fallbacks and middleware (the front crate owns it: the
+/// front and the shards answer errors alike).
+pub use loadlab_front::json_error;
+
 /// A failed request, as the client will see it.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -75,9 +79,4 @@ impl IntoResponse for AppError {
         }
         response
     }
-}
-
-/// A JSON error response outside a handler (fallbacks, middleware): same shape.
-pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
 }

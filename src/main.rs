@@ -2,10 +2,9 @@
 
 use anyhow::Context;
 use clap::Parser;
-use loadlab::app::{App, shutdown_signal};
+use loadlab::app::App;
 use loadlab::cli::{Cli, Command};
 use loadlab::config::Config;
-use tokio_util::sync::CancellationToken;
 
 /// mimalloc: the proxy path allocates small, short-lived buffers on every request, and
 /// glibc's allocator spent about 9% of the front's CPU on them (profiled under wrk).
@@ -30,17 +29,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_args(&args)?;
             runtime()?.block_on(async {
                 let app = App::build(config)?;
-                let shutdown = CancellationToken::new();
-                let trigger = shutdown.clone();
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    tracing::info!("shutdown signal received: draining");
-                    trigger.cancel();
-                });
-                app.run_until_stopped(shutdown).await
+                app.run_until_stopped(loadlab_front::server::cancel_on_signal())
+                    .await
             })
         }
-        Command::Front(args) => loadlab::front::run_standalone(&args),
+        Command::Front(args) => runtime()?.block_on(loadlab::standalone::run(&args)),
         Command::CheckConfig(args) => {
             let config = Config::from_args(&args)?;
             println!("{config:#?}");
@@ -50,9 +43,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The main thread's runtime: it accepts the front's connections (the front's worker
-/// threads serve them), runs the health checks and the extra metrics listener. Shards
-/// and front workers build their own.
+/// The main thread's runtime: it accepts the front's connections (the front's threads
+/// serve them), runs the health checks and the extra metrics listener. Shards and the
+/// front's threads build their own.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

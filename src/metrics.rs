@@ -1,4 +1,4 @@
-//! Metrics: the Prometheus exporter, the request-metrics middleware, and `/metrics`.
+//! Metrics: the Prometheus exporter, `/metrics`, and the `--metrics-bind` listener.
 //!
 //! Everything is recorded through the `metrics` facade (the workers crate records its
 //! own); only this module installs a recorder, once per process. Every histogram gets
@@ -7,23 +7,22 @@
 //! cannot read. Labels stay bounded: route templates (`/app/mega/{id}`), never paths.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::Router;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use loadlab_front::ConnectionLimits;
+use loadlab_front::server;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-/// Latency buckets (seconds) for request and upstream durations: 100 us to 60 s.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0, 60.0,
-];
-
-/// Buckets for randoms job durations (seconds): a 1e3 job takes microseconds, 1e10 seconds.
+/// Buckets for randoms job durations (seconds): a multinomial job or a 1e3 draw takes
+/// microseconds, a 1e10 draw seconds.
 pub const JOB_BUCKETS: &[f64] = &[
-    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Buckets for Mega commit durations (seconds): a SQLite fsync is ~150 us here; a
@@ -41,7 +40,10 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+            .set_buckets_for_metric(
+                Matcher::Suffix("duration_seconds".into()),
+                loadlab_front::metrics::LATENCY_BUCKETS,
+            )
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     Matcher::Full("randoms_job_duration_seconds".into()),
@@ -96,29 +98,8 @@ fn describe() {
         "Always 1; the `version` label is the running loadlab's version"
     );
     describe_counter!(
-        "http_requests_total",
-        "HTTP requests answered, by method, route template, status and shard"
-    );
-    describe_histogram!(
-        "http_request_duration_seconds",
-        Unit::Seconds,
-        "Time from request to response headers, by method, route, status and shard"
-    );
-    describe_gauge!(
-        "http_requests_in_flight",
-        "Requests being handled now, by shard"
-    );
-    describe_counter!(
         "http_internal_errors_total",
         "Requests answered 500 (bugs or I/O failures)"
-    );
-    describe_counter!(
-        "http_request_timeouts_total",
-        "Requests answered 503 because they outlived --request-timeout"
-    );
-    describe_counter!(
-        "http_accept_errors_total",
-        "Failed accepts on any listener (out of file descriptors and the like)"
     );
     describe_gauge!(
         "randoms_jobs_in_flight",
@@ -130,20 +111,20 @@ fn describe() {
     );
     describe_counter!(
         "randoms_numbers_total",
-        "Random numbers drawn and counted by completed jobs"
+        "Numbers in the histograms of completed randoms jobs, by method (drawn one by one, or sampled as a whole)"
     );
     describe_counter!(
         "randoms_rejected_total",
-        "Randoms jobs refused because the pool was full (503)"
+        "Randoms jobs refused because the pool was full (503), by method"
     );
     describe_counter!(
         "randoms_cancelled_total",
-        "Randoms jobs stopped early because their client left"
+        "Randoms jobs stopped early because their client left, by method"
     );
     describe_histogram!(
         "randoms_job_duration_seconds",
         Unit::Seconds,
-        "Time a randoms job spent on the pool, by outcome"
+        "Time a randoms job spent on the pool, by outcome and method"
     );
     // Every mega_* metric has a `store` label: sqlite or postgres.
     describe_counter!("mega_inserts_total", "Mega rows committed, by store");
@@ -196,79 +177,10 @@ fn describe() {
         "mega_read_connections_opened_total",
         "Read connections opened beyond the pool: every pooled one was busy (sqlite), or a lost one was replaced (postgres)"
     );
-    describe_counter!(
-        "front_requests_total",
-        "Requests the front answered, by pool, upstream and status"
-    );
-    describe_histogram!(
-        "front_upstream_duration_seconds",
-        Unit::Seconds,
-        "Time from forwarding a request to the upstream's response headers, by pool and upstream"
-    );
-    describe_gauge!(
-        "front_upstream_up",
-        "1 while the front considers the upstream healthy, 0 while it is out of rotation"
-    );
-    describe_counter!(
-        "front_retries_total",
-        "Requests the front re-sent to another upstream"
-    );
-    describe_counter!(
-        "front_upstream_errors_total",
-        "Failed attempts to reach an upstream, by upstream and kind of failure"
-    );
-    describe_counter!(
-        "front_upstream_queued_total",
-        "Requests that found their upstream at max_conns and waited for a slot"
-    );
-
     metrics::gauge!("loadlab_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    for name in [
-        "http_internal_errors_total",
-        "http_request_timeouts_total",
-        "http_accept_errors_total",
-    ] {
-        metrics::counter!(name).increment(0);
-    }
-}
-
-/// Records `http_requests_total`, `http_request_duration_seconds` and
-/// `http_requests_in_flight` for every request, labelled by route template and shard.
-pub async fn track_requests(State(shard): State<ShardLabel>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = req.method().as_str().to_owned();
-    let in_flight = metrics::gauge!("http_requests_in_flight", "shard" => shard.0);
-    in_flight.increment(1.0);
-    let started = Instant::now();
-    let response = next.run(req).await;
-    in_flight.decrement(1.0);
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", status),
-        ("shard", shard.0.to_owned()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
-/// The `shard` label value of a listener: its index, or `front`.
-#[derive(Debug, Clone, Copy)]
-pub struct ShardLabel(pub &'static str);
-
-impl ShardLabel {
-    /// The label for shard `index`. Leaks one short string per shard, once, so labels
-    /// are `&'static` and cost nothing per request.
-    pub fn shard(index: usize) -> Self {
-        ShardLabel(Box::leak(index.to_string().into_boxed_str()))
-    }
+    metrics::counter!("http_internal_errors_total").increment(0);
+    crate::shard::describe();
+    loadlab_front::metrics::describe();
 }
 
 /// `GET /metrics`: the Prometheus text exposition, with process metrics refreshed.
@@ -289,4 +201,14 @@ pub async fn metrics_render() -> Response {
         handle().render(),
     )
         .into_response()
+}
+
+/// Serves only `GET /metrics` on `listener` (`--metrics-bind`), until `shutdown`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
+    let router = Router::new().route("/metrics", axum::routing::get(metrics_render));
+    server::serve(listener, router, limits, shutdown).await;
 }

@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use loadlab_front::Front;
 use loadlab_workers::mega::{MegaReader, WriterHandle};
 use loadlab_workers::pool::ComputePool;
 
 use crate::config::Config;
-use crate::front::Front;
 
 /// Shared, cheaply cloneable state of the service.
 #[derive(Debug, Clone)]

@@ -67,7 +67,9 @@ fn snapshot(state: &AppState) -> Value {
         .shards
         .iter()
         .enumerate()
-        .map(|(index, addr)| json!({ "index": index, "address": addr.to_string(), "port": addr.port() }))
+        .map(|(index, addr)| {
+            json!({ "index": index, "address": addr.to_string(), "port": addr.port() })
+        })
         .collect();
     // The front's own status (pools, upstreams and their health), after its address.
     let front = match (listeners.front, state.front()) {
@@ -159,12 +161,14 @@ body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d23
 main{max-width:1100px;margin:0 auto;padding:24px}\
 h1{font-size:24px;margin:0 0 4px}h2{font-size:17px;margin:0 0 8px}\
 .sub{color:#5b6573;margin:0 0 20px}\
-section{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:14px 18px;margin:0 0 16px}\
+section{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:14px 18px;\
+margin:0 0 16px}\
 table{border-collapse:collapse;width:100%}\
 th,td{text-align:left;vertical-align:top;padding:4px 10px 4px 0;border-bottom:1px solid #eef0f3}\
 th{color:#5b6573;font-weight:600}.kv>tbody>tr>th{width:13em}.kv .kv>tbody>tr>th{width:9em}\
 .grid th{border-bottom:2px solid #dde1e6}.grid td{white-space:nowrap}\
-code,td{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13.5px;overflow-wrap:anywhere}\
+code,td{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13.5px;\
+overflow-wrap:anywhere}\
 ul{margin:0;padding-left:18px}.chip{display:inline-block;background:#eef0f3;border-radius:4px;\
 padding:0 6px;margin:0 4px 3px 0}.none{color:#8a94a3}.ok{color:#13795b;font-weight:600}\
 .bad{color:#b42318;font-weight:600}";

@@ -5,8 +5,11 @@
 //! |---|---|
 //! | `GET /api/randoms` | [`randoms::randoms_count`] |
 //! | `GET /app/` | [`mega::app_index`] |
-//! | `POST /app/insert`, `POST /app/insert/batch` | [`mega::mega_insert`], [`mega::mega_insert_batch`] |
-//! | `GET /app/mega`, `/app/mega/{id}`, `/app/mega/stats` | [`mega::mega_page`], [`mega::mega_get`], [`mega::mega_stats`] |
+//! | `POST /app/insert` | [`mega::mega_insert`] |
+//! | `POST /app/insert/batch` | [`mega::mega_insert_batch`] |
+//! | `GET /app/mega` | [`mega::mega_page`] |
+//! | `GET /app/mega/{id}` | [`mega::mega_get`] |
+//! | `GET /app/mega/stats` | [`mega::mega_stats`] |
 //! | `GET /healthz`, `GET /readyz` | [`health::health_live`], [`health::health_ready`] |
 //! | `GET /info` | [`info::info_show`] |
 //! | `GET /metrics` | [`crate::metrics::metrics_render`] |
@@ -20,7 +23,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
-use crate::metrics::{ShardLabel, metrics_render, track_requests};
+use crate::metrics::metrics_render;
+use crate::shard::{ShardLabel, track_requests};
 use crate::state::AppState;
 
 /// The router of one shard: every route, the edge layers, and request metrics labelled
@@ -46,6 +50,6 @@ pub fn app(state: AppState, shard: ShardLabel) -> Router {
         .route("/metrics", get(metrics_render))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .with_state(state.clone());
-    crate::edge::wrap(routes, &config.edge)
+    loadlab_front::edge::wrap(routes, &config.edge)
         .layer(axum::middleware::from_fn_with_state(shard, track_requests))
 }

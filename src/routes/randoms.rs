@@ -1,8 +1,10 @@
-//! `GET /api/randoms?cant=N[&seed=S][&pretty=true]`: N uniform draws in 1..=1000,
-//! counted on the compute pool; the reply maps each number that came up to its count,
-//! keys ascending.
+//! `GET /api/randoms?cant=N[&method=M][&seed=S][&pretty=true]`: the histogram of N
+//! uniform draws in 1..=1000, made on the compute pool; the reply maps each number that
+//! came up to its count, keys ascending. `method=draw` (the default) draws and counts
+//! the N numbers; `method=multinomial` samples the same histogram exactly from its law,
+//! in time independent of N ([`loadlab_workers::multinomial`]).
 //!
-//! The handler only parses, admits and awaits: the counting runs on the rayon pool, so
+//! The handler only parses, admits and awaits: the work runs on the rayon pool, so
 //! the async runtime stays free for every other request. If the client goes away the
 //! handler's future is dropped, which drops the job and raises its cancel flag.
 
@@ -11,11 +13,12 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use loadlab_workers::method::Method;
 use loadlab_workers::pool::PoolError;
 use loadlab_workers::randoms::{Histogram, random_seed};
 use serde::Deserialize;
 
-use crate::count::parse_count;
+use crate::count::{CountError, parse_count};
 use crate::error::AppError;
 use crate::extract::ApiQuery;
 use crate::state::AppState;
@@ -25,6 +28,8 @@ use crate::state::AppState;
 pub struct RandomsQuery {
     /// Draws; absent: the configured default.
     cant: Option<String>,
+    /// `draw` or `multinomial`; absent: `draw`.
+    method: Option<String>,
     /// Seed for a reproducible answer; absent: a random seed.
     seed: Option<String>,
     /// `true`/`1` to indent the JSON.
@@ -37,10 +42,24 @@ pub async fn randoms_count(
     ApiQuery(query): ApiQuery<RandomsQuery>,
 ) -> Result<Response, AppError> {
     let limits = state.config().randoms;
+    let method = match query.method.as_deref() {
+        None => Method::default(),
+        Some(method) => method
+            .parse::<Method>()
+            .map_err(|e| AppError::BadRequest(e.to_string()))?,
+    };
+    let max_count = match method {
+        Method::Draw => limits.max_count,
+        Method::Multinomial => limits.multinomial_max_count,
+    };
     let count = match query.cant.as_deref() {
         None => limits.default_count,
-        Some(cant) => parse_count(cant, limits.max_count)
-            .map_err(|e| AppError::BadRequest(format!("cant {e}")))?,
+        Some(cant) => parse_count(cant, max_count).map_err(|e| match e {
+            CountError::TooLarge { .. } => {
+                AppError::BadRequest(format!("cant {e} for method={method}"))
+            }
+            other => AppError::BadRequest(format!("cant {other}")),
+        })?,
     };
     let seed = match query.seed.as_deref() {
         None => random_seed(),
@@ -62,7 +81,7 @@ pub async fn randoms_count(
     };
     let job = state
         .pool()
-        .try_count_randoms(count, seed)
+        .try_count_randoms(count, seed, method)
         .map_err(|e| match e {
             PoolError::Full { .. } => AppError::Busy {
                 what: "the compute pool",

@@ -7,8 +7,6 @@
 //! distinct), which lets the table be checked against what every client was told.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,7 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::helpers::{serve_args, spawn_app_on, ticket};
+use crate::support::child::{ChildProcess, free_port, loadlab};
+use crate::support::{serve_args, spawn_app_on, ticket};
 
 /// The unique ticket of request `seq` (seq < 1,000,000).
 fn unique_ticket(seq: u64) -> [i64; 6] {
@@ -188,56 +187,22 @@ async fn graceful_shutdown_under_load_keeps_every_acknowledged_row() {
 
 /// A `loadlab serve` child process on a free port.
 struct Server {
-    child: Child,
+    process: ChildProcess,
     base: String,
 }
 
 impl Server {
     async fn start(db: &std::path::Path) -> Self {
-        // Find a free port: bind 0, read it, release it. The tiny race with other
-        // processes is harmless here (the start would fail loudly).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        let port = free_port();
+        let mut command = loadlab();
+        command
             .args(["serve", "--no-front", "--shards", "1", "--threads", "1"])
             .args(["--shard-base-port", &port.to_string(), "--db"])
-            .arg(db)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn loadlab");
-        let server = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(format!("{}/readyz", server.base)).send().await
-                && r.status() == 200
-            {
-                return server;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "loadlab did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            .arg(db);
+        let base = format!("http://127.0.0.1:{port}");
+        let process =
+            ChildProcess::start_ready("loadlab serve", command, &format!("{base}/readyz")).await;
+        Self { process, base }
     }
 }
 
@@ -254,8 +219,7 @@ async fn kill_9_under_load_loses_no_acknowledged_row() {
     let clients = spawn_load(server.base.clone(), 16, seq, ledger.clone(), stop.clone());
     wait_for_acks(&ledger, 2000).await;
     // SIGKILL: no shutdown path runs, whatever was in flight is cut.
-    server.child.kill().expect("kill -9");
-    server.child.wait().expect("reaped");
+    server.process.kill();
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await.expect("client task");
@@ -270,7 +234,7 @@ async fn kill_9_under_load_loses_no_acknowledged_row() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::start(&dir.path().join("loadlab.db")).await;
+    let server = Server::start(&dir.path().join("loadlab.db")).await;
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -309,21 +273,13 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    crate::helpers::sigterm(&server.child);
+    server.process.sigterm();
     let counts = slow
         .await
         .expect("task")
         .expect("the in-flight request was answered in full");
     let total: u64 = counts.values().map(|v| v.as_u64().expect("count")).sum();
     assert_eq!(total, 2_000_000_000);
-    let exit = tokio::task::spawn_blocking(move || {
-        let exit = server.child.wait();
-        (server, exit)
-    })
-    .await
-    .expect("wait");
-    assert!(
-        exit.1.expect("exit status").success(),
-        "loadlab exits 0 after SIGTERM"
-    );
+    let exit = server.process.wait_exit().await;
+    assert!(exit.success(), "loadlab exits 0 after SIGTERM");
 }

@@ -8,7 +8,7 @@ use loadlab::app::App;
 use loadlab::config::Config;
 use serde_json::Value;
 
-use crate::helpers::{expect_error, serve_args, spawn_app, spawn_built, ticket};
+use crate::support::{expect_error, serve_args, spawn_app, spawn_built, ticket};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_is_200_while_the_writer_runs() {

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{TestApp, serve_args, spawn_app_on, spawn_app_with_front};
+use crate::support::{TestApp, serve_args, spawn_app_on, spawn_app_with_front};
 
 /// What Firefox sends when it opens a page.
 const BROWSER_ACCEPT: &str = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{expect_error, spawn_app, spawn_app_with, ticket};
+use crate::support::{expect_error, spawn_app, spawn_app_with, ticket};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn insert_returns_201_with_an_id_that_reads_back() {

@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::helpers::spawn_app;
 use crate::scrape::{
     Exposition, drive_every_component, force_randoms_rejection, spawn_observed_app,
 };
+use crate::support::spawn_app;
 
 /// One row of the metric table: `| name | type | labels | unit | meaning |`.
 #[derive(Debug, PartialEq, Eq)]

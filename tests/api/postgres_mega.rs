@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{expect_error, spawn_app_on_postgres, ticket};
-use crate::pg::{fresh_database_async, query_i64};
+use crate::support::postgres::{fresh_database_async, query_i64};
+use crate::support::{expect_error, spawn_app_on_postgres, ticket};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_insert_read_page_and_stats_answer_as_on_sqlite() {

@@ -10,8 +10,6 @@
 //! against what each client was told.
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,8 +17,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::helpers::ticket;
-use crate::pg::fresh_database_async;
+use crate::support::child::{ChildProcess, free_port, loadlab};
+use crate::support::postgres::fresh_database_async;
+use crate::support::ticket;
 
 /// The unique ticket of request `seq` (seq < 1,000,000): its digits, one per column,
 /// `num_i = 10 * i + 1 + digit_i`, so the six numbers are always distinct.
@@ -45,61 +44,21 @@ struct Ledger {
 
 /// A child process (`loadlab serve` or `loadlab front`), killed when dropped.
 struct Process {
-    child: Child,
+    process: ChildProcess,
     base: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    // Bind 0, read, release: the tiny race with other processes would fail loudly.
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 impl Process {
     /// Spawns `loadlab <args>` answering on `port`, and waits until `ready_path`
     /// answers 200.
     async fn start(args: &[&str], port: u16, ready_path: &str) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
-            .args(args)
-            // Quiet: the front warns, as it should, about the process killed on purpose.
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn loadlab");
-        let process = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client
-                .get(format!("{}{ready_path}", process.base))
-                .send()
-                .await
-                && r.status() == 200
-            {
-                return process;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "loadlab {args:?} did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut command = loadlab();
+        // Quiet: the front warns, as it should, about the process killed on purpose.
+        command.args(args).env("RUST_LOG", "error");
+        let base = format!("http://127.0.0.1:{port}");
+        let ready = format!("{base}{ready_path}");
+        let process = ChildProcess::start_ready("loadlab", command, &ready).await;
+        Self { process, base }
     }
 
     /// An app process on the shared database.
@@ -394,8 +353,7 @@ async fn two_app_processes_on_one_postgres_behind_the_front_agree_and_survive_ki
     let clients = spawn_load(&front.base, 16, &seq, &ledger, &stop);
     wait_for_acks(&ledger, acked_before + 1000).await;
     let mut a = a;
-    a.child.kill().expect("kill -9");
-    a.child.wait().expect("reaped");
+    a.process.kill();
     let acked_at_kill = ledger.lock().await.acked.len();
     // The survivor goes on acknowledging through the front.
     wait_for_acks(&ledger, acked_at_kill + 1000).await;

@@ -3,12 +3,14 @@
 //! one test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use promql_parser::parser::Expr;
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::Value;
+
+use crate::support::child::{ChildProcess, free_port};
 
 /// How often the test's Prometheus scrapes.
 pub(crate) const SCRAPE_INTERVAL: &str = "1s";
@@ -100,7 +102,8 @@ pub(crate) fn binary_or_skip(name: &str, test: &str) -> Option<PathBuf> {
             "{test}: `{name}` is not installed (apt-get install -y prometheus), and CI is set"
         );
         eprintln!(
-            "SKIPPED {test}: `{name}` not found on PATH or in /usr/bin (apt-get install -y prometheus)"
+            "SKIPPED {test}: `{name}` not found on PATH or in /usr/bin (apt-get install -y \
+                prometheus)"
         );
     }
     found
@@ -108,9 +111,9 @@ pub(crate) fn binary_or_skip(name: &str, test: &str) -> Option<PathBuf> {
 
 /// A Prometheus server in a temp dir, killed when dropped.
 pub(crate) struct Prometheus {
-    child: Child,
+    process: ChildProcess,
     base: String,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Prometheus {
@@ -122,57 +125,29 @@ impl Prometheus {
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: {SCRAPE_INTERVAL}\n  scrape_timeout: {SCRAPE_INTERVAL}\n\
-                 scrape_configs:\n  - job_name: loadlab\n    static_configs:\n      - targets: [\"{target}\"]\n"
+                "global:\n  scrape_interval: {SCRAPE_INTERVAL}\n  scrape_timeout: \
+                    {SCRAPE_INTERVAL}\n\
+                 scrape_configs:\n  - job_name: loadlab\n    static_configs:\n      \
+                 - targets: [\"{target}\"]\n"
             ),
         )
         .expect("write the prometheus config");
-        // A free port: bound, read, released just before Prometheus binds it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-        let child = Command::new(binary)
+        let port = free_port();
+        let mut command = Command::new(binary);
+        command
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus starts");
-        let mut prometheus = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        prometheus.wait_ready().await;
-        prometheus
-    }
-
-    async fn wait_ready(&mut self) {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("prometheus exited ({status}):\n{}", self.log());
-            }
-            let ready = client.get(format!("{}/-/ready", self.base)).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "prometheus not ready in 30 s:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        let base = format!("http://127.0.0.1:{port}");
+        let process =
+            ChildProcess::start_ready("prometheus", command, &format!("{base}/-/ready")).await;
+        Self {
+            process,
+            base,
+            _dir: dir,
         }
     }
 
@@ -197,17 +172,7 @@ impl Prometheus {
 
     /// The last lines Prometheus logged, for failure messages.
     pub(crate) fn log(&self) -> String {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log()
     }
 }
 
@@ -217,7 +182,12 @@ mod tests {
 
     #[test]
     fn metric_names_are_read_out_of_promql() {
-        let expr = r#"(sum(rate(http_requests_total{instance=~"$instance",status=~"5.."}[$__rate_interval])) or on() vector(0)) / histogram_quantile(0.99, sum by (le, route) (rate(x_bucket{route="/a/{id}"}[1m]))) - time() + 1e3 * process_threads"#;
+        let expr = concat!(
+            r#"(sum(rate(http_requests_total{instance=~"$instance",status=~"5.."}"#,
+            r#"[$__rate_interval])) or on() vector(0)) / histogram_quantile(0.99, "#,
+            r#"sum by (le, route) (rate(x_bucket{route="/a/{id}"}[1m]))) - time() + "#,
+            r#"1e3 * process_threads"#
+        );
 
         let found = selectors(expr);
 

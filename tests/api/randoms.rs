@@ -1,10 +1,10 @@
-//! `GET /api/randoms`: the response contract, parsing of `cant`, determinism,
-//! admission control, cancellation, and that the runtime stays responsive.
+//! `GET /api/randoms`: the response contract, parsing of `cant` and `method`,
+//! determinism, admission control, cancellation, and that the runtime stays responsive.
 
 use serde_json::{Map, Value};
 
-use crate::helpers::{TestApp, expect_error, spawn_app, spawn_app_with};
 use crate::scrape::wait_until;
+use crate::support::{TestApp, expect_error, spawn_app, spawn_app_with};
 
 async fn counts(app: &TestApp, query: &str) -> Map<String, Value> {
     let response = app.get(&format!("/api/randoms?{query}")).await;
@@ -184,13 +184,173 @@ async fn healthz_answers_while_a_huge_job_holds_every_compute_thread() {
     app.stop().await;
 }
 
-/// The value of an unlabelled counter in a `/metrics` scrape (0 if absent).
-pub(crate) async fn scrape_counter(app: &TestApp, name: &str) -> f64 {
+/// The value of a counter in a `/metrics` scrape, summed over its label sets (0 if
+/// absent); `labels` (e.g. `method="draw"`) narrows it to the series carrying them.
+pub(crate) async fn scrape_counter_with(app: &TestApp, name: &str, labels: &str) -> f64 {
     let text = app.get("/metrics").await.text().await.expect("metrics");
     text.lines()
         .filter_map(|line| line.strip_prefix(name))
-        .filter_map(|rest| rest.strip_prefix(' '))
+        .filter_map(|rest| match rest.strip_prefix('{') {
+            Some(labelled) => labelled
+                .split_once("} ")
+                .filter(|(set, _)| set.contains(labels))
+                .map(|(_, value)| value),
+            None => rest.strip_prefix(' '),
+        })
         .filter_map(|v| v.trim().parse::<f64>().ok())
-        .next()
-        .unwrap_or(0.0)
+        .sum()
+}
+
+/// The value of a counter in a `/metrics` scrape, summed over its label sets.
+pub(crate) async fn scrape_counter(app: &TestApp, name: &str) -> f64 {
+    scrape_counter_with(app, name, "").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multinomial_counts_sum_exactly_to_1e15_with_keys_ascending() {
+    let app = spawn_app().await;
+    let map = counts(&app, "cant=1e15&method=multinomial").await;
+    assert_eq!(total(&map), 1_000_000_000_000_000);
+    let keys: Vec<u32> = map
+        .keys()
+        .map(|k| k.parse().expect("numeric key"))
+        .collect();
+    assert_eq!(
+        keys,
+        (1..=1000).collect::<Vec<u32>>(),
+        "every number, ascending"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multinomial_edge_counts_sum_exactly() {
+    let app = spawn_app_with(&["--randoms-multinomial-max", "9007199254740992"]).await;
+    for n in [0u64, 1, 999, 1000, 1001, 1 << 53] {
+        let map = counts(&app, &format!("cant={n}&method=multinomial&seed=9")).await;
+        assert_eq!(total(&map), n, "cant={n}");
+        assert!(
+            map.values().all(|v| v.as_u64() != Some(0)),
+            "no zero counts"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multinomial_with_a_seed_is_deterministic_whatever_the_thread_count() {
+    let one = spawn_app_with(&["--threads", "1"]).await;
+    let three = spawn_app_with(&["--threads", "3"]).await;
+    let query = "/api/randoms?cant=1e12&method=multinomial&seed=77";
+    let a = one.get(query).await.text().await.expect("body");
+    let b = three.get(query).await.text().await.expect("body");
+    assert_eq!(a, b);
+    let c = one
+        .get("/api/randoms?cant=1e12&method=multinomial&seed=78")
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert_ne!(a, c, "another seed, another answer");
+    one.stop().await;
+    three.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn method_draw_is_the_default() {
+    let app = spawn_app().await;
+    let plain = app.get("/api/randoms?cant=5000&seed=3").await.text().await;
+    let draw = app
+        .get("/api/randoms?cant=5000&seed=3&method=draw")
+        .await
+        .text()
+        .await;
+    assert_eq!(plain.expect("body"), draw.expect("body"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_method_is_a_400_naming_the_accepted_values() {
+    let app = spawn_app().await;
+    for bad in ["", "Draw", "binomial", "multinomial%20"] {
+        let response = app.get(&format!("/api/randoms?cant=10&method={bad}")).await;
+        let message = expect_error(response, 400).await;
+        assert!(
+            message.contains("method")
+                && message.contains("draw")
+                && message.contains("multinomial"),
+            "{bad}: {message}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_method_has_its_own_cant_limit() {
+    let app = spawn_app_with(&[
+        "--randoms-max",
+        "1e6",
+        "--randoms-default",
+        "1000",
+        "--randoms-multinomial-max",
+        "1e12",
+    ])
+    .await;
+    assert_eq!(
+        total(&counts(&app, "cant=1e12&method=multinomial").await),
+        1_000_000_000_000
+    );
+    let message = expect_error(app.get("/api/randoms?cant=1e12").await, 400).await;
+    assert!(
+        message.contains("1000000") && message.contains("draw"),
+        "{message}"
+    );
+    let response = app.get("/api/randoms?cant=2e12&method=multinomial").await;
+    let message = expect_error(response, 400).await;
+    assert!(
+        message.contains("1000000000000") && message.contains("multinomial"),
+        "{message}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_are_counted_in_the_metrics_by_method() {
+    // The recorder is process-wide and other tests run alongside: compare deltas, and
+    // only from below (their jobs can add, never subtract).
+    let app = spawn_app().await;
+    let numbers = |method: &'static str| {
+        let app = &app;
+        async move {
+            scrape_counter_with(
+                app,
+                "randoms_numbers_total",
+                &format!("method=\"{method}\""),
+            )
+            .await
+        }
+    };
+    let jobs = || {
+        scrape_counter_with(
+            &app,
+            "randoms_job_duration_seconds_count",
+            "method=\"multinomial\"",
+        )
+    };
+    let (multinomial_before, draw_before, jobs_before) = (
+        numbers("multinomial").await,
+        numbers("draw").await,
+        jobs().await,
+    );
+
+    counts(&app, "cant=1e15&method=multinomial").await;
+    counts(&app, "cant=1000&method=draw").await;
+
+    assert!(numbers("multinomial").await - multinomial_before >= 1e15);
+    assert!(numbers("draw").await - draw_before >= 1000.0);
+    assert!(
+        jobs().await - jobs_before >= 1.0,
+        "the multinomial job was timed"
+    );
+    app.stop().await;
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::helpers::{TestApp, spawn_app_with_front, ticket};
+use crate::support::{TestApp, spawn_app_with_front, ticket};
 
 /// One `/metrics` scrape, parsed.
 #[derive(Debug, Default)]

@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::randoms::{self, Histogram, KernelError};
+use crate::method::Method;
+use crate::randoms::{Histogram, KernelError};
 
 /// Why the pool did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -73,12 +74,14 @@ impl ComputePool {
         // than nothing until the first rejection or cancellation.
         metrics::gauge!("randoms_jobs_max").set(max_jobs as f64);
         metrics::gauge!("randoms_jobs_in_flight").increment(0.0);
-        for name in [
-            "randoms_numbers_total",
-            "randoms_rejected_total",
-            "randoms_cancelled_total",
-        ] {
-            metrics::counter!(name).increment(0);
+        for method in Method::ALL {
+            for name in [
+                "randoms_numbers_total",
+                "randoms_rejected_total",
+                "randoms_cancelled_total",
+            ] {
+                metrics::counter!(name, "method" => method.as_str()).increment(0);
+            }
         }
         Ok(Self {
             pool,
@@ -102,28 +105,41 @@ impl ComputePool {
         self.max_jobs
     }
 
-    /// Admits a job counting `n` random draws from `seed`, or refuses it at once with
-    /// [`PoolError::Full`]. Await the returned job for the histogram; drop it to cancel.
-    pub fn try_count_randoms(&self, n: u64, seed: u64) -> Result<RandomsJob, PoolError> {
-        let admission = self.admit()?;
+    /// Admits a job producing the histogram of `n` random numbers from `seed` with
+    /// `method`, or refuses it at once with [`PoolError::Full`]. Await the returned job
+    /// for the histogram; drop it to cancel. Both methods are admitted, run and counted
+    /// alike: a multinomial job is short, but it is still CPU work off the runtime.
+    pub fn try_count_randoms(
+        &self,
+        n: u64,
+        seed: u64,
+        method: Method,
+    ) -> Result<RandomsJob, PoolError> {
+        let admission = self.admit(method)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let (reply, outcome) = oneshot::channel();
         let flag = Arc::clone(&cancel);
         self.pool.spawn(move || {
             let started = Instant::now();
-            let result = randoms::count_randoms(n, seed, &flag);
+            let result = method.histogram(n, seed, &flag);
             let label = match &result {
                 Ok(_) => {
-                    metrics::counter!("randoms_numbers_total").increment(n);
+                    metrics::counter!("randoms_numbers_total", "method" => method.as_str())
+                        .increment(n);
                     "completed"
                 }
                 Err(KernelError::Cancelled) => {
-                    metrics::counter!("randoms_cancelled_total").increment(1);
+                    metrics::counter!("randoms_cancelled_total", "method" => method.as_str())
+                        .increment(1);
                     "cancelled"
                 }
             };
-            metrics::histogram!("randoms_job_duration_seconds", "outcome" => label)
-                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!(
+                "randoms_job_duration_seconds",
+                "outcome" => label,
+                "method" => method.as_str()
+            )
+            .record(started.elapsed().as_secs_f64());
             // Free the slot before replying, so a client that sends its next request as
             // soon as it has this answer finds the slot free.
             drop(admission);
@@ -136,14 +152,15 @@ impl ComputePool {
         })
     }
 
-    fn admit(&self) -> Result<Admission, PoolError> {
+    fn admit(&self, method: Method) -> Result<Admission, PoolError> {
         let max_jobs = self.max_jobs;
         self.admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max_jobs).then_some(n + 1)
             })
             .map_err(|_| {
-                metrics::counter!("randoms_rejected_total").increment(1);
+                metrics::counter!("randoms_rejected_total", "method" => method.as_str())
+                    .increment(1);
                 PoolError::Full { max_jobs }
             })?;
         metrics::gauge!("randoms_jobs_in_flight").increment(1.0);
@@ -206,9 +223,21 @@ mod tests {
     #[test]
     fn a_job_returns_its_histogram() {
         let pool = ComputePool::new(Some(2), 4).expect("pool");
-        let job = pool.try_count_randoms(10_000, 5).expect("admitted");
+        let job = pool
+            .try_count_randoms(10_000, 5, Method::Draw)
+            .expect("admitted");
         let histogram = block_on(job.outcome()).expect("completed");
         assert_eq!(histogram.total(), 10_000);
+        assert_eq!(pool.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_multinomial_job_returns_its_histogram() {
+        let pool = ComputePool::new(Some(2), 4).expect("pool");
+        let n = 1_000_000_000_000_000;
+        let job = pool.try_count_randoms(n, 5, Method::Multinomial);
+        let histogram = block_on(job.expect("admitted").outcome()).expect("completed");
+        assert_eq!(histogram.total(), n);
         assert_eq!(pool.in_flight(), 0);
     }
 
@@ -223,20 +252,27 @@ mod tests {
             let _ = wait.recv();
         });
         is_started.recv().expect("blocker started");
-        let job = pool.try_count_randoms(10, 1).expect("first is admitted");
+        let job = pool
+            .try_count_randoms(10, 1, Method::Draw)
+            .expect("first is admitted");
         assert!(matches!(
-            pool.try_count_randoms(10, 1),
+            pool.try_count_randoms(10, 1, Method::Draw),
             Err(PoolError::Full { max_jobs: 1 })
         ));
         release.send(()).expect("release");
         block_on(job.outcome()).expect("completed");
-        assert!(pool.try_count_randoms(10, 1).is_ok(), "slot given back");
+        assert!(
+            pool.try_count_randoms(10, 1, Method::Draw).is_ok(),
+            "slot given back"
+        );
     }
 
     #[test]
     fn dropping_a_job_cancels_it() {
         let pool = ComputePool::new(Some(1), 2).expect("pool");
-        let job = pool.try_count_randoms(u64::MAX / 2, 1).expect("admitted");
+        let job = pool
+            .try_count_randoms(u64::MAX / 2, 1, Method::Draw)
+            .expect("admitted");
         let flag = job.cancel_flag();
         drop(job);
         assert!(flag.load(Ordering::Relaxed));

@@ -1,9 +1,13 @@
-//! The random-histogram kernel: draw N integers uniformly in 1..=1000 and count them.
+//! The random-histogram kernel: draw N integers uniformly in 1..=1000 and count them,
+//! and [`Method`], the choice between that and the exact sampler in
+//! [`crate::multinomial`].
 //!
-//! Design, from measurements on a 2-core Zen 3:
-//! - a small fast PRNG (xoshiro256++, from `rand_xoshiro`, which is portable: the same
-//!   seed gives the same stream on every platform and crate version), using *both*
-//!   32-bit halves of each 64-bit output;
+//! Design of the draw kernel, from measurements on a 2-core Zen 3:
+//! - a small fast PRNG (wyrand: one add and one 64x64->128 multiply per output), using
+//!   *both* 32-bit halves of each 64-bit output. It was measured against xoshiro256++
+//!   (from `rand_xoshiro`), the previous kernel, kept as [`DrawKernel::Xoshiro`] for
+//!   that comparison in `benches/kernel.rs`: wyrand wins (see the README's
+//!   performance table);
 //! - Lemire's multiply-shift reduction to 0..1000, with its (rare: p = 296 / 2^32)
 //!   rejection step so that every number is exactly equally likely;
 //! - the work split into fixed chunks of [`CHUNK_LEN`] draws, each with its own
@@ -92,6 +96,11 @@ impl Histogram {
             .map(|(count, number)| (number, *count))
     }
 
+    /// A histogram of the given counts (index `i`: number `NUMBER_MIN + i`).
+    pub(crate) fn from_counts(counts: Box<[u64; BINS]>) -> Self {
+        Self { counts }
+    }
+
     fn merge(mut self, other: &Histogram) -> Self {
         for (mine, theirs) in self.counts.iter_mut().zip(other.counts.iter()) {
             *mine += theirs;
@@ -100,12 +109,35 @@ impl Histogram {
     }
 }
 
+/// The draw kernels: two independent generators behind the same counting loop,
+/// measured against each other in `benches/kernel.rs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DrawKernel {
+    /// wyrand (Wang Yi's 64-bit generator: a Weyl sequence, one 64x64->128 multiply).
+    /// The service's kernel: it took 0.7x the time of xoshiro256++ per draw here.
+    #[default]
+    Wyrand,
+    /// xoshiro256++ from `rand_xoshiro`, the previous kernel, kept for the comparison.
+    Xoshiro,
+}
+
 /// Counts `n` draws from `seed` on the current rayon pool (call it inside
-/// [`rayon::ThreadPool::install`] or from a pool thread to choose the pool).
+/// [`rayon::ThreadPool::install`] or from a pool thread to choose the pool), with the
+/// service's kernel ([`DrawKernel::default`]).
 ///
 /// Returns [`KernelError::Cancelled`] soon after `cancel` is raised: the flag is read
 /// before each chunk, so at most one chunk per thread is counted after it.
 pub fn count_randoms(n: u64, seed: u64, cancel: &AtomicBool) -> Result<Histogram, KernelError> {
+    count_randoms_with(DrawKernel::default(), n, seed, cancel)
+}
+
+/// [`count_randoms`] with a chosen kernel: for the benchmarks' comparison.
+pub fn count_randoms_with(
+    kernel: DrawKernel,
+    n: u64,
+    seed: u64,
+    cancel: &AtomicBool,
+) -> Result<Histogram, KernelError> {
     let chunks = n.div_ceil(CHUNK_LEN);
     (0..chunks)
         .into_par_iter()
@@ -117,7 +149,7 @@ pub fn count_randoms(n: u64, seed: u64, cancel: &AtomicBool) -> Result<Histogram
                 }
                 let len = CHUNK_LEN.min(n - chunk * CHUNK_LEN);
                 local.fill(0);
-                count_chunk(seed, chunk, len, &mut local);
+                count_chunk_with(kernel, seed, chunk, len, &mut local);
                 for (sum, part) in total.counts.iter_mut().zip(local.iter()) {
                     *sum += u64::from(*part);
                 }
@@ -129,19 +161,42 @@ pub fn count_randoms(n: u64, seed: u64, cancel: &AtomicBool) -> Result<Histogram
 }
 
 /// Counts `len` draws (at most [`CHUNK_LEN`]) of chunk `chunk` of the stream for `seed`
-/// into `counts`, adding to what is there.
+/// into `counts`, adding to what is there, with `kernel`'s generator.
 ///
 /// This is the single-threaded hot loop, public for the benchmarks.
-pub fn count_chunk(seed: u64, chunk: u64, len: u64, counts: &mut [u32; BINS]) {
+pub fn count_chunk_with(
+    kernel: DrawKernel,
+    seed: u64,
+    chunk: u64,
+    len: u64,
+    counts: &mut [u32; BINS],
+) {
     debug_assert!(len <= CHUNK_LEN, "a chunk holds at most CHUNK_LEN draws");
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(chunk_seed(seed, chunk));
+    let seed = chunk_seed(seed, chunk);
+    // One monomorphised loop per generator: the generator call must inline into it.
+    match kernel {
+        DrawKernel::Wyrand => {
+            let mut rng = WyRand(seed);
+            count_draws(|| rng.next_u64(), len, counts);
+        }
+        DrawKernel::Xoshiro => {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            count_draws(|| rng.next_u64(), len, counts);
+        }
+    }
+}
+
+/// The counting loop: `len` numbers from the 64-bit outputs of `next`, two per output
+/// (one per 32-bit half), reduced to 0..1000 by Lemire's multiply-shift with rejection.
+#[inline(always)]
+fn count_draws(mut next: impl FnMut() -> u64, len: u64, counts: &mut [u32; BINS]) {
     // Two count arrays, one per 32-bit half, so consecutive increments rarely hit the
     // same memory location back to back (a store-to-load dependency that halves speed).
     let mut low = [0u32; BINS];
     let mut high = [0u32; BINS];
     let mut remaining = len;
     while remaining >= 2 {
-        let draw = rng.next_u64();
+        let draw = next();
         let a = u64::from(draw as u32) * BINS as u64;
         let b = (draw >> 32) * BINS as u64;
         let a_ok = a as u32 >= REJECT_BELOW;
@@ -163,7 +218,7 @@ pub fn count_chunk(seed: u64, chunk: u64, len: u64, counts: &mut [u32; BINS]) {
         }
     }
     while remaining > 0 {
-        let b = (rng.next_u64() >> 32) * BINS as u64;
+        let b = (next() >> 32) * BINS as u64;
         if b as u32 >= REJECT_BELOW {
             high[(b >> 32) as usize] += 1;
             remaining -= 1;
@@ -171,6 +226,21 @@ pub fn count_chunk(seed: u64, chunk: u64, len: u64, counts: &mut [u32; BINS]) {
     }
     for ((out, l), h) in counts.iter_mut().zip(low).zip(high) {
         *out += l + h;
+    }
+}
+
+/// wyrand (Wang Yi, the generator of wyhash): a Weyl sequence (`state += constant`)
+/// finalised by one 64x64->128 multiply whose halves are xored. Passes BigCrush and
+/// PractRand; one add and one `mul` per 64 bits is why it beats xoshiro256++ here.
+/// Every state is valid, so any chunk seed works as it is.
+struct WyRand(u64);
+
+impl WyRand {
+    #[inline(always)]
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xA076_1D64_78BD_642F);
+        let product = u128::from(self.0) * u128::from(self.0 ^ 0xE703_7ED1_A0B4_28DB);
+        ((product >> 64) as u64) ^ (product as u64)
     }
 }
 
@@ -188,7 +258,7 @@ pub fn random_seed() -> u64 {
 
 /// The generator seed of one chunk: a strong mix of the job seed and the chunk index,
 /// so that neighbouring chunks (and neighbouring job seeds) get unrelated streams.
-fn chunk_seed(seed: u64, chunk: u64) -> u64 {
+pub(crate) fn chunk_seed(seed: u64, chunk: u64) -> u64 {
     splitmix64(seed ^ splitmix64(chunk.wrapping_add(0x632B_E59B_D9B4_E019)))
 }
 
@@ -201,92 +271,5 @@ fn splitmix64(x: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn count(n: u64, seed: u64) -> Histogram {
-        count_randoms(n, seed, &AtomicBool::new(false)).expect("not cancelled")
-    }
-
-    #[test]
-    fn counts_sum_to_n_for_awkward_sizes() {
-        for n in [
-            0,
-            1,
-            2,
-            3,
-            999,
-            CHUNK_LEN - 1,
-            CHUNK_LEN,
-            CHUNK_LEN + 1,
-            2 * CHUNK_LEN + 7,
-        ] {
-            assert_eq!(count(n, 7).total(), n, "n = {n}");
-        }
-    }
-
-    #[test]
-    fn zero_draws_give_an_empty_histogram() {
-        assert_eq!(count(0, 1).iter().count(), 0);
-    }
-
-    #[test]
-    fn numbers_stay_in_range_and_ascend() {
-        let histogram = count(100_000, 3);
-        let numbers: Vec<u32> = histogram.iter().map(|(number, _)| number).collect();
-        assert!(numbers.windows(2).all(|w| w[0] < w[1]));
-        assert!(
-            numbers
-                .iter()
-                .all(|n| (NUMBER_MIN..=NUMBER_MAX).contains(n))
-        );
-        // 100 draws per bin on average: every number comes up.
-        assert_eq!(numbers.len(), BINS);
-    }
-
-    #[test]
-    fn same_seed_same_answer_whatever_the_thread_count() {
-        let n = 3 * CHUNK_LEN + 12_345;
-        let on = |threads| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool")
-                .install(|| count(n, 42))
-        };
-        let one = on(1);
-        assert_eq!(one, on(2));
-        assert_eq!(one, on(5));
-        assert_ne!(one, count(n, 43), "another seed gives another answer");
-    }
-
-    #[test]
-    fn chi_square_of_a_fixed_seed_is_plausible() {
-        // 10 million draws over 1000 bins: 999 degrees of freedom, mean 999, sd ~44.7.
-        // The bounds sit ~6 sd out: a correct kernel fails this with p < 1e-8, while a
-        // biased one (e.g. plain `x % 1000` on 16 bits) lands far outside.
-        let n = 10_000_000u64;
-        let expected = n as f64 / BINS as f64;
-        let histogram = count(n, 2024);
-        let chi2: f64 = histogram
-            .counts()
-            .iter()
-            .map(|&c| (c as f64 - expected).powi(2) / expected)
-            .sum();
-        assert!((730.0..1270.0).contains(&chi2), "chi-square {chi2}");
-    }
-
-    #[test]
-    fn a_raised_cancel_flag_stops_the_count() {
-        let cancel = AtomicBool::new(true);
-        assert_eq!(
-            count_randoms(10 * CHUNK_LEN, 1, &cancel),
-            Err(KernelError::Cancelled)
-        );
-    }
-
-    #[test]
-    fn the_rejection_threshold_is_two_to_the_32_mod_1000() {
-        assert_eq!(REJECT_BELOW, 296);
-    }
-}
+#[path = "randoms_tests.rs"]
+mod tests;

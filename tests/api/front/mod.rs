@@ -6,11 +6,17 @@
 //! on readiness (bound listeners, polled status with a deadline), never fixed sleeps.
 //!
 //! This file holds the test upstreams and fronts; the tests are in `routing`
-//! (where requests go, with which headers), `failover` (health, retries, 502/504)
-//! and `serve` (the front inside `loadlab serve`, CORS, `loadlab front`).
+//! (where requests go, with which headers), `failover` (health, retries, 502/504),
+//! `serve` (the front inside `loadlab serve`, CORS, `loadlab front`), `hostile`
+//! (raw-TCP clients that break the rules: smuggling shapes, bad bodies, slow clients;
+//! their client is `raw`) and `inproc` (the front over its own shards, in-process and
+//! over TCP).
 
 mod failover;
+mod hostile;
+mod inproc;
 mod limits;
+mod raw;
 mod routing;
 mod serve;
 
@@ -25,13 +31,13 @@ use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use loadlab::config::{EdgeLimits, UpstreamLimits};
-use loadlab::front::{Front, FrontConfig};
-use loadlab::server::ConnectionLimits;
+use loadlab_front::ConnectionLimits;
+use loadlab_front::{EdgeLimits, UpstreamLimits};
+use loadlab_front::{Front, FrontConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{expect_error, spawn_app_with_front};
+use crate::support::{expect_error, spawn_app_with_front};
 
 /// Fast health checks so state changes show within a fraction of a second.
 const FAST_HEALTH: &str =
@@ -206,7 +212,7 @@ async fn spawn_front(config: &str, limits: UpstreamLimits) -> TestFront {
     let shutdown = CancellationToken::new();
     front.spawn_health_checks(shutdown.clone());
     let edge = edge(&[]);
-    tokio::spawn(loadlab::server::serve(
+    tokio::spawn(loadlab_front::server::serve(
         listener,
         front.router(&edge),
         edge.connections,

@@ -2,6 +2,7 @@
 //! listener) and alone (`loadlab front`).
 
 use super::*;
+use crate::support::child::{ChildProcess, loadlab};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_from_an_allowed_origin_passes_and_from_another_is_refused() {
@@ -76,12 +77,12 @@ async fn loadlab_front_runs_alone_and_exits_cleanly_on_sigterm() {
     )
     .expect("write config");
     let bind = closed_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_loadlab"))
+    let mut command = loadlab();
+    command
         .args(["front", "--config"])
         .arg(&config)
-        .args(["--bind", &bind.to_string()])
-        .spawn()
-        .expect("start loadlab front");
+        .args(["--bind", &bind.to_string()]);
+    let child = ChildProcess::start("loadlab front", command);
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -100,14 +101,7 @@ async fn loadlab_front_runs_alone_and_exits_cleanly_on_sigterm() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["x-upstream-name"], "echo");
 
-    crate::helpers::sigterm(&child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "loadlab front did not stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    child.sigterm();
+    let status = child.wait_exit().await;
     assert!(status.success(), "exit status {status}");
 }

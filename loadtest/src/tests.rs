@@ -1,10 +1,8 @@
-//! Checks of the harness's own logic, run when the binary is started without `--bench`
-//! (as `cargo test --benches` and `cargo test --all-targets` do): a bench target with
-//! `harness = false` gets no libtest, so `#[test]`s here would never run. No server, no
-//! wrk, no network: only parsing, arithmetic and the presence of the committed scripts.
+//! Tests of the harness's own logic: no server, no wrk, no network; only parsing,
+//! arithmetic and the presence of the committed scripts. Each check returns what went
+//! wrong, so one failing check names its case.
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -17,46 +15,29 @@ use crate::scenario::Scenario;
 use crate::target::shell_join;
 use crate::wrk::{Measurement, parse_result};
 
-type Check = (&'static str, fn() -> Result<(), String>);
-
-const CHECKS: &[Check] = &[
-    (
-        "wrk_result_line_parses_with_and_without_counts",
-        wrk_result_line,
-    ),
-    ("quick_defaults_and_explicit_flags_win", quick_defaults),
-    ("bad_flags_are_refused", bad_flags),
-    ("extras_must_be_loopback_http", extras_loopback),
-    ("median_is_one_real_run", median),
-    ("dates_and_numbers_format", formatting),
-    ("shell_commands_quote_what_needs_it", shell_quoting),
-    ("every_scenario_script_is_committed", scripts_exist),
-];
-
-/// Runs every check; prints one line each and a `N passed, N failed` summary.
-pub(crate) fn run() -> ExitCode {
-    eprintln!(
-        "loadtest: no --bench argument: running self-checks only (the load test runs under `cargo bench`)"
-    );
-    let mut failed = 0;
-    for (name, check) in CHECKS {
-        match check() {
-            Ok(()) => println!("loadtest self-check {name} ... ok"),
-            Err(e) => {
-                failed += 1;
-                println!("loadtest self-check {name} ... FAILED: {e}");
+/// One `#[test]` per check: a failed check panics with its message.
+macro_rules! checks {
+    ($($name:ident => $check:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                if let Err(e) = $check() {
+                    panic!("{e}");
+                }
             }
-        }
-    }
-    println!(
-        "loadtest self-check: {} passed, {failed} failed",
-        CHECKS.len() - failed
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+        )*
+    };
+}
+
+checks! {
+    wrk_result_line_parses_with_and_without_counts => wrk_result_line,
+    quick_defaults_and_explicit_flags_win => quick_defaults,
+    bad_flags_are_refused => bad_flags,
+    extras_must_be_loopback_http => extras_loopback,
+    median_is_one_real_run => median,
+    dates_and_numbers_format => formatting,
+    shell_commands_quote_what_needs_it => shell_quoting,
+    every_scenario_script_is_committed => scripts_exist,
 }
 
 fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
@@ -253,7 +234,9 @@ fn shell_quoting() -> Result<(), String> {
 }
 
 fn scripts_exist() -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The scripts live at the workspace root, beside the results.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root.as_path();
     for scenario in Scenario::ALL {
         let script = root.join(scenario.script());
         ensure(script.is_file(), || {

@@ -1,7 +1,12 @@
-//! `cargo bench --bench loadtest`: load-test comparisons of loadlab set-ups in one
-//! command. Starts each configuration on loopback ports, drives it with wrk, stops it,
-//! and writes `report.md`, `results.json` and SVG charts to a dated folder under
-//! `benches/results/`. The user's guide is the README's "Load-test comparisons" section.
+//! loadlab's load-test harness, run as `cargo bench --bench loadtest` (the bench target
+//! `benches/loadtest.rs` builds loadlab in release and calls [`main`]): load-test
+//! comparisons of loadlab set-ups in one command. Starts each configuration on loopback
+//! ports, drives it with wrk, stops it, and writes `report.md`, `results.json` and SVG
+//! charts to a dated folder under `benches/results/`. The user's guide is the README's
+//! "Load-test comparisons" section.
+//!
+//! Its own crate so its logic has ordinary `#[test]`s (`cargo test -p
+//! loadlab-loadtest`): a bench target with `harness = false` gets no libtest.
 //!
 //! # Layout
 //! - [`cli`]: the flags, validated into [`cli::Settings`];
@@ -13,21 +18,23 @@
 //! - [`run`]: the interleaved, repeated measuring loop;
 //! - [`report`], [`json`], [`chart`]: the run folder;
 //! - [`machine`]: the machine, versions and date;
-//! - [`http`]: the harness's own small blocking HTTP client;
-//! - [`selfcheck`]: what runs without `--bench`, i.e. under `cargo test --benches`.
+//! - [`http`]: the few HTTP calls the harness makes itself (readiness, row counts).
 
 mod chart;
 mod cli;
 mod http;
 mod json;
 mod machine;
+mod peers;
 mod process;
 mod report;
 mod run;
 mod scenario;
-mod selfcheck;
 mod target;
 mod wrk;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -39,18 +46,25 @@ use crate::cli::Settings;
 use crate::machine::{Machine, Tools, Versions};
 use crate::report::RunInfo;
 
-fn main() -> ExitCode {
+/// Runs the harness with the process's arguments: `loadlab` is the release binary to
+/// measure, `root` the workspace (where `benches/wrk/` scripts are and
+/// `benches/results/` goes).
+pub fn main(loadlab: &Path, root: &Path) -> ExitCode {
     let flags = cli::parse();
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without
-    // it, where a load test of many minutes would be a surprise: check, don't measure.
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs the bench target
+    // without it, where a load test of many minutes would be a surprise.
     if !flags.bench {
-        return selfcheck::run();
+        eprintln!(
+            "loadtest: no --bench argument: nothing to do (the load test runs under `cargo bench`, \
+             its tests under `cargo test -p loadlab-loadtest`)"
+        );
+        return ExitCode::SUCCESS;
     }
     if !cli::selected(&flags.filters) {
         eprintln!("loadtest: skipped (not selected by the bench filter)");
         return ExitCode::SUCCESS;
     }
-    match run(flags) {
+    match run(flags, loadlab, root) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("loadtest: {e:#}");
@@ -59,11 +73,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(flags: cli::Flags) -> anyhow::Result<ExitCode> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCode> {
     let (date, stamp) = machine::utc_now();
     let settings = Settings::from_flags(flags, root, &stamp)?;
-    let tools = Tools::find(Path::new(env!("CARGO_BIN_EXE_loadlab")));
+    let tools = Tools::find(loadlab);
     if tools.wrk.is_none() {
         bail!(
             "wrk is not installed: install it with `sudo apt-get install -y wrk` (Debian, Ubuntu) or \
@@ -82,8 +95,7 @@ fn run(flags: cli::Flags) -> anyhow::Result<ExitCode> {
         ),
         (true, Some(_)) => (true, None),
     };
-    let mut configs = target::plan(&settings, &tools.loadlab, tools.nginx.as_deref(), pinned)
-        .map_err(|e| anyhow!(e))?;
+    let mut configs = target::plan(&settings, &tools, pinned).map_err(|e| anyhow!(e))?;
     std::fs::create_dir_all(&settings.out)
         .with_context(|| format!("creating {}", settings.out.display()))?;
     let per_run = settings.warmup + settings.duration + Duration::from_secs(1);
@@ -143,7 +155,8 @@ fn run(flags: cli::Flags) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes report.md, results.json, the charts and nginx.conf into the run folder.
+/// Writes report.md, results.json, the charts and the proxies' configurations
+/// (nginx.conf, haproxy.cfg) into the run folder.
 fn write_folder(info: &RunInfo<'_>) -> anyhow::Result<()> {
     let out = &info.settings.out;
     let write = |name: &str, text: &str| {
@@ -168,8 +181,8 @@ fn write_folder(info: &RunInfo<'_>) -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow!(e))?;
     }
-    if let Some(conf) = info.configs.iter().find_map(target::Config::nginx_conf) {
-        write("nginx.conf", &conf)?;
+    for (file, conf) in info.configs.iter().filter_map(target::Config::proxy_conf) {
+        write(file, &conf)?;
     }
     Ok(())
 }

@@ -104,12 +104,19 @@ impl Upstream {
     ) -> anyhow::Result<Self> {
         let authority: Authority = addr.to_string().parse()?;
         let host = HeaderValue::from_str(label)?;
-        let errors = ["connect", "send", "timeout"]
-            .map(|kind| metrics::counter!("front_upstream_errors_total", "upstream" => label.to_owned(), "kind" => kind));
+        let errors = ["connect", "send", "timeout"].map(|kind| {
+            let upstream = label.to_owned();
+            metrics::counter!(
+                "front_upstream_errors_total",
+                "upstream" => upstream,
+                "kind" => kind
+            )
+        });
         let up_gauges = memberships
             .iter()
             .map(|&(pool, label)| {
-                metrics::gauge!("front_upstream_up", "pool" => pool.to_owned(), "upstream" => label.to_owned())
+                let (pool, upstream) = (pool.to_owned(), label.to_owned());
+                metrics::gauge!("front_upstream_up", "pool" => pool, "upstream" => upstream)
             })
             .collect();
         let now = Instant::now();
@@ -129,7 +136,10 @@ impl Upstream {
             host,
             slots: (max_conns > 0).then(|| Arc::new(Semaphore::new(max_conns))),
             max_conns,
-            queued: metrics::counter!("front_upstream_queued_total", "upstream" => label.to_owned()),
+            queued: metrics::counter!(
+                "front_upstream_queued_total",
+                "upstream" => label.to_owned()
+            ),
             active_up: AtomicBool::new(true),
             failed_until: AtomicU64::new(0),
             window: Mutex::new(FailWindow {

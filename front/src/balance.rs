@@ -10,6 +10,14 @@
 //! Weight 0 means *draining*: never picked, still checked. Unavailable members are
 //! skipped without touching their state, so their weights are intact when they
 //! return.
+//!
+//! *Panic*: when every non-draining member of a pool is unavailable and at least one
+//! of them is held out only by passive checks (its active check still says up), the
+//! pool tries those members anyway, as nginx resets its peers when all are marked
+//! failed (Envoy's "panic threshold"). Passive holds come from failed requests, and a
+//! burst of them (or a bug in telling whose fault a failure was) must not turn into
+//! 502 for everything for `fail_timeout`; a member the active checks see down stays
+//! out. A pool of dead members still fails fast: connects are refused at once.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -18,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use metrics::{Counter, Histogram};
 
+use super::inproc::LocalShard;
 use super::upstream::Upstream;
 
 /// A named set of upstreams balanced together.
@@ -26,6 +35,8 @@ pub(crate) struct Pool {
     name: String,
     members: Vec<Member>,
     picker: Picker,
+    /// `front_pool_panic_total{pool}`: requests that found the pool in panic.
+    panics: Counter,
 }
 
 /// One upstream as a member of one pool: its weight and its per-pool metrics.
@@ -43,6 +54,10 @@ pub(crate) struct Member {
     /// first use so the request path neither formats labels nor looks up the registry.
     statuses: Box<[OnceLock<Counter>]>,
     pool: String,
+    /// Set when the member is one of this process's shards and the front reaches it
+    /// in-process ([`super::inproc`]); unset: over TCP. Set once, at start-up, before
+    /// serving; a `OnceLock` because the shards' routers exist only after the front.
+    pub(crate) local: OnceLock<LocalShard>,
 }
 
 #[derive(Debug)]
@@ -67,6 +82,7 @@ impl Member {
             label: label.to_owned(),
             weight,
             pool: pool.to_owned(),
+            local: OnceLock::new(),
         }
     }
 
@@ -80,8 +96,32 @@ impl Member {
         }
     }
 
+    /// Whether requests may go to it now (weights aside): its upstream is available
+    /// and, on the in-process path, its shard still serves.
+    pub(crate) fn is_available(&self) -> bool {
+        self.upstream.is_available() && self.local.get().is_none_or(LocalShard::is_live)
+    }
+
+    /// How the front reaches it: `inproc` or `tcp` (for `/front/status`).
+    pub(crate) fn path(&self) -> &'static str {
+        if self.local.get().is_some() {
+            "inproc"
+        } else {
+            "tcp"
+        }
+    }
+
     fn is_pickable(&self) -> bool {
-        self.weight > 0 && self.upstream.is_available()
+        self.weight > 0 && self.is_available()
+    }
+
+    /// Whether it may be picked, in panic or not (see the module docs).
+    fn is_eligible(&self, panic: bool) -> bool {
+        if panic {
+            self.weight > 0 && self.upstream.is_active_up()
+        } else {
+            self.is_pickable()
+        }
     }
 }
 
@@ -107,11 +147,21 @@ impl Pool {
         } else {
             Picker::Weighted(Mutex::new(vec![0; members.len()]))
         };
+        let panics = metrics::counter!("front_pool_panic_total", "pool" => name.to_owned());
+        panics.increment(0);
         Self {
             name: name.to_owned(),
             members,
             picker,
+            panics,
         }
+    }
+
+    /// Whether the pool is in panic now: no member available, yet some non-draining
+    /// member is held out by passive checks only.
+    pub(crate) fn in_panic(&self) -> bool {
+        !self.members.iter().any(Member::is_pickable)
+            && self.members.iter().any(|m| m.is_eligible(true))
     }
 
     /// The pool's name.
@@ -130,29 +180,35 @@ impl Pool {
     /// nginx skips a full server); if none has room, the choice stands and the request
     /// waits there for a slot.
     pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
-        let choice = self.balance(tried)?;
+        // `any` stops at the first available member: one load when all are up.
+        let panic = !self.members.iter().any(Member::is_pickable);
+        if panic && tried.is_empty() && self.in_panic() {
+            self.panics.increment(1);
+            tracing::debug!(pool = %self.name, "pool in panic: trying members held out passively");
+        }
+        let choice = self.balance(tried, panic)?;
         if self.members[choice].upstream.has_room() {
             return Some(choice);
         }
         let n = self.members.len();
         let spare = (1..n).map(|offset| (choice + offset) % n).find(|&i| {
             !tried.contains(&i)
-                && self.members[i].is_pickable()
+                && self.members[i].is_eligible(panic)
                 && self.members[i].upstream.has_room()
         });
         Some(spare.unwrap_or(choice))
     }
 
     /// The balancer's choice, capacity aside.
-    fn balance(&self, tried: &[usize]) -> Option<usize> {
-        let pickable = |i: usize| !tried.contains(&i) && self.members[i].is_pickable();
+    fn balance(&self, tried: &[usize], panic: bool) -> Option<usize> {
+        let pickable = |i: usize| !tried.contains(&i) && self.members[i].is_eligible(panic);
         match &self.picker {
             Picker::RoundRobin(next) => {
                 let turn = next.fetch_add(1, Ordering::Relaxed);
                 let n = self.members.len();
                 // Fast path, every member up: exact round robin with no counting.
                 let first = turn % n;
-                if tried.is_empty() && self.members.iter().all(Member::is_pickable) {
+                if tried.is_empty() && !panic && self.members.iter().all(Member::is_pickable) {
                     return Some(first);
                 }
                 let available = (0..n).filter(|&i| pickable(i)).count();
@@ -226,8 +282,8 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::front::config::HealthConfig;
-    use crate::front::upstream::tests::test_limits;
+    use crate::config::HealthConfig;
+    use crate::upstream::tests::test_limits;
 
     fn pool(weights: &[u32]) -> Pool {
         let members = weights
@@ -284,6 +340,27 @@ mod tests {
         let got = picks(&p, 4);
         assert_eq!(got.iter().filter(|&&i| i == 0).count(), 2, "{got:?}");
         assert_eq!(got.iter().filter(|&&i| i == 2).count(), 2, "{got:?}");
+    }
+
+    #[test]
+    fn a_pool_held_out_by_passive_checks_only_is_tried_anyway() {
+        let p = pool(&[1, 1]);
+        for member in &p.members {
+            member
+                .upstream
+                .record_failure(crate::upstream::FailureKind::Send);
+        }
+        assert!(p.in_panic());
+        assert_eq!(picks(&p, 2).len(), 2, "both tried in panic");
+        assert_eq!(p.pick(&[0, 1]), None, "each at most once per request");
+        p.members[0].upstream.set_active_up(false);
+        p.members[0]
+            .upstream
+            .record_failure(crate::upstream::FailureKind::Send);
+        assert_eq!(picks(&p, 3), [1, 1, 1], "actively down stays out");
+        p.members[1].upstream.set_active_up(false);
+        assert!(!p.in_panic());
+        assert_eq!(p.pick(&[]), None);
     }
 
     #[test]

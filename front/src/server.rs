@@ -23,11 +23,13 @@
 //!   connections, then be the bottleneck while the other idles).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use hyper::body::Incoming;
@@ -38,16 +40,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// Per-listener connection limits.
-#[derive(Debug, Clone)]
-pub struct ConnectionLimits {
-    /// Time a client gets to send a request's headers before its connection is closed.
-    pub header_read_timeout: Duration,
-    /// Open connections at once; further clients wait to be accepted.
-    pub max_connections: usize,
-    /// How long shutdown waits for in-flight requests before dropping them.
-    pub shutdown_grace: Duration,
-}
+use crate::config::ConnectionLimits;
+
+/// hyper's read buffer per connection: the largest request head it will parse.
+const MAX_HEAD_BUFFER: usize = 2 * crate::edge::MAX_HEADER_BYTES;
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then drains.
 ///
@@ -244,6 +240,10 @@ impl Connections {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            // hyper's default buffer (~400 KiB) takes a 100 KB header line; this stops
+            // a header block past twice the edge's limit with hyper's own (empty) 431,
+            // and the edge answers JSON 431 between the two.
+            .max_buf_size(MAX_HEAD_BUFFER)
             .keep_alive(true);
         Self {
             router,
@@ -324,12 +324,96 @@ pub fn spawn_runtime_thread(
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(task));
             if let Err(e) = &result {
-                tracing::error!(thread = %thread_name, error = %format!("{e:#}"), "serving thread failed: stopping");
+                let error = format!("{e:#}");
+                tracing::error!(thread = %thread_name, %error, "serving thread failed: stopping");
                 shutdown.cancel();
             }
             result
         })
         .map_err(|e| anyhow::anyhow!("starting thread {name}: {e}"))
+}
+
+/// Everything one process serves: threads that serve with their own runtimes (shards,
+/// the front's threads) and accept loops on the caller's runtime (the front's dealer,
+/// the metrics listener). Collected while starting, then run by [`run_until_stopped`].
+#[derive(Debug, Default)]
+pub struct Serving {
+    threads: Vec<ServingThread>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Serving {
+    /// Nothing served yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds threads already serving (each returns once its listener drained).
+    pub fn add_threads(&mut self, threads: impl IntoIterator<Item = ServingThread>) {
+        self.threads.extend(threads);
+    }
+
+    /// Runs an accept loop on the current runtime; it must return once the shutdown
+    /// token it was given is cancelled and its connections drained.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn spawn(&mut self, accept_loop: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(accept_loop);
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then waits for every accept loop to stop and
+/// every serving thread to drain, and returns the first failure. `loadlab serve` and
+/// `loadlab front` both end here.
+pub async fn run_until_stopped(
+    serving: Serving,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Serving { threads, mut tasks } = serving;
+    shutdown.cancelled().await;
+    while tasks.join_next().await.is_some() {}
+    // Joining blocks: off the runtime's thread.
+    tokio::task::spawn_blocking(move || join_all(threads))
+        .await
+        .context("joining the serving threads")?
+}
+
+/// A token cancelled when SIGINT (Ctrl-C) or SIGTERM arrives.
+///
+/// # Panics
+/// Outside a tokio runtime, like `tokio::spawn`.
+pub fn cancel_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received: draining");
+        trigger.cancel();
+    });
+    shutdown
+}
+
+/// Resolves when SIGINT (Ctrl-C) or SIGTERM arrives.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
 }
 
 #[cfg(test)]

@@ -17,13 +17,87 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-pub use super::health::HealthConfig;
+/// Health checks. Active checks flip an upstream only after `rise`/`fall` consecutive
+/// results (pingora); passive ones follow nginx's `max_fails`/`fail_timeout`.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Whether to send active checks at all (upstreams without a health endpoint).
+    pub active: bool,
+    /// Time between two checks of one upstream.
+    pub interval: Duration,
+    /// Time a check gets to answer (a 2xx status) before it counts as failed.
+    pub timeout: Duration,
+    /// Path checked with `GET`.
+    pub path: String,
+    /// Consecutive successful checks that bring a down upstream back up.
+    pub rise: u32,
+    /// Consecutive failed checks that take an up upstream down.
+    pub fall: u32,
+    /// Failed requests within `fail_timeout` after which an upstream is skipped for
+    /// `fail_timeout`; 0 disables passive checks.
+    pub max_fails: u32,
+    /// The passive window, and how long a failed upstream is skipped.
+    pub fail_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            active: true,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            path: "/healthz".to_owned(),
+            rise: 2,
+            fall: 2,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Per-listener connection limits.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Time a client gets to send a request's headers before its connection is closed.
+    pub header_read_timeout: Duration,
+    /// Open connections at once; further clients wait to be accepted.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests before dropping them.
+    pub shutdown_grace: Duration,
+}
+
+/// Limits applied at every listener (the front's and, in `loadlab serve`, each shard's).
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// CORS allow-list; empty: no CORS headers. `*` allows any origin.
+    pub cors_origins: Vec<String>,
+    /// Time to answer a request end to end (504 after).
+    pub request_timeout: Duration,
+    /// Connection-level limits.
+    pub connections: ConnectionLimits,
+}
+
+/// Front-to-upstream limits.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLimits {
+    /// Time to the upstream's response headers (504 after).
+    pub response_timeout: Duration,
+    /// Time to connect to an upstream (next upstream after).
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per upstream and front thread.
+    pub pool_idle_per_upstream: usize,
+    /// Threads the front serves on, each with its own connections to every upstream.
+    pub front_threads: usize,
+    /// Requests in flight to one upstream at once, unless its config says otherwise;
+    /// 0: no limit.
+    pub max_conns_per_upstream: usize,
+}
 
 /// Pools, routes and health-check settings of the front.
 ///
 /// A *pool* is a named set of upstreams balanced together; a *route* sends the paths
 /// under a prefix to a pool. Build it with [`FrontConfig::load`], [`FrontConfig::parse`]
-/// or [`FrontConfig::round_robin`]; [`crate::front::Front::new`] validates it again, so
+/// or [`FrontConfig::round_robin`]; [`crate::Front::new`] validates it again, so
 /// fields changed by hand cannot smuggle in an inconsistent config.
 #[derive(Debug, Clone)]
 pub struct FrontConfig {
@@ -212,7 +286,8 @@ impl FrontConfig {
                     && earlier != max
                 {
                     bail!(
-                        "{} has max_conns = {earlier} in pool `{earlier_pool}` but {max} in pool `{}`: an address has one limit",
+                        "{} has max_conns = {earlier} in pool `{earlier_pool}` but {max} in pool \
+                            `{}`: an address has one limit",
                         upstream.label,
                         pool.name
                     );
@@ -249,7 +324,8 @@ impl FrontConfig {
         }
         if self.fallback_pool().is_none() {
             bail!(
-                "with several pools, set default_pool or add a route with prefix \"/\" for the other paths"
+                "with several pools, set default_pool or add a route with prefix \"/\" for the \
+                    other paths"
             );
         }
         Ok(())
@@ -382,7 +458,8 @@ mod tests {
     fn max_conns_is_read_and_may_repeat_with_the_same_value() {
         let pool = |name: &str| {
             format!(
-                "[[pools]]\nname = \"{name}\"\nupstreams = [{{ addr = \"127.0.0.1:1\", max_conns = 8 }}]\n"
+                "[[pools]]\nname = \"{name}\"\nupstreams = [{{ addr = \"127.0.0.1:1\", max_conns \
+                    = 8 }}]\n"
             )
         };
         let config =
@@ -412,11 +489,13 @@ mod tests {
         let two = "[[pools]]\nname = \"q\"\nupstreams = [{ addr = \"127.0.0.1:2\" }]\n";
         assert!(error_of(&format!("{pool}{two}")).contains("default_pool"));
         assert!(error_of(&format!("{pool}colour = \"red\"\n")).contains("colour"));
-        let twice = "[[pools]]\nname = \"p\"\nupstreams = [{ addr = \"127.0.0.1:1\" }, { addr = \"127.0.0.1:1\" }]\n";
+        let twice = "[[pools]]\nname = \"p\"\nupstreams = [{ addr = \"127.0.0.1:1\" }, { addr = \
+            \"127.0.0.1:1\" }]\n";
         assert!(error_of(twice).contains("twice"));
         let limited = |pool: &str, max: u32| {
             format!(
-                "[[pools]]\nname = \"{pool}\"\nupstreams = [{{ addr = \"127.0.0.1:1\", max_conns = {max} }}]\n"
+                "[[pools]]\nname = \"{pool}\"\nupstreams = [{{ addr = \"127.0.0.1:1\", max_conns \
+                    = {max} }}]\n"
             )
         };
         let conflict = format!(

@@ -1,7 +1,11 @@
-//! Test set-up: [`spawn_app`] builds a real loadlab on port 0 with a temp database and
-//! returns once it is bound (no sleeps: the listeners exist before serving starts).
+//! Test support, in one place: [`spawn_app`] builds a real loadlab in this process on
+//! port 0 with a temp database and returns once it is bound (no sleeps: the listeners
+//! exist before serving starts); [`child`] runs programs as child processes.
 
 #![allow(dead_code, unreachable_pub)]
+
+pub mod child;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -182,14 +186,4 @@ pub async fn expect_error(response: reqwest::Response, status: u16) -> String {
         .as_str()
         .expect("an `error` string")
         .to_owned()
-}
-
-/// Sends SIGTERM to `child` (a graceful stop: std's `Child::kill` only sends SIGKILL).
-pub(crate) fn sigterm(child: &std::process::Child) {
-    let pid = i32::try_from(child.id()).expect("a pid fits an i32");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM sent");
 }

@@ -75,6 +75,8 @@ pub(crate) struct Tools {
     pub(crate) wrk: Option<PathBuf>,
     /// nginx; `None`: the nginx rows are skipped.
     pub(crate) nginx: Option<PathBuf>,
+    /// HAProxy; `None`: the haproxy rows are skipped.
+    pub(crate) haproxy: Option<PathBuf>,
     /// taskset; `None`: `--pin` cannot be honoured.
     pub(crate) taskset: Option<PathBuf>,
 }
@@ -86,6 +88,7 @@ impl Tools {
             loadlab: loadlab.to_owned(),
             wrk: find_program("wrk"),
             nginx: find_program("nginx"),
+            haproxy: find_program("haproxy"),
             taskset: find_program("taskset"),
         }
     }
@@ -102,6 +105,8 @@ pub(crate) struct Versions {
     pub(crate) wrk: String,
     /// `nginx -v`, or "not installed".
     pub(crate) nginx: String,
+    /// `haproxy -v`'s version, or "not installed".
+    pub(crate) haproxy: String,
 }
 
 impl Versions {
@@ -140,6 +145,16 @@ impl Versions {
                 .as_deref()
                 .and_then(|p| first_line(p, &["-v"]))
                 .map(|l| l.trim_start_matches("nginx version:").trim().to_owned())
+                .unwrap_or_else(|| "not installed".into()),
+            // "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"
+            haproxy: tools
+                .haproxy
+                .as_deref()
+                .and_then(|p| first_line(p, &["-v"]))
+                .map(|l| {
+                    let l = l.trim_start_matches("HAProxy version").trim();
+                    l.split(" - ").next().unwrap_or(l).to_owned()
+                })
                 .unwrap_or_else(|| "not installed".into()),
         }
     }

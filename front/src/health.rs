@@ -1,15 +1,14 @@
-//! [`HealthConfig`] (the `[health]` section of the front config) and the active
-//! health checks: one task per upstream address sends `GET {path}` every
-//! `interval` and flips the upstream only after `fall` consecutive failures or `rise`
-//! consecutive successes (pingora's `health_check`), so one lost check moves nothing.
+//! The active health checks (settings: [`crate::config::HealthConfig`]): one task
+//! per upstream address sends `GET {path}` every `interval` and flips the upstream
+//! only after `fall` consecutive failures or `rise` consecutive successes (pingora's
+//! `health_check`), so one lost check moves nothing.
 //!
-//! Started by [`crate::front::Front::spawn_health_checks`] on the caller's runtime;
+//! Started by [`crate::Front::spawn_health_checks`] on the caller's runtime;
 //! each task ends when the shutdown token is cancelled. Checks open a fresh connection
 //! each time (no keep-alive): what they test is that the upstream still accepts
 //! connections and answers, which a long-lived pooled connection would hide.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::{Request, Uri, header};
 use bytes::Bytes;
@@ -19,48 +18,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
-use super::upstream::Upstream;
+use crate::config::HealthConfig;
+use crate::upstream::Upstream;
 
 /// The client of the checks: no pooling, connect bounded by the check timeout.
 type CheckClient = Client<HttpConnector, Empty<Bytes>>;
-
-/// Health checks. Active checks flip an upstream only after `rise`/`fall` consecutive
-/// results (pingora); passive ones follow nginx's `max_fails`/`fail_timeout`.
-#[derive(Debug, Clone)]
-pub struct HealthConfig {
-    /// Whether to send active checks at all (upstreams without a health endpoint).
-    pub active: bool,
-    /// Time between two checks of one upstream.
-    pub interval: Duration,
-    /// Time a check gets to answer (a 2xx status) before it counts as failed.
-    pub timeout: Duration,
-    /// Path checked with `GET`.
-    pub path: String,
-    /// Consecutive successful checks that bring a down upstream back up.
-    pub rise: u32,
-    /// Consecutive failed checks that take an up upstream down.
-    pub fall: u32,
-    /// Failed requests within `fail_timeout` after which an upstream is skipped for
-    /// `fail_timeout`; 0 disables passive checks.
-    pub max_fails: u32,
-    /// The passive window, and how long a failed upstream is skipped.
-    pub fail_timeout: Duration,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        Self {
-            active: true,
-            interval: Duration::from_secs(2),
-            timeout: Duration::from_secs(1),
-            path: "/healthz".to_owned(),
-            rise: 2,
-            fall: 2,
-            max_fails: 1,
-            fail_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Spawns one check task per upstream on the current runtime.
 ///
@@ -103,7 +65,8 @@ async fn check_loop(
         Ok(uri) => uri,
         Err(e) => {
             // `validate` checked the path and the authority came from a SocketAddr.
-            tracing::error!(upstream = upstream.label(), error = %e, "health check URI is invalid: not checking");
+            let upstream = upstream.label();
+            tracing::error!(upstream, error = %e, "health check URI is invalid: not checking");
             return;
         }
     };

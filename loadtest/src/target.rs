@@ -8,11 +8,14 @@
 //! - `sharded`: `loadlab serve --shards N --no-front`, wrk on shard 0 only;
 //! - `front`: `loadlab serve --shards N`, wrk on loadlab's front;
 //! - `nginx`: `loadlab serve --shards N --no-front` with nginx before its shards;
+//! - `haproxy`: the same with HAProxy before its shards;
 //! - `pg1`: `shards1` on the PostgreSQL database of `--postgres`;
 //! - `hosts2`: two `loadlab serve --shards N --no-front` processes sharing one
 //!   PostgreSQL database behind `loadlab front`, as two hosts would be (only with a
 //!   `--postgres URL` or `--serve-arg=--db=postgres://...`: SQLite files cannot be
 //!   shared).
+//!
+//! The proxies' generated configurations are in [`crate::peers`].
 //!
 //! Extras (`--extra NAME=URL`) are servers the user runs; the harness only points wrk at
 //! them.
@@ -22,12 +25,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::Settings;
+use crate::machine::Tools;
+use crate::peers::{haproxy_cfg, nginx_conf};
 use crate::process::{Process, wait_ready};
 
-/// Names of the built-in configurations, in report order.
-pub(crate) const BUILT_IN: [&str; 6] = ["shards1", "sharded", "front", "nginx", "pg1", "hosts2"];
 /// Stands for the fresh temporary folder of one measured run in command templates.
-const RUN_DIR: &str = "{run_dir}";
+pub(crate) const RUN_DIR: &str = "{run_dir}";
 /// How long a started configuration gets to answer `/readyz`.
 const READY_WITHIN: Duration = Duration::from_secs(15);
 
@@ -36,10 +39,15 @@ const READY_WITHIN: Duration = Duration::from_secs(15);
 enum Setup {
     /// One `loadlab serve` command.
     Loadlab { loadlab: Vec<String> },
-    /// `loadlab serve --no-front` with nginx before its shards.
-    Nginx {
+    /// `loadlab serve --no-front` with a proxy (nginx, HAProxy) before its shards.
+    Proxy {
         loadlab: Vec<String>,
-        nginx: Vec<String>,
+        /// The proxy's command line.
+        proxy: Vec<String>,
+        /// Its name in messages and its log's (`nginx`, `haproxy`).
+        label: &'static str,
+        /// Its configuration file's name in the run folder, and the text.
+        file: &'static str,
         conf: String,
     },
     /// Two `loadlab serve --no-front` processes behind `loadlab front`.
@@ -109,7 +117,7 @@ impl Config {
         };
         match &self.setup {
             Setup::Loadlab { loadlab } => vec![show(loadlab)],
-            Setup::Nginx { loadlab, nginx, .. } => vec![show(loadlab), show(nginx)],
+            Setup::Proxy { loadlab, proxy, .. } => vec![show(loadlab), show(proxy)],
             Setup::Hosts { apps, front, conf } => vec![
                 show(&apps[0]),
                 show(&apps[1]),
@@ -120,10 +128,11 @@ impl Config {
         }
     }
 
-    /// The generated nginx.conf with `$RUN_DIR` in its paths, if this is the nginx row.
-    pub(crate) fn nginx_conf(&self) -> Option<String> {
+    /// The generated proxy configuration (file name, text with `$RUN_DIR` in its
+    /// paths), if this is a proxy's row.
+    pub(crate) fn proxy_conf(&self) -> Option<(&'static str, String)> {
         match &self.setup {
-            Setup::Nginx { conf, .. } => Some(conf.replace(RUN_DIR, "$RUN_DIR")),
+            Setup::Proxy { file, conf, .. } => Some((file, conf.replace(RUN_DIR, "$RUN_DIR"))),
             _ => None,
         }
     }
@@ -175,24 +184,32 @@ impl Config {
                     &run_dir.join("front.log"),
                 )?);
             }
-            Setup::Nginx {
+            Setup::Proxy {
                 loadlab,
-                nginx,
+                proxy,
+                label,
+                file,
                 conf,
             } => {
                 processes.push(spawn_loadlab(loadlab)?);
-                // Shards first: nginx would answer 502 until they listen.
+                // Shards first: the proxy would answer 502 until they listen.
                 for url in &self.ready_urls[..self.ready_urls.len() - 1] {
                     wait_ready(url, READY_WITHIN, &mut processes)?;
                 }
-                std::fs::write(run_dir.join("nginx.conf"), conf.replace(RUN_DIR, &dir))
-                    .map_err(|e| format!("writing nginx.conf: {e}"))?;
-                processes.push(Process::spawn(
-                    "nginx",
-                    &fill(nginx),
+                std::fs::write(run_dir.join(file), conf.replace(RUN_DIR, &dir))
+                    .map_err(|e| format!("writing {file}: {e}"))?;
+                let process = Process::spawn(
+                    label,
+                    &fill(proxy),
                     cwd,
-                    &run_dir.join("nginx.log"),
-                )?);
+                    &run_dir.join(format!("{label}.log")),
+                )?;
+                processes.push(if *label == "haproxy" {
+                    // SIGTERM is HAProxy's hard stop (exit status 143); SIGUSR1 its soft one.
+                    process.with_stop_signal(nix::sys::signal::Signal::SIGUSR1)
+                } else {
+                    process
+                });
             }
         }
         for url in &self.ready_urls {
@@ -203,16 +220,11 @@ impl Config {
 }
 
 /// Plans the selected configurations: picks their ports and writes their commands.
-/// `nginx` is `None` when nginx is not installed (that row is then unavailable); `pin`
-/// runs the servers under `taskset -c 0`.
-pub(crate) fn plan(
-    settings: &Settings,
-    loadlab: &Path,
-    nginx: Option<&Path>,
-    pin: bool,
-) -> Result<Vec<Config>, String> {
+/// A proxy that is not installed (`tools.nginx`, `tools.haproxy` are `None`) makes its
+/// row unavailable; `pin` runs the servers under `taskset -c 0`.
+pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<Config>, String> {
+    let loadlab = tools.loadlab.as_path();
     let mut ports = Ports::new();
-    let max_conns = settings.max_connections();
     let n = settings.shards;
     let mut configs = Vec::new();
     for name in &settings.configs {
@@ -243,36 +255,10 @@ pub(crate) fn plan(
                 config.ready_urls = vec![format!("{}/readyz", config.target)];
                 config
             }
-            "nginx" => {
+            "nginx" | "haproxy" => {
                 let base = ports.block(n)?;
                 let listen = ports.block(1)?;
-                let argv = serve(settings, loadlab, pin, n, base, None);
-                let what = format!(
-                    "`--shards {n}`, no front, nginx ({} worker) before the shards: wrk on nginx",
-                    settings.nginx_workers
-                );
-                let mut config = loadlab_config(name, &what, argv.clone(), base);
-                config.target = format!("http://127.0.0.1:{listen}");
-                config.ready_urls = (0..n)
-                    .map(|i| format!("http://127.0.0.1:{}/readyz", usize::from(base) + i))
-                    .chain([format!("{}/readyz", config.target)])
-                    .collect();
-                let program = nginx.map_or_else(|| "nginx".to_owned(), |p| p.display().to_string());
-                let mut nginx_argv = pinned(pin, 0);
-                nginx_argv.extend([program, "-p".into(), RUN_DIR.into()]);
-                nginx_argv.extend(["-c".into(), format!("{RUN_DIR}/nginx.conf")]);
-                nginx_argv.extend(["-e".into(), format!("{RUN_DIR}/nginx-error.log")]);
-                let conf = nginx_conf(settings.nginx_workers, base, n, listen, max_conns);
-                config.setup = Setup::Nginx {
-                    loadlab: argv,
-                    nginx: nginx_argv,
-                    conf,
-                };
-                if nginx.is_none() {
-                    config.unavailable =
-                        Some("nginx is not installed (`apt-get install -y nginx-light`): nginx rows skipped".into());
-                }
-                config
+                proxy_config(name, settings, tools, pin, base, listen)
             }
             "pg1" => {
                 let base = ports.block(1)?;
@@ -328,7 +314,7 @@ pub(crate) fn plan(
                     "--config".into(),
                     format!("{RUN_DIR}/front.toml"),
                     "--upstream-pool".into(),
-                    max_conns.to_string(),
+                    settings.max_connections().to_string(),
                 ]);
                 config.setup = Setup::Hosts { apps, front, conf };
                 if url.is_none() {
@@ -364,6 +350,78 @@ pub(crate) fn plan(
         configs.push(config);
     }
     Ok(configs)
+}
+
+/// The `nginx` or `haproxy` row: `loadlab serve --no-front` on shard ports from `base`,
+/// the proxy on `listen`.
+fn proxy_config(
+    name: &str,
+    settings: &Settings,
+    tools: &Tools,
+    pin: bool,
+    base: u16,
+    listen: u16,
+) -> Config {
+    let (n, max_conns) = (settings.shards, settings.max_connections());
+    let loadlab = serve(settings, &tools.loadlab, pin, n, base, None);
+    let mut config = loadlab_config(name, "", loadlab.clone(), base);
+    config.target = format!("http://127.0.0.1:{listen}");
+    config.ready_urls = (0..n)
+        .map(|i| format!("http://127.0.0.1:{}/readyz", usize::from(base) + i))
+        .chain([format!("{}/readyz", config.target)])
+        .collect();
+    let mut argv = pinned(pin, 0);
+    let workers = settings.nginx_workers;
+    let (label, file, found, conf) = if name == "nginx" {
+        config.description = format!(
+            "`--shards {n}`, no front, nginx ({workers} worker) before the shards: wrk on nginx"
+        );
+        let program = tools
+            .nginx
+            .as_ref()
+            .map_or_else(|| "nginx".to_owned(), |p| p.display().to_string());
+        argv.extend([program, "-p".into(), RUN_DIR.into()]);
+        argv.extend(["-c".into(), format!("{RUN_DIR}/nginx.conf")]);
+        argv.extend(["-e".into(), format!("{RUN_DIR}/nginx-error.log")]);
+        let conf = nginx_conf(workers, base, n, listen, max_conns);
+        ("nginx", "nginx.conf", tools.nginx.is_some(), conf)
+    } else {
+        // As many threads as nginx has workers: one by default, the fair peer of nginx.
+        config.description = format!(
+            "`--shards {n}`, no front, HAProxy ({workers} thread) before the shards: wrk on HAProxy"
+        );
+        let program = tools
+            .haproxy
+            .as_ref()
+            .map_or_else(|| "haproxy".to_owned(), |p| p.display().to_string());
+        // -db: stay in the foreground, so SIGTERM reaches HAProxy itself.
+        argv.extend([
+            program,
+            "-db".into(),
+            "-f".into(),
+            format!("{RUN_DIR}/haproxy.cfg"),
+        ]);
+        let conf = haproxy_cfg(workers, base, n, listen, max_conns);
+        ("haproxy", "haproxy.cfg", tools.haproxy.is_some(), conf)
+    };
+    if !found {
+        let package = if label == "nginx" {
+            "nginx-light"
+        } else {
+            "haproxy"
+        };
+        config.unavailable = Some(format!(
+            "{label} is not installed (`apt-get install -y {package}`): {label} rows skipped"
+        ));
+    }
+    config.setup = Setup::Proxy {
+        loadlab,
+        proxy: argv,
+        label,
+        file,
+        conf,
+    };
+    config
 }
 
 fn loadlab_config(name: &str, description: &str, loadlab: Vec<String>, base: u16) -> Config {
@@ -426,60 +484,6 @@ fn serve(
 /// `--randoms-queue` for a run whose largest connection count is `max_conns`.
 pub(crate) fn randoms_queue(max_conns: usize) -> usize {
     max_conns.max(1024)
-}
-
-/// The generated nginx.conf: `workers` processes, `upstream` over the shard ports,
-/// keep-alive sized to the most connections of the run.
-fn nginx_conf(workers: usize, base: u16, shards: usize, listen: u16, max_conns: usize) -> String {
-    let servers: String = (0..shards)
-        .map(|i| format!("        server 127.0.0.1:{};\n", usize::from(base) + i))
-        .collect();
-    // Each client connection may hold one upstream connection, plus slack for listeners.
-    let worker_connections = (2 * max_conns + 64).max(1024);
-    format!(
-        "# Generated by benches/loadtest: nginx before the shards of `loadlab serve --no-front`.
-worker_processes {workers};
-worker_rlimit_nofile {rlimit};
-daemon off;
-pid {RUN_DIR}/nginx.pid;
-error_log {RUN_DIR}/nginx-error.log warn;
-
-events {{
-    worker_connections {worker_connections};
-}}
-
-http {{
-    access_log off;
-    client_body_temp_path {RUN_DIR}/nginx-client-body;
-    proxy_temp_path {RUN_DIR}/nginx-proxy;
-    fastcgi_temp_path {RUN_DIR}/nginx-fastcgi;
-    uwsgi_temp_path {RUN_DIR}/nginx-uwsgi;
-    scgi_temp_path {RUN_DIR}/nginx-scgi;
-    # nginx's default (1000 requests per client connection) would make wrk reconnect
-    # mid-run, a cost the other rows do not pay.
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-
-    upstream loadlab_shards {{
-{servers}        # Idle upstream connections kept: sized to the run's most connections, or they
-        # churn (measured on 2 cores: keepalive 64 at 256 connections fell to 21 k req/s).
-        keepalive {max_conns};
-        keepalive_requests 1000000;
-        keepalive_timeout 75s;
-    }}
-
-    server {{
-        listen 127.0.0.1:{listen};
-        location / {{
-            proxy_pass http://loadlab_shards;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }}
-    }}
-}}
-",
-        rlimit = 2 * worker_connections,
-    )
 }
 
 /// Hands out loopback ports below the ephemeral range (where wrk's own client sockets

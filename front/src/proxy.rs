@@ -13,10 +13,18 @@
 //!   slow, and the deadline would multiply);
 //! - a member at its `max_conns` is passed over for one with room; when all are full
 //!   the request waits for a slot within the same deadline (504 past it);
-//! - no member left: 502 at once.
+//! - no member left: 502 at once (a pool whose members are all held out by passive
+//!   checks tries them anyway: see [`super::balance`]).
 //!
 //! Once response headers are back the response is the client's, whatever its
-//! status: nothing is retried after bytes went to the client.
+//! status: nothing is retried after bytes went to the client. An upstream may answer
+//! before it has read the whole request body (an early 413): hyper hands that answer
+//! over as soon as its head arrives, and it goes to the client with
+//! `Connection: close`; that upstream connection is not pooled.
+//!
+//! A failure reading the *client's* body is the client's ([`super::failure`]):
+//! answered here (400, 408), counted in `front_client_errors_total`, never retried,
+//! never held against the upstream.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -29,17 +37,17 @@ use axum::http::uri::{PathAndQuery, Uri};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
-use hyper::client::conn::http1::SendRequest;
 use metrics::Counter;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::balance::{Pool, requests_counter};
-use super::body::{PooledBody, RequestBody, UpstreamBody};
-use super::pool::{ConnPool, SendFailure};
+use super::body::RequestBody;
+use super::failure::{ClientErrors, ClientFault};
+use super::inproc;
+use super::pool::{PooledBody, SendFailure};
 use super::upstream::FailureKind;
 use crate::config::UpstreamLimits;
-use crate::error::json_error;
+use crate::error::{error_chain, json_error};
 
 /// `X-Forwarded-For`, `-Proto`, `-Host`.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -67,6 +75,10 @@ pub(crate) struct Proxy {
     limits: UpstreamLimits,
     /// `front_retries_total`: tries after the first.
     retries: Counter,
+    /// `front_client_errors_total{kind}`.
+    client_errors: ClientErrors,
+    /// `front_response_stalls_total`: upstream response bodies cut for stalling.
+    stalls: Counter,
 }
 
 impl Proxy {
@@ -75,6 +87,12 @@ impl Proxy {
         Self {
             limits,
             retries: metrics::counter!("front_retries_total"),
+            client_errors: ClientErrors::new(),
+            stalls: {
+                let stalls = metrics::counter!("front_response_stalls_total");
+                stalls.increment(0);
+                stalls
+            },
         }
     }
 
@@ -111,8 +129,8 @@ impl Proxy {
             let member = &pool.members()[index];
             let upstream = &member.upstream;
             // A copy for each try but the last: the client consumes the request, and a
-            // failed try does not give it back.
-            let headers = if attempt + 1 < tries {
+            // failed try does not give it back. An in-process try gives them back.
+            let headers = if attempt + 1 < tries && member.local.get().is_none() {
                 parts.headers.clone()
             } else {
                 std::mem::take(&mut parts.headers)
@@ -137,15 +155,55 @@ impl Proxy {
                     ),
                 );
             };
+            if let Some(shard) = member.local.get() {
+                // One of our shards: call its router here, no socket (see `inproc`).
+                match shard.router() {
+                    Some(router) => {
+                        let limit = (deadline, self.limits.response_timeout);
+                        return match inproc::forward(member, router, request, slot, limit, &body)
+                            .await
+                        {
+                            Ok(response) => response,
+                            Err((fault, detail)) => self.client_fault(fault, &detail),
+                        };
+                    }
+                    // It stopped since the pick: like a refused connect, try the next.
+                    None => {
+                        parts.headers = std::mem::take(request.headers_mut());
+                        tried.push(index);
+                        continue;
+                    }
+                }
+            }
             let started = Instant::now();
             let connections = upstream.connections(worker);
             match tokio::time::timeout_at(deadline, connections.send(request)).await {
                 Ok(Ok((response, sender))) => {
                     member.duration.record(started.elapsed().as_secs_f64());
                     member.count_status(response.status().as_u16());
-                    return client_response(response, sender, slot, connections);
+                    let (mut parts, incoming) = response.into_parts();
+                    remove_hop_by_hop(&mut parts.headers);
+                    if !body.is_finished() {
+                        // An early answer: the client's body is not read to its end,
+                        // so this connection cannot carry another request.
+                        parts
+                            .headers
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    let pooled = PooledBody::new(
+                        incoming,
+                        sender,
+                        slot,
+                        Arc::clone(connections),
+                        body.watch(),
+                        self.stalls.clone(),
+                    );
+                    return Response::from_parts(parts, Body::new(pooled));
                 }
                 Ok(Err(failure)) => {
+                    if let Some((fault, detail)) = body.client_fault() {
+                        return self.client_fault(fault, &detail);
+                    }
                     let (kind, message) = match &failure {
                         SendFailure::Connect(e) => (FailureKind::Connect, error_chain(e)),
                         SendFailure::Send(e) => (FailureKind::Send, error_chain(e)),
@@ -157,6 +215,10 @@ impl Proxy {
                         break;
                     }
                     tried.push(index);
+                }
+                // Still reading the client's body: the upstream is waiting for it.
+                Err(_) if !body.is_finished() => {
+                    return self.client_fault(ClientFault::Timeout, "");
                 }
                 Err(_) => {
                     upstream.record_failure(FailureKind::Timeout);
@@ -176,9 +238,17 @@ impl Proxy {
             Some((index, message)) => {
                 let member = &pool.members()[index];
                 member.count_status(StatusCode::BAD_GATEWAY.as_u16());
+                let panic = if pool.in_panic() {
+                    format!(
+                        "no upstream of pool `{}` is available (all held out, tried anyway); ",
+                        pool.name()
+                    )
+                } else {
+                    String::new()
+                };
                 json_error(
                     StatusCode::BAD_GATEWAY,
-                    format!("upstream {} failed: {message}", member.label),
+                    format!("{panic}upstream {} failed: {message}", member.label),
                 )
             }
             None => {
@@ -193,21 +263,14 @@ impl Proxy {
     }
 }
 
-/// The client's side of an upstream response: hop-by-hop headers removed, the body
-/// streamed as it arrives, the connection back in the pool and the `max_conns` slot
-/// freed after its last byte.
-fn client_response(
-    response: axum::http::Response<hyper::body::Incoming>,
-    sender: SendRequest<UpstreamBody>,
-    slot: Option<OwnedSemaphorePermit>,
-    connections: &Arc<ConnPool>,
-) -> Response {
-    let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(
-        parts,
-        Body::new(PooledBody::new(body, sender, slot, Arc::clone(connections))),
-    )
+impl Proxy {
+    /// The front's own answer to a fault on the client's side, counted; the upstream
+    /// is not blamed and nothing is retried.
+    fn client_fault(&self, fault: ClientFault, detail: &str) -> Response {
+        self.client_errors.count(fault);
+        tracing::debug!(kind = fault.label(), error = detail, "client body failed");
+        fault.response(detail)
+    }
 }
 
 /// RFC 9110 9.2.2: methods whose repetition has the effect of a single request.
@@ -244,7 +307,7 @@ fn prepare_request_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
 }
 
 /// Removes the [`HOP_BY_HOP`] headers and any header `Connection` names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
@@ -264,18 +327,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP.iter().chain(&named) {
         headers.remove(name);
     }
-}
-
-/// An error and its causes, `outer: inner: innermost`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

@@ -25,6 +25,10 @@ pub(crate) struct Process {
     child: Option<Child>,
     /// Where its stdout and stderr go; its tail explains a failure.
     log: PathBuf,
+    /// The signal that asks it to stop gracefully: SIGTERM, or what the program wants
+    /// instead (HAProxy exits 143 on SIGTERM, which is its hard stop; SIGUSR1 is its
+    /// soft stop, exit status 0).
+    stop_signal: nix::sys::signal::Signal,
 }
 
 impl Process {
@@ -58,7 +62,14 @@ impl Process {
             label: label.to_owned(),
             child: Some(child),
             log: log.to_owned(),
+            stop_signal: nix::sys::signal::Signal::SIGTERM,
         })
+    }
+
+    /// Stops it with `signal` instead of SIGTERM.
+    pub(crate) fn with_stop_signal(mut self, signal: nix::sys::signal::Signal) -> Self {
+        self.stop_signal = signal;
+        self
     }
 
     /// `Some(why)` if the process has already exited.
@@ -75,7 +86,7 @@ impl Process {
         }
     }
 
-    /// Sends SIGTERM, waits up to [`STOP_GRACE`], then SIGKILL. Returns a note when the
+    /// Sends SIGTERM (or its stop signal), waits up to [`STOP_GRACE`], then SIGKILL. Returns a note when the
     /// stop was not clean (non-zero exit, or killed), for the report.
     pub(crate) fn stop(mut self) -> Option<String> {
         let mut child = self.child.take()?;
@@ -85,11 +96,7 @@ impl Process {
         // SIGTERM through `nix` (safe, no shell): std's Child::kill only sends SIGKILL,
         // which skips the graceful drain.
         let sent = i32::try_from(child.id()).is_ok_and(|pid| {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            )
-            .is_ok()
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), self.stop_signal).is_ok()
         });
         let status = if sent {
             wait_for(&mut child, STOP_GRACE)
@@ -98,7 +105,11 @@ impl Process {
         };
         match status {
             Some(status) if status.success() => None,
-            Some(status) => Some(format!("{} exited with {status} after SIGTERM", self.label)),
+            Some(status) => Some(format!(
+                "{} exited with {status} after {}",
+                self.label,
+                self.stop_signal.as_str()
+            )),
             None => {
                 let _ = child.kill();
                 let _ = child.wait();

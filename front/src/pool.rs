@@ -4,8 +4,8 @@
 //! front knows its upstreams up front, so it needs no pool keyed by hashed authority,
 //! no boxed response future, and no task spawned per request to wait for the
 //! connection to become idle (the legacy client's cost on every HTTP/1.1 response
-//! with a body). A connection comes back through [`crate::front::body::PooledBody`]
-//! when its response body ends.
+//! with a body). A connection comes back through [`PooledBody`] when its response
+//! body ends.
 //!
 //! Idle connections are kept last-in first-out, up to `--upstream-pool` per upstream
 //! (sized to the concurrency so connections are reused, not churned: nginx with
@@ -15,15 +15,20 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::http::{Request, Response};
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 
-use super::body::UpstreamBody;
+use super::body::{BodyWatch, IdleTimer, UpstreamBody};
 
 /// How long an idle connection is kept. Shorter than loadlab's own
 /// `--header-read-timeout` (10 s), which closes idle keep-alive connections: the front
@@ -149,5 +154,115 @@ impl ConnPool {
             let _ = connection.await;
         });
         Ok(sender)
+    }
+}
+
+/// How long an upstream response body may go without a byte, once its headers are
+/// back, before the front cuts it (nginx's `proxy_read_timeout`, 60 s there too).
+pub(crate) const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An upstream response body that returns its connection to `pool` when it ends,
+/// then frees its upstream's `max_conns` slot.
+///
+/// A body dropped before its end (the client went away) drops the connection too:
+/// hyper cannot reuse a connection with an unread response on it. So does a response
+/// that came back before its request body was fully written (an early 413), and one
+/// that stalls for [`RESPONSE_IDLE_TIMEOUT`] (cut with an error: the client sees the
+/// connection close mid-body, as it would from nginx).
+pub(crate) struct PooledBody {
+    inner: Incoming,
+    /// The connection and its pool, until given back.
+    giveback: Option<(SendRequest<UpstreamBody>, Arc<ConnPool>)>,
+    /// The request's `max_conns` slot, released after the connection is back (so the
+    /// request it lets in finds the connection idle), or on drop.
+    slot: Option<OwnedSemaphorePermit>,
+    /// Whether the request body went out whole: only then may the connection be reused.
+    request: BodyWatch,
+    /// Fires after [`RESPONSE_IDLE_TIMEOUT`] of waiting on the upstream for a byte.
+    idle: IdleTimer,
+    /// `front_response_stalls_total`.
+    stalls: metrics::Counter,
+}
+
+impl PooledBody {
+    /// Wraps `inner`; an already finished body (204, HEAD, `Content-Length: 0`) gives
+    /// the connection back at once, as nothing would poll it to its end.
+    pub(crate) fn new(
+        inner: Incoming,
+        sender: SendRequest<UpstreamBody>,
+        slot: Option<OwnedSemaphorePermit>,
+        pool: Arc<ConnPool>,
+        request: BodyWatch,
+        stalls: metrics::Counter,
+    ) -> Self {
+        use hyper::body::Body as _;
+        let mut body = Self {
+            inner,
+            giveback: Some((sender, pool)),
+            slot,
+            request,
+            idle: IdleTimer::new(RESPONSE_IDLE_TIMEOUT),
+            stalls,
+        };
+        if body.inner.is_end_stream() {
+            body.give_back();
+        }
+        body
+    }
+
+    fn give_back(&mut self) {
+        if let Some((sender, pool)) = self.giveback.take()
+            && self.request.is_finished()
+        {
+            pool.checkin(sender);
+        }
+        self.slot = None;
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Pending => {
+                ready!(this.idle.poll_expired(cx));
+                this.stalls.increment(1);
+                this.giveback = None;
+                this.slot = None;
+                return Poll::Ready(Some(Err(axum::Error::new(format!(
+                    "the upstream response stalled: no byte for {}s",
+                    RESPONSE_IDLE_TIMEOUT.as_secs()
+                )))));
+            }
+            Poll::Ready(None) => this.give_back(),
+            // The server stops polling once `is_end_stream` says so: give back on the
+            // last frame, not only on the `None` after it.
+            Poll::Ready(Some(Ok(_))) => {
+                this.idle.progressed();
+                if this.inner.is_end_stream() {
+                    this.give_back();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.giveback = None;
+                this.slot = None;
+            }
+        }
+        polled.map_err(axum::Error::new)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

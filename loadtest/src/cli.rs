@@ -9,12 +9,17 @@ use anyhow::bail;
 use clap::Parser;
 
 use crate::scenario::Scenario;
-use crate::target::BUILT_IN;
 
 /// Load-test comparisons of loadlab set-ups (and of anything else on this machine).
 ///
 /// Starts each configuration on loopback ports, drives it with wrk, stops it, and writes
 /// report.md, results.json and SVG charts to a dated folder under benches/results/.
+/// Names of the built-in configurations, in report order (built by
+/// [`crate::target::plan`]).
+pub(crate) const BUILT_IN: [&str; 7] = [
+    "shards1", "sharded", "front", "nginx", "haproxy", "pg1", "hosts2",
+];
+
 #[derive(Debug, Parser)]
 #[command(name = "cargo bench --bench loadtest --", max_term_width = 100)]
 pub(crate) struct Flags {
@@ -34,9 +39,9 @@ pub(crate) struct Flags {
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Option<Vec<Scenario>>,
 
-    /// Configurations to run, comma-separated: shards1, sharded, front, nginx, hosts2
-    /// (two processes behind `loadlab front`: needs a shared PostgreSQL `--db`) and the
-    /// names given to --extra [default: all].
+    /// Configurations to run, comma-separated: shards1, sharded, front, nginx, haproxy,
+    /// hosts2 (two processes behind `loadlab front`: needs a shared PostgreSQL `--db`)
+    /// and the names given to --extra [default: all].
     #[arg(long, value_delimiter = ',')]
     configs: Option<Vec<String>>,
 
@@ -62,7 +67,8 @@ pub(crate) struct Flags {
     #[arg(long)]
     out: Option<PathBuf>,
 
-    /// Shards of the sharded, front and nginx configurations [default: number of cores].
+    /// Shards of the sharded, front, nginx and haproxy configurations [default: number
+    /// of cores].
     #[arg(long)]
     shards: Option<usize>,
 
@@ -70,7 +76,7 @@ pub(crate) struct Flags {
     #[arg(long, default_value_t = 1)]
     wrk_threads: usize,
 
-    /// nginx worker processes.
+    /// nginx worker processes, and HAProxy's threads (`nbthread`).
     #[arg(long, default_value_t = 1)]
     nginx_workers: usize,
 
@@ -132,7 +138,7 @@ pub(crate) struct Settings {
     pub(crate) shards: usize,
     /// wrk threads.
     pub(crate) wrk_threads: usize,
-    /// nginx worker processes.
+    /// nginx worker processes, and HAProxy's threads.
     pub(crate) nginx_workers: usize,
     /// Extra flags for every `loadlab serve`.
     pub(crate) serve_args: Vec<String>,

@@ -1,30 +1,48 @@
-//! The front: an HTTP/1.1 reverse proxy balancing requests over pools of upstreams
-//! (the shards of `loadlab serve`, or loadlab instances on other hosts with
-//! `loadlab front`).
+//! loadlab's front: an HTTP/1.1 reverse proxy balancing requests over pools of
+//! upstreams (the shards of `loadlab serve`, or loadlab instances on other hosts with
+//! `loadlab front`), and the listeners it and the shards serve on.
 //!
-//! Who calls it: [`crate::app`] builds a [`Front`] over the shards (or from
-//! `--front-config`) and serves [`Front::router`] on `--bind`; `loadlab front` runs
-//! [`run_standalone`]; `/info` shows [`Front::status`].
+//! This crate knows nothing of loadlab's routes, database or compute pool: the service
+//! crate builds a [`Front`] over its shards (or from a config file) and serves it, and
+//! runs its shards with [`server`] and [`edge`]. Dependencies point one way: service
+//! -> front.
 //!
 //! # Layout
-//! - [`config`]: [`FrontConfig`], the TOML file of pools, routes and health checks.
+//! - [`config`]: [`FrontConfig`], the TOML file of pools, routes and health checks, and
+//!   the limits ([`EdgeLimits`], [`UpstreamLimits`]).
 //! - `balance`: picking a pool (longest route prefix) and a member (round robin, or
-//!   smooth weighted round robin).
+//!   smooth weighted round robin), and panic mode when every member is held out.
+//! - `failure`: whose fault a failed forward is (a client's bad body is not the
+//!   upstream's).
 //! - `upstream`: one upstream address and its health (active verdict, passive holds).
 //! - `health`: the active check tasks.
 //! - `pool`: keep-alive connections to one upstream; `body`: request and response
 //!   bodies streamed through (a request body kept for a retry, a response body that
 //!   gives its connection back).
 //! - `proxy`: forwarding one request, failover, hop-by-hop headers, 502/504.
+//! - [`server`]: accept loops, connection limits, the front's threads, graceful
+//!   shutdown, [`server::run_until_stopped`]; [`edge`]: the layers every listener puts
+//!   around its routes; [`error`]: the JSON error shape; [`metrics`]: what this crate
+//!   records.
+//! - `inproc`: the in-process path to a member that is one of this process's shards
+//!   (its router called directly, no socket); every other member goes over TCP.
 //!
-//! The front answers `/metrics` (this process's) and `GET /front/status` itself;
-//! every other request is proxied, `/healthz` included (load tests measure the hop).
+//! The front answers `/metrics` (when given a handler: [`Front::with_metrics`]) and
+//! `GET /front/status` itself; every other request is proxied, `/healthz` included
+//! (load tests measure the hop).
 
 pub mod config;
+pub mod edge;
+pub mod error;
+pub mod metrics;
+pub mod server;
 
 mod balance;
 mod body;
+mod failure;
 mod health;
+mod inproc;
+mod leftover;
 mod pool;
 mod proxy;
 mod upstream;
@@ -37,19 +55,22 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use axum::routing::{any, get};
+use axum::routing::{MethodRouter, any, get};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use self::balance::{Member, Pool, Routes};
-pub use self::config::{FrontConfig, HealthConfig, PoolConfig, RouteConfig, UpstreamConfig};
+pub use self::config::{
+    ConnectionLimits, EdgeLimits, FrontConfig, HealthConfig, PoolConfig, RouteConfig,
+    UpstreamConfig, UpstreamLimits,
+};
+pub use self::error::json_error;
 use self::proxy::Proxy;
+use self::server::{Serving, ServingThread, WorkerSet};
 use self::upstream::Upstream;
-use crate::config::{EdgeLimits, UpstreamLimits};
-use crate::server::{self, ServingThread, WorkerSet};
 
 /// Where `loadlab front` listens without `--bind` or `listen`.
-const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// The running front: pools, routes, health state and the upstream connections. Cheap
 /// to clone (one `Arc`); every clone shares the same state.
@@ -60,6 +81,9 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub struct Front {
     inner: Arc<Inner>,
     worker: usize,
+    /// The `/metrics` handler (the binary owns the exporter); `None`: the front has no
+    /// `/metrics` of its own and proxies that path like any other.
+    metrics: Option<MethodRouter>,
 }
 
 #[derive(Debug)]
@@ -78,10 +102,11 @@ impl Front {
     /// Builds the front: validates `config`, creates each upstream's state and
     /// metrics, and the pooled upstream client. Needs no runtime; nothing connects
     /// until the first request or health check.
+    ///
+    /// Install the metrics recorder first: handles made before it exists would be
+    /// no-ops forever.
     pub fn new(config: FrontConfig, limits: UpstreamLimits) -> anyhow::Result<Self> {
         config.validate()?;
-        // Metric handles made before the recorder exists would be no-ops forever.
-        crate::metrics::handle();
         // Who lists each address, so shared addresses get one state and one checker:
         // address -> (its label, its max_conns if the file sets one, the (pool, label)
         // pairs that list it).
@@ -150,7 +175,14 @@ impl Front {
                 threads: limits.front_threads.max(1),
             }),
             worker: 0,
+            metrics: None,
         })
+    }
+
+    /// The front answers `GET /metrics` itself with `handler` (this process's metrics).
+    pub fn with_metrics(mut self, handler: MethodRouter) -> Self {
+        self.metrics = Some(handler);
+        self
     }
 
     /// The front's router: `/metrics`, `GET /front/status`, and the proxy for every
@@ -158,18 +190,21 @@ impl Front {
     pub fn router(&self, edge: &EdgeLimits) -> Router {
         // Catch-all routes rather than a fallback: the edge installs its own JSON 404
         // fallback, and the proxy must see every path.
-        let routes = Router::new()
-            .route("/metrics", get(crate::metrics::metrics_render))
+        let mut routes = Router::new()
             .route("/front/status", get(front_status))
             .route("/", any(front_proxy))
             .route("/{*path}", any(front_proxy))
             .with_state(self.clone());
+        if let Some(handler) = &self.metrics {
+            routes = routes.route("/metrics", handler.clone());
+        }
         crate::edge::wrap(routes, edge)
     }
 
     /// Pools, routes, each upstream's address, weight, health and `max_conns` use, and
     /// the front's worker threads, as JSON (for `/info` and `GET /front/status`). `up`
-    /// is whether requests may go there now.
+    /// is whether requests may go there now; a pool's `panic` is whether it is trying
+    /// members held out by passive checks because none is up.
     pub fn status(&self) -> serde_json::Value {
         let inner = &self.inner;
         let pools: Vec<_> = inner
@@ -181,7 +216,7 @@ impl Front {
                     .iter()
                     .map(|m| {
                         let u = &m.upstream;
-                        let up = u.is_available();
+                        let up = m.is_available();
                         let state = match (up, m.weight) {
                             (false, _) => "down",
                             (true, 0) => "draining",
@@ -191,6 +226,7 @@ impl Front {
                             "addr": m.label,
                             "resolved": u.addr().to_string(),
                             "weight": m.weight,
+                            "path": m.path(),
                             "up": up && m.weight > 0,
                             "state": state,
                             "active_check": if u.is_active_up() { "up" } else { "down" },
@@ -200,7 +236,7 @@ impl Front {
                         })
                     })
                     .collect();
-                json!({ "name": pool.name(), "upstreams": upstreams })
+                json!({ "name": pool.name(), "panic": pool.in_panic(), "upstreams": upstreams })
             })
             .collect();
         let routes: Vec<_> = inner
@@ -217,6 +253,22 @@ impl Front {
         })
     }
 
+    /// Reaches the members listening on `addr` in-process, through `router` (one of
+    /// this process's shards, which keeps `router` alive while it serves; see
+    /// `inproc`); returns how many members that is. Call before serving: a member's
+    /// path is set once.
+    pub fn attach_shard(&self, addr: SocketAddr, router: &Arc<Router>) -> usize {
+        let mut attached = 0;
+        for member in self.inner.pools.iter().flat_map(|p| p.members()) {
+            if member.upstream.addr() == addr
+                && member.local.set(inproc::LocalShard::new(router)).is_ok()
+            {
+                attached += 1;
+            }
+        }
+        attached
+    }
+
     /// Starts the active health checks (one task per upstream address) on the current
     /// tokio runtime; they stop when `shutdown` is cancelled.
     ///
@@ -228,7 +280,7 @@ impl Front {
 
     /// Starts the front's worker threads (`--front-threads`), each with its own
     /// single-threaded runtime, its own upstream connections and the front's router.
-    /// Feed them with [`crate::server::serve_on_workers`]; each thread returns once that
+    /// Feed them with [`server::serve_on_workers`]; each thread returns once that
     /// accept loop has stopped and its connections have drained. A thread that fails
     /// cancels `shutdown`, so the whole front stops rather than serving short-handed.
     pub fn spawn_workers(
@@ -244,6 +296,7 @@ impl Front {
                 let handle = Front {
                     inner: Arc::clone(&self.inner),
                     worker: index,
+                    metrics: self.metrics.clone(),
                 };
                 let router = handle.router(edge);
                 let limits = edge.connections.clone();
@@ -261,6 +314,39 @@ impl Front {
     }
 }
 
+impl Front {
+    /// Serves the front on `listener`: its threads, its health checks, and on the
+    /// current runtime the accept loop that deals connections to the threads. All of
+    /// it joins `serving` and stops when `shutdown` is cancelled.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        edge: &EdgeLimits,
+        shutdown: &CancellationToken,
+        serving: &mut Serving,
+    ) -> anyhow::Result<()> {
+        let (threads, front_threads) = self.spawn_workers(edge, shutdown)?;
+        serving.add_threads(front_threads);
+        self.spawn_health_checks(shutdown.clone());
+        let connections: ConnectionLimits = edge.connections.clone();
+        serving.spawn(server::serve_on_workers(
+            listener,
+            threads,
+            connections,
+            shutdown.clone(),
+        ));
+        Ok(())
+    }
+
+    /// Pools in the configuration.
+    pub fn pool_count(&self) -> usize {
+        self.inner.pools.len()
+    }
+}
+
 /// Every request the front does not answer itself.
 async fn front_proxy(State(front): State<Front>, req: Request) -> Response {
     let inner = &front.inner;
@@ -271,63 +357,4 @@ async fn front_proxy(State(front): State<Front>, req: Request) -> Response {
 /// `GET /front/status`: [`Front::status`].
 async fn front_status(State(front): State<Front>) -> axum::Json<serde_json::Value> {
     axum::Json(front.status())
-}
-
-/// `loadlab front`: the front alone, over the pools of `--config`, until SIGINT or
-/// SIGTERM; then it drains and returns `Ok` (exit status 0).
-pub fn run_standalone(args: &crate::cli::FrontArgs) -> anyhow::Result<()> {
-    let config = FrontConfig::load(&args.config)?;
-    let edge = EdgeLimits::from_args(&args.edge)?;
-    let limits = UpstreamLimits::from_args(&args.upstream);
-    let bind = match args.bind.or(config.listen) {
-        Some(addr) => addr,
-        None => DEFAULT_LISTEN
-            .parse()
-            .context("the default listen address")?,
-    };
-    // This runtime only accepts, checks health and serves --metrics-bind; the
-    // front's worker threads bring their own.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
-    runtime.block_on(async move {
-        let front = Front::new(config, limits)?;
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .with_context(|| format!("could not listen on {bind}"))?;
-        let metrics_listener = match args.metrics_bind {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("--metrics-bind: could not listen on {addr}"))?,
-            ),
-            None => None,
-        };
-        let shutdown = CancellationToken::new();
-        let trigger = shutdown.clone();
-        tokio::spawn(async move {
-            crate::app::shutdown_signal().await;
-            tracing::info!("shutdown signal received: draining");
-            trigger.cancel();
-        });
-        front.spawn_health_checks(shutdown.clone());
-        tracing::info!(addr = %listener.local_addr()?, pools = front.inner.pools.len(), "loadlab front is serving");
-        let (workers, threads) = front.spawn_workers(&edge, &shutdown)?;
-        let mut tasks = tokio::task::JoinSet::new();
-        let connections = edge.connections.clone();
-        tasks.spawn(server::serve_on_workers(listener, workers, connections.clone(), shutdown.clone()));
-        if let Some(listener) = metrics_listener {
-            let router = Router::new().route("/metrics", get(crate::metrics::metrics_render));
-            tasks.spawn(server::serve(listener, router, connections, shutdown.clone()));
-        }
-        while tasks.join_next().await.is_some() {}
-        // The workers drain their connections after the accept loop stops; joining
-        // blocks, so off this runtime's thread.
-        tokio::task::spawn_blocking(move || server::join_all(threads))
-        .await
-        .context("joining the front threads")??;
-        tracing::info!("loadlab front stopped");
-        Ok(())
-    })
 }

@@ -3,8 +3,15 @@
 //! CORS with an allow-list (preflights answered here; a preflight from an origin not
 //! on the list gets 403 JSON, other requests from it get no CORS headers, so browsers
 //! refuse them), a time limit per request, and JSON answers for
-//! unknown routes and methods. Body-size limits are per route (see [`crate::routes`]);
-//! connection limits and the header-read timeout live in [`crate::server`].
+//! unknown routes and methods (405 with `Allow`). Body-size limits are per route (see
+//! [`crate::routes`]); connection limits, the header-read timeout and hyper's own
+//! header-buffer cap live in [`crate::server`].
+//!
+//! Hostile or clumsy requests are refused here with a JSON 4xx, counted in
+//! `http_refused_requests_total{reason}`: an HTTP/1.1 request without `Host`, or with
+//! more than one (400: which host is meant is ambiguous, a smuggling shape); a header
+//! block over [`MAX_HEADER_BYTES`] (431, nginx's 4 x 8 KiB). Bodies a handler leaves
+//! unread are drained ([`crate::leftover`]) so its answer is not lost to a reset.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +26,30 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use crate::config::EdgeLimits;
 use crate::error::json_error;
 
+/// The largest header block (names, values, and 4 bytes of `: ` and CRLF per line)
+/// accepted: nginx's default `large_client_header_buffers 4 8k`. hyper's own buffer
+/// ([`crate::server`]) stops anything past twice this before it is parsed.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// The `reason` labels of `http_refused_requests_total`.
+pub const REFUSAL_REASONS: [&str; 4] = [
+    "no_host",
+    "many_hosts",
+    "headers_too_large",
+    "method_not_allowed",
+];
+
 /// Wraps `router` in the edge layers.
 pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
     let timeout = limits.request_timeout;
     let mut router = router
+        .method_not_allowed_fallback(|req: Request| async move {
+            refused(
+                "method_not_allowed",
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {}", req.method(), req.uri().path()),
+            )
+        })
         .fallback(|req: Request| async move {
             json_error(
                 StatusCode::NOT_FOUND,
@@ -31,7 +58,8 @@ pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
         })
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| request_timeout(timeout, req, next),
-        ));
+        ))
+        .layer(axum::middleware::from_fn(guard_request));
     if let Some(cors) = cors_layer(&limits.cors_origins) {
         // Outside the CORS layer, which would answer a refused preflight 200 with no
         // CORS headers: correct for browsers, but a 403 says plainly what is wrong.
@@ -43,6 +71,59 @@ pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
         ));
     }
     router
+}
+
+/// Refuses requests whose head is well-formed HTTP but unsafe to act on (see the
+/// module docs); passes the rest on with their body watched for leftovers
+/// ([`crate::leftover`]). One middleware for both: each layer costs a boxed future
+/// per request.
+async fn guard_request(req: Request, next: Next) -> Response {
+    if let Some(refusal) = refusal(&req) {
+        return refusal;
+    }
+    next.run(crate::leftover::watch_leftovers(req)).await
+}
+
+/// The refusal `req` deserves, if any.
+fn refusal(req: &Request) -> Option<Response> {
+    let headers = req.headers();
+    if req.version() == axum::http::Version::HTTP_11 {
+        let mut hosts = headers.get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) => {
+                return Some(refused(
+                    "no_host",
+                    StatusCode::BAD_REQUEST,
+                    "an HTTP/1.1 request needs a Host header",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Some(refused(
+                    "many_hosts",
+                    StatusCode::BAD_REQUEST,
+                    "the request has more than one Host header",
+                ));
+            }
+            _ => {}
+        }
+    }
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    (size > MAX_HEADER_BYTES).then(|| {
+        refused(
+            "headers_too_large",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("the request's headers take {size} bytes, over the {MAX_HEADER_BYTES} allowed"),
+        )
+    })
+}
+
+/// A refusal: counted in `http_refused_requests_total{reason}`, answered in JSON.
+fn refused(reason: &'static str, status: StatusCode, message: impl Into<String>) -> Response {
+    metrics::counter!("http_refused_requests_total", "reason" => reason).increment(1);
+    json_error(status, message)
 }
 
 /// Answers 403 JSON to a CORS preflight (`OPTIONS` with `Origin` and

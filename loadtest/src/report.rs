@@ -340,7 +340,8 @@ fn method(info: &RunInfo<'_>) -> String {
         md,
         "- Every `loadlab serve` runs with `--randoms-queue {}` (default 64): otherwise randoms-1e6 at 256 \
          connections would measure admission 503s instead of throughput. The front runs with \
-         `--upstream-pool {}` and nginx with `keepalive {}`, both sized to the most connections of the run.",
+         `--upstream-pool {}` and nginx with `keepalive {}`, both sized to the most connections of the run; \
+         HAProxy reuses its upstream connections across clients (`http-reuse always`).",
         randoms_queue(s.max_connections()),
         s.max_connections(),
         s.max_connections(),
@@ -367,7 +368,8 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
     let _ = writeln!(md, "| load average at start | {} |", m.load_average);
     let _ = writeln!(md, "| loadlab | {} (commit {}) |", v.loadlab, v.commit);
     let _ = writeln!(md, "| wrk | {} |", v.wrk);
-    let _ = writeln!(md, "| nginx | {} |\n", v.nginx);
+    let _ = writeln!(md, "| nginx | {} |", v.nginx);
+    let _ = writeln!(md, "| HAProxy | {} |\n", v.haproxy);
     md.push_str("## Commands\n\n");
     let _ = writeln!(
         md,
@@ -387,8 +389,8 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
         }
     }
     md.push_str("```\n\n");
-    if info.configs.iter().any(|c| c.nginx_conf().is_some()) {
-        md.push_str("nginx's configuration is in `nginx.conf` in this folder.\n\n");
+    for (file, _) in info.configs.iter().filter_map(Config::proxy_conf) {
+        let _ = writeln!(md, "The generated `{file}` is in this folder.\n");
     }
     let _ = writeln!(
         md,

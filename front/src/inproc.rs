@@ -1,0 +1,168 @@
+//! The in-process path: a pool member that is one of this process's own shards is
+//! reached by calling that shard's router on the front worker's thread, with no socket
+//! between them (`--front-path inproc`, the default).
+//!
+//! Over loopback TCP every request is parsed by the front, serialised, written to a
+//! socket, parsed again by the shard, and its answer makes the same trip back: on a
+//! 2-core machine that hop halved a trivial GET's throughput. Here the front hands the
+//! request it already parsed to the shard's [`Router`] (a tower service) and streams the
+//! router's response to the client.
+//!
+//! What stays as on the TCP path, because [`super::proxy::Proxy::forward`] does it
+//! before dispatching here: the pick (round robin, weights, per-route pools,
+//! `max_conns`), the header rewriting (hop-by-hop headers out, `X-Forwarded-*` in),
+//! the one `--upstream-timeout` deadline, and the front's metrics. The shard's own
+//! layers run as for a direct client: `http_requests_total{shard}` and
+//! `http_requests_in_flight{shard}` count the request once, under that shard's label.
+//!
+//! Where the work runs: on the front worker's runtime, not the shard's. Handing the
+//! request to the shard's runtime instead (spawn on its `Handle`, answer back on a
+//! oneshot) would cost two cross-thread wake-ups per request and buys nothing here:
+//! the handlers' heavy work already leaves the calling runtime (compute to the rayon
+//! pool, SQLite writes to the writer thread), so no runtime is blocked either way.
+//!
+//! Health: the front holds only a [`Weak`] reference to a shard's router; the shard's
+//! thread holds the strong one for as long as it serves. A shard whose runtime stopped
+//! (shut down, failed or panicked) leaves rotation at once, with no check needed; and
+//! the front (which the shards' state also holds) forms no reference cycle with them.
+
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use super::balance::Member;
+use super::body::{RequestBody, UpstreamBody};
+use super::failure::ClientFault;
+use super::proxy::remove_hop_by_hop;
+use super::upstream::FailureKind;
+use crate::error::json_error;
+
+/// A shard of this process, as a front member reaches it without a socket.
+#[derive(Debug)]
+pub(crate) struct LocalShard {
+    /// The shard's router; alive while the shard's thread serves (see the module docs).
+    router: Weak<Router>,
+}
+
+impl LocalShard {
+    /// The member side of `router`, which the shard's serving thread keeps alive.
+    pub(crate) fn new(router: &Arc<Router>) -> Self {
+        Self {
+            router: Arc::downgrade(router),
+        }
+    }
+
+    /// Whether the shard still serves.
+    pub(crate) fn is_live(&self) -> bool {
+        self.router.strong_count() > 0
+    }
+
+    /// The shard's router, or `None` once the shard has stopped.
+    pub(crate) fn router(&self) -> Option<Arc<Router>> {
+        self.router.upgrade()
+    }
+}
+
+/// Sends `request` (headers already prepared by the proxy) to the shard whose router
+/// is `router`, within `deadline`, and returns the client's response. `slot` (the
+/// member's `max_conns` permit) is held until the response body has been read.
+///
+/// As on the TCP path, a failure reading the client's body (`client`) is the
+/// client's: it comes back as `Err` for the proxy to answer, whatever the shard said
+/// about the broken body, and a deadline passed while the body was still coming is
+/// not held against the shard.
+pub(crate) async fn forward(
+    member: &Member,
+    router: Arc<Router>,
+    request: axum::http::Request<UpstreamBody>,
+    slot: Option<OwnedSemaphorePermit>,
+    (deadline, timeout): (Instant, Duration),
+    client: &RequestBody,
+) -> Result<Response, (ClientFault, String)> {
+    let started = Instant::now();
+    // A clone of the router is a clone of one `Arc`: the shard's routes are shared.
+    let call = Router::clone(&router).oneshot(request.map(Body::new));
+    let Ok(response) = tokio::time::timeout_at(deadline, call).await else {
+        if !client.is_finished() {
+            return Err((ClientFault::Timeout, String::new()));
+        }
+        member.upstream.record_failure(FailureKind::Timeout);
+        member.count_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
+        return Ok(json_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "upstream {} did not answer within the {}s upstream timeout",
+                member.upstream.label(),
+                timeout.as_secs_f64()
+            ),
+        ));
+    };
+    // A router's error type is `Infallible`.
+    let response: Response = response.unwrap_or_else(|e| match e {});
+    if let Some(fault) = client.client_fault() {
+        return Err(fault);
+    }
+    member.duration.record(started.elapsed().as_secs_f64());
+    member.count_status(response.status().as_u16());
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    use hyper::body::Body as _;
+    let body = match slot {
+        // Nothing to wait for (no limit, or an empty body nothing will poll): the slot,
+        // if any, is freed here.
+        _ if body.is_end_stream() => body,
+        None => body,
+        Some(slot) => Body::new(SlotBody {
+            inner: body,
+            slot: Some(slot),
+        }),
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// A response body that frees its member's `max_conns` slot after its last byte (or
+/// when dropped unread), as the TCP path's pooled body does.
+struct SlotBody {
+    inner: Body,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for SlotBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        // The server stops polling once `is_end_stream` says so: free the slot on the
+        // last frame, not only on the `None` after it.
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || this.inner.is_end_stream()
+        {
+            this.slot = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

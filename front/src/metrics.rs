@@ -1,0 +1,83 @@
+//! The metrics this crate records, described in one place so the binary that installs
+//! the exporter can publish their `# HELP` lines ([`describe`]), and the buckets its
+//! histograms need ([`HISTOGRAMS`]).
+//!
+//! Recorded in: `balance` (`front_requests_total`, `front_upstream_duration_seconds`),
+//! `upstream` (`front_upstream_up`, `front_upstream_errors_total`,
+//! `front_upstream_queued_total`), `proxy` (`front_retries_total`), [`crate::edge`]
+//! (`http_request_timeouts_total`) and [`crate::server`] (`http_accept_errors_total`).
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Latency buckets (seconds) for request and upstream durations: 100 us to 60 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// Every histogram this crate records, with its buckets: without explicit buckets the
+/// Prometheus exporter renders summaries, which cannot be aggregated across instances.
+pub const HISTOGRAMS: &[(&str, &[f64])] = &[("front_upstream_duration_seconds", LATENCY_BUCKETS)];
+
+/// Describes this crate's metrics to the installed recorder and registers its error
+/// counters at zero (a counter that first appears with the first error shows "no
+/// data" instead of 0 in `rate()`). Call once, after installing the recorder.
+pub fn describe() {
+    describe_counter!(
+        "front_requests_total",
+        "Requests the front answered, by pool, upstream and status"
+    );
+    describe_histogram!(
+        "front_upstream_duration_seconds",
+        Unit::Seconds,
+        "Time from forwarding a request to the upstream's response headers, by pool and upstream"
+    );
+    describe_gauge!(
+        "front_upstream_up",
+        "1 while the front considers the upstream healthy, 0 while it is out of rotation"
+    );
+    describe_counter!(
+        "front_retries_total",
+        "Requests the front re-sent to another upstream"
+    );
+    describe_counter!(
+        "front_upstream_errors_total",
+        "Failed attempts to reach an upstream, by upstream and kind of failure"
+    );
+    describe_counter!(
+        "front_upstream_queued_total",
+        "Requests that found their upstream at max_conns and waited for a slot"
+    );
+    describe_counter!(
+        "front_client_errors_total",
+        "Requests whose body failed on the client's side, answered by the front and not held \
+            against the upstream, by kind (malformed, too_large, timeout, gone)"
+    );
+    describe_counter!(
+        "front_response_stalls_total",
+        "Upstream response bodies the front cut after 60 s without a byte"
+    );
+    describe_counter!(
+        "front_pool_panic_total",
+        "Times a pool had every member held out by passive checks and tried them anyway, by pool"
+    );
+    describe_counter!(
+        "http_refused_requests_total",
+        "Requests refused at the edge before routing, by reason (no_host, many_hosts, \
+            headers_too_large, method_not_allowed)"
+    );
+    describe_counter!(
+        "http_request_timeouts_total",
+        "Requests answered 503 because they outlived --request-timeout"
+    );
+    describe_counter!(
+        "http_accept_errors_total",
+        "Failed accepts on any listener (out of file descriptors and the like)"
+    );
+    for name in ["http_request_timeouts_total", "http_accept_errors_total"] {
+        metrics::counter!(name).increment(0);
+    }
+    for reason in crate::edge::REFUSAL_REASONS {
+        metrics::counter!("http_refused_requests_total", "reason" => reason).increment(0);
+    }
+}

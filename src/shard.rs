@@ -1,0 +1,162 @@
+//! Shards: the port-sharded listeners of `loadlab serve`.
+//!
+//! A *shard* is one listener serving the whole API on its own thread with its own
+//! single-threaded tokio runtime: the ancestors' "one server per port", without a
+//! process per port. All shards share one compute pool, one Mega writer and one read
+//! pool (`AppState`): they split the accept and HTTP work across
+//! threads, not the data.
+//!
+//! This module owns what makes a shard: its address ([`addr`]), its `shard` label on
+//! the HTTP metrics ([`ShardLabel`], recorded by [`track_requests`], described by
+//! [`describe`]) and its thread ([`Shard::spawn`]).
+
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use loadlab_front::ConnectionLimits;
+use loadlab_front::server::{self, ServingThread};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use tokio_util::sync::CancellationToken;
+
+/// The address of shard `index`: `base_port + index` on `host`, or an ephemeral port
+/// on `host` for every shard when `base_port` is 0. The caller has checked that the
+/// last shard's port fits in a `u16` (see [`crate::config::Config`]).
+pub fn addr(host: IpAddr, base_port: u16, index: usize) -> SocketAddr {
+    let port = if base_port == 0 {
+        0
+    } else {
+        base_port.saturating_add(u16::try_from(index).unwrap_or(u16::MAX))
+    };
+    SocketAddr::new(host, port)
+}
+
+/// One shard, built and not yet serving: its listener, its router and its own stop
+/// switch.
+#[derive(Debug)]
+pub struct Shard {
+    index: usize,
+    listener: StdListener,
+    /// The shard's routes. The shard's thread holds this `Arc` while it serves; the
+    /// front's in-process members hold only a `Weak` to it, so they see the shard stop.
+    router: Arc<Router>,
+    /// Stops this shard alone (a test hook: see `App::shard_stopper`); the app's
+    /// shutdown stops it too.
+    stop: CancellationToken,
+}
+
+impl Shard {
+    /// Shard `index`, to serve `router` (the shard's API, [`crate::routes::app`]) on
+    /// `listener`.
+    pub fn new(index: usize, listener: StdListener, router: Router) -> Self {
+        Self {
+            index,
+            listener,
+            router: Arc::new(router),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// The shard's router, for the front's in-process path (which keeps a `Weak`).
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// A switch that stops this shard alone.
+    pub fn stopper(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Starts the shard: a thread with its own runtime serving its router until
+    /// `shutdown` (or its own stop switch) is cancelled and its connections drained.
+    pub fn spawn(
+        self,
+        limits: ConnectionLimits,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<ServingThread> {
+        let Self {
+            index,
+            listener,
+            router,
+            stop,
+        } = self;
+        let app_stop = shutdown.clone();
+        server::spawn_runtime_thread(
+            format!("loadlab-shard-{index}"),
+            shutdown.clone(),
+            async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let own_stop = stop.clone();
+                tokio::spawn(async move {
+                    app_stop.cancelled().await;
+                    own_stop.cancel();
+                });
+                server::serve(listener, Router::clone(&router), limits, stop).await;
+                // The last strong reference to the router: in-process members now see
+                // the shard gone.
+                drop(router);
+                Ok(())
+            },
+        )
+    }
+}
+
+/// The `shard` label value of a listener: its index.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardLabel(pub &'static str);
+
+impl ShardLabel {
+    /// The label for shard `index`. Leaks one short string per shard, once, so labels
+    /// are `&'static` and cost nothing per request.
+    pub fn shard(index: usize) -> Self {
+        ShardLabel(Box::leak(index.to_string().into_boxed_str()))
+    }
+}
+
+/// Records `http_requests_total`, `http_request_duration_seconds` and
+/// `http_requests_in_flight` for every request, labelled by route template and shard.
+pub async fn track_requests(State(shard): State<ShardLabel>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let in_flight = metrics::gauge!("http_requests_in_flight", "shard" => shard.0);
+    in_flight.increment(1.0);
+    let started = Instant::now();
+    let response = next.run(req).await;
+    in_flight.decrement(1.0);
+    let status = response.status().as_u16().to_string();
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", status),
+        ("shard", shard.0.to_owned()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Describes the request metrics [`track_requests`] records.
+pub fn describe() {
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method, route template, status and shard"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from request to response headers, by method, route, status and shard"
+    );
+    describe_gauge!(
+        "http_requests_in_flight",
+        "Requests being handled now, by shard"
+    );
+}

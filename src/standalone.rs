@@ -1,0 +1,57 @@
+//! `loadlab front`: the front alone, over the pools of a config file (loadlab
+//! instances on other hosts), until SIGINT or SIGTERM; then it drains and returns.
+
+use anyhow::Context;
+use loadlab_front::server::{self, Serving};
+use loadlab_front::{DEFAULT_LISTEN, Front, FrontConfig};
+
+use crate::cli::FrontArgs;
+use crate::config::{edge_limits, upstream_limits};
+
+/// Runs `loadlab front` on the current runtime (which accepts, checks health and
+/// serves `--metrics-bind`; the front's threads bring their own runtimes). Returns
+/// `Ok` after a clean drain (exit status 0).
+pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
+    let config = FrontConfig::load(&args.config)?;
+    let edge = edge_limits(&args.edge)?;
+    let limits = upstream_limits(&args.upstream);
+    let bind = match args.bind.or(config.listen) {
+        Some(addr) => addr,
+        None => DEFAULT_LISTEN
+            .parse()
+            .context("the default listen address")?,
+    };
+    crate::metrics::handle();
+    let front = Front::new(config, limits)?
+        .with_metrics(axum::routing::get(crate::metrics::metrics_render));
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("could not listen on {bind}"))?;
+    let metrics_listener = match args.metrics_bind {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-bind: could not listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    let shutdown = server::cancel_on_signal();
+    let mut serving = Serving::new();
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        pools = front.pool_count(),
+        "loadlab front is serving"
+    );
+    front.serve(listener, &edge, &shutdown, &mut serving)?;
+    if let Some(listener) = metrics_listener {
+        let connections = edge.connections.clone();
+        serving.spawn(crate::metrics::serve_metrics(
+            listener,
+            connections,
+            shutdown.clone(),
+        ));
+    }
+    server::run_until_stopped(serving, shutdown).await?;
+    tracing::info!("loadlab front stopped");
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! [`ChildProcess`]: the one way tests run a program (a `loadlab` binary, Prometheus)
+//! as a child process: started with its output kept in a log file, waited on until an
+//! HTTP readiness URL answers 2xx (bounded, failing with the child's log), stopped
+//! with SIGTERM or SIGKILL, and killed on drop so a failed test leaves nothing behind.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// How long a child gets to become ready or to exit after a signal.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A running child process and its log.
+pub struct ChildProcess {
+    /// What it is, for failure messages.
+    name: String,
+    child: Child,
+    /// Where its stdout and stderr go (a file in `log_dir`).
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+/// A free loopback port: bound, read, released. The race with another process taking
+/// it before the child binds is harmless: the child would fail to start, loudly.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The `loadlab` binary under test.
+pub fn loadlab() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadlab"));
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+impl ChildProcess {
+    /// Starts `command`, its output going to a log file.
+    pub fn start(name: &str, mut command: Command) -> Self {
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let log = log_dir.path().join("output.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} did not start: {e}"));
+        Self {
+            name: name.to_owned(),
+            child,
+            log,
+            _log_dir: log_dir,
+        }
+    }
+
+    /// Starts `command`, then waits until `ready_url` answers 2xx.
+    pub async fn start_ready(name: &str, command: Command, ready_url: &str) -> Self {
+        let mut process = Self::start(name, command);
+        process.wait_ready(ready_url).await;
+        process
+    }
+
+    /// Waits (bounded) until `url` answers 2xx; fails with the log if the child exits
+    /// first or the time runs out.
+    pub async fn wait_ready(&mut self, url: &str) {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}):\n{}", self.name, self.log());
+            }
+            let ready = client.get(url).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} not ready at {url} in {PATIENCE:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM (a graceful stop: std's `Child::kill` only sends SIGKILL).
+    pub fn sigterm(&self) {
+        let pid = i32::try_from(self.child.id()).expect("a pid fits an i32");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM sent");
+    }
+
+    /// SIGKILL, then reaps it: no shutdown path runs.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+
+    /// Waits (bounded, off the runtime's threads) for the child to exit.
+    pub async fn wait_exit(mut self) -> ExitStatus {
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + PATIENCE;
+            loop {
+                if let Some(status) = self.child.try_wait().expect("wait") {
+                    return status;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} did not exit in {PATIENCE:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .expect("waiting task")
+    }
+
+    /// The last lines the child wrote, for failure messages.
+    pub fn log(&self) -> String {
+        log_tail(&self.log)
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
