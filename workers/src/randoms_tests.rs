@@ -1,6 +1,7 @@
-//! Tests of the draw kernel and of [`Method`]'s names.
+//! Tests of the draw kernel and of [`crate::method::Method`]'s names.
 
 use super::*;
+use crate::method::Method;
 
 fn count(n: u64, seed: u64) -> Histogram {
     count_randoms(n, seed, &AtomicBool::new(false)).expect("not cancelled")
