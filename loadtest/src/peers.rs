@@ -3,7 +3,7 @@
 //! to them: nginx (`nginx.conf`) and HAProxy (`haproxy.cfg`). Written into the run
 //! folder by [`crate::target`], with `{run_dir}` standing for that folder.
 
-use crate::target::RUN_DIR;
+use crate::process::RUN_DIR;
 
 /// The generated nginx.conf: `workers` processes, `upstream` over the shard ports,
 /// keep-alive sized to the most connections of the run.

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Stands for the fresh temporary folder of one measured run in command templates.
+pub(crate) const RUN_DIR: &str = "{run_dir}";
+
 /// How long a server gets to drain and exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Between two polls of a child's status or readiness: short against start-up times of

@@ -27,10 +27,8 @@ use std::time::Duration;
 use crate::cli::Settings;
 use crate::machine::Tools;
 use crate::peers::{haproxy_cfg, nginx_conf};
-use crate::process::{Process, wait_ready};
+use crate::process::{Process, RUN_DIR, wait_ready};
 
-/// Stands for the fresh temporary folder of one measured run in command templates.
-pub(crate) const RUN_DIR: &str = "{run_dir}";
 /// How long a started configuration gets to answer `/readyz`.
 const READY_WITHIN: Duration = Duration::from_secs(15);
 

@@ -8,25 +8,28 @@
 //! - [`writer`]: the only writer of the process: one thread fed by a bounded channel
 //!   that commits many requests per transaction and answers each only after its rows
 //!   are committed; the store-specific part is a backend (`sqlite`, `pg`).
-//! - [`reader`]: a small pool of read connections for lookups, pages and stats.
+//! - [`reader`]: a small pool of read connections for lookups, pages and stats;
+//!   [`records`]: what reads return.
 //!
 //! A *row* is one stored ticket; a *request* is what one caller submits to the writer:
 //! one row or an all-or-nothing list of rows; a *batch* is what the writer commits in one
 //! transaction: as many queued requests as fit in `batch_max_rows`.
 
+mod backend;
 mod pg;
 mod pg_reader;
 pub mod reader;
+pub mod records;
 pub mod schema;
 mod sqlite;
 pub mod store;
 pub mod ticket;
 pub mod writer;
 
-pub use reader::{MegaReader, MegaStats, ReadError, StoredTicket};
+pub use backend::{InsertOutcome, WriteError};
+pub use reader::MegaReader;
+pub use records::{MegaStats, ReadError, StoredTicket};
 pub use schema::{SchemaError, SyncMode};
 pub use store::{Database, DatabaseError, PostgresUrl, Store, mask_password};
 pub use ticket::{MegaTicket, TicketError};
-pub use writer::{
-    InsertOutcome, MegaWriter, PendingInsert, SubmitError, WriteError, WriterConfig, WriterHandle,
-};
+pub use writer::{MegaWriter, PendingInsert, SubmitError, WriterConfig, WriterHandle};

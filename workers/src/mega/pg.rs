@@ -22,7 +22,7 @@ use postgres::{Client, NoTls, Statement};
 
 use super::schema::{SchemaError, SyncMode};
 use super::store::PostgresUrl;
-use super::writer::{Backend, Batch, WriteError};
+use super::backend::{Backend, Batch, WriteError};
 
 /// Creates what loadlab needs, if absent. The table is `mega` (PostgreSQL folds the
 /// ancestor's unquoted `Mega` to lower case, so both spellings name it).

@@ -13,7 +13,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2;
 
 use super::pg::{describe, is_connection_error};
-use super::reader::{MegaStats, ReadError, StoredTicket};
+use super::records::{MegaStats, ReadError, StoredTicket};
 use super::store::PostgresUrl;
 use super::ticket::NUMBER_MAX;
 

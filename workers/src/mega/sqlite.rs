@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::schema::{self, SchemaError, SyncMode};
-use super::writer::{Backend, Batch, WriteError};
+use super::backend::{Backend, Batch, WriteError};
 
 const INSERT: &str =
     "INSERT INTO Mega (num1, num2, num3, num4, num5, num6) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
