@@ -302,7 +302,8 @@ pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<
                     .map(|port| format!("{{ addr = \"127.0.0.1:{port}\" }}"))
                     .collect();
                 let conf = format!(
-                    "listen = \"127.0.0.1:{listen}\"\n[[pools]]\nname = \"app\"\nupstreams = [{}]\n",
+                    "listen = \"127.0.0.1:{listen}\"\n\
+                     [[pools]]\nname = \"app\"\nupstreams = [{}]\n",
                     upstreams.join(", ")
                 );
                 let mut front = pinned(pin, 0);

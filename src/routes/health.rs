@@ -19,7 +19,8 @@ pub async fn health_live() -> Response {
 }
 
 /// `GET /readyz`: ready to do all its work: the writer thread runs, is connected to its
-/// database (PostgreSQL) and accepts inserts, and the compute pool admits jobs. 503 with the reasons otherwise.
+/// database (PostgreSQL) and accepts inserts, and the compute pool admits jobs. 503 with
+/// the reasons otherwise.
 pub async fn health_ready(State(state): State<AppState>) -> Response {
     let mut reasons = Vec::new();
     let writer = state.writer();

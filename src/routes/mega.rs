@@ -9,7 +9,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use loadlab_workers::mega::{MegaTicket, PendingInsert, StoredTicket, SubmitError, WriteError};
+use loadlab_workers::mega::{
+    MegaReader, MegaTicket, PendingInsert, ReadError, StoredTicket, SubmitError, WriteError,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -27,7 +29,8 @@ pub async fn app_index() -> Json<Value> {
     Json(json!({
         "message": "Welcome to loadlab's Mega-Sena store",
         "routes": {
-            "POST /app/insert": "store one ticket: {\"num1\":..,\"num6\":..}, six distinct numbers in 1..=60",
+            "POST /app/insert":
+                "store one ticket: {\"num1\":..,\"num6\":..}, six distinct numbers in 1..=60",
             "POST /app/insert/batch": "store a JSON array of tickets, all or nothing",
             "GET /app/mega/{id}": "one stored ticket",
             "GET /app/mega?after_id=&limit=": "a page of tickets in id order",
@@ -218,7 +221,10 @@ fn shorten(s: &str) -> String {
 
 fn ticket_json(ticket: &StoredTicket) -> Value {
     let [num1, num2, num3, num4, num5, num6] = ticket.numbers;
-    json!({ "id": ticket.id, "num1": num1, "num2": num2, "num3": num3, "num4": num4, "num5": num5, "num6": num6 })
+    json!({
+        "id": ticket.id,
+        "num1": num1, "num2": num2, "num3": num3, "num4": num4, "num5": num5, "num6": num6,
+    })
 }
 
 fn submit(result: Result<PendingInsert, SubmitError>) -> Result<PendingInsert, AppError> {
@@ -251,9 +257,7 @@ async fn committed(pending: PendingInsert) -> Result<Vec<i64>, AppError> {
 /// Runs a read on tokio's blocking pool (database calls block).
 async fn read<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&loadlab_workers::mega::MegaReader) -> Result<T, loadlab_workers::mega::ReadError>
-    + Send
-    + 'static,
+    f: impl FnOnce(&MegaReader) -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, AppError> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || f(state.reader()))

@@ -48,4 +48,3 @@ pub(crate) trait Backend: Send + 'static {
     /// Called once after the last batch (SQLite checkpoints its WAL).
     fn finish(&mut self) {}
 }
-

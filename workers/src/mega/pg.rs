@@ -20,9 +20,9 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
 use postgres::{Client, NoTls, Statement};
 
+use super::backend::{Backend, Batch, WriteError};
 use super::schema::{SchemaError, SyncMode};
 use super::store::PostgresUrl;
-use super::backend::{Backend, Batch, WriteError};
 
 /// Creates what loadlab needs, if absent. The table is `mega` (PostgreSQL folds the
 /// ancestor's unquoted `Mega` to lower case, so both spellings name it).

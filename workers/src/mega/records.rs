@@ -48,4 +48,3 @@ pub struct MegaStats {
     /// `plays[i]` is how many stored tickets hold number `i + 1`.
     pub plays: [u64; NUMBER_MAX as usize],
 }
-

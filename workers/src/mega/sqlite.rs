@@ -5,8 +5,8 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use super::schema::{self, SchemaError, SyncMode};
 use super::backend::{Backend, Batch, WriteError};
+use super::schema::{self, SchemaError, SyncMode};
 
 const INSERT: &str =
     "INSERT INTO Mega (num1, num2, num3, num4, num5, num6) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
