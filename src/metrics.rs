@@ -147,8 +147,8 @@ fn describe() {
     );
     describe_gauge!(
         "mega_writer_connected",
-        "1 while the writer's connection to its database is up (always, for sqlite), 0 while it \
-            reconnects"
+        "1 while the writer's connection to its database is up (always, for sqlite), \
+         0 while it reconnects"
     );
     describe_counter!(
         "mega_reconnects_total",
@@ -177,8 +177,8 @@ fn describe() {
     );
     describe_counter!(
         "mega_read_connections_opened_total",
-        "Read connections opened beyond the pool: every pooled one was busy (sqlite), or a lost \
-            one was replaced (postgres)"
+        "Read connections opened beyond the pool: every pooled one was busy (sqlite), \
+         or a lost one was replaced (postgres)"
     );
     metrics::gauge!("loadlab_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::counter!("http_internal_errors_total").increment(0);

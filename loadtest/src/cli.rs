@@ -16,13 +16,14 @@ use crate::scenario::Scenario;
 /// report.md, results.json and SVG charts to a dated folder under benches/results/.
 /// Names of the built-in configurations, in report order (built by
 /// [`crate::target::plan`]).
-pub(crate) const BUILT_IN: [&str; 7] = [
+pub(crate) const BUILT_IN: [&str; 8] = [
     "shards1",
     "sharded",
     "front",
     "front-tcp",
     "nginx",
     "haproxy",
+    "pg1",
     "hosts2",
 ];
 
@@ -91,6 +92,12 @@ pub(crate) struct Flags {
     #[arg(long = "serve-arg", value_name = "FLAG", allow_hyphen_values = true)]
     serve_args: Vec<String>,
 
+    /// A PostgreSQL database for the `pg1` and `hosts2` configurations, e.g.
+    /// postgres://postgres@127.0.0.1:5432/loadlab; the other configurations keep their
+    /// store, so one report shows both side by side.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+
     /// Passed by `cargo bench`; without it (as under `cargo test --benches`) the harness
     /// only runs its self-checks.
     #[arg(long, hide = true)]
@@ -142,6 +149,8 @@ pub(crate) struct Settings {
     pub(crate) nginx_workers: usize,
     /// Extra flags for every `loadlab serve`.
     pub(crate) serve_args: Vec<String>,
+    /// `--postgres`: the database of `pg1` and `hosts2`.
+    pub(crate) postgres: Option<String>,
     /// Cores of this machine.
     pub(crate) cores: usize,
 }
@@ -175,17 +184,46 @@ impl Settings {
         }
     }
 
+    /// The PostgreSQL database of `pg1` and `hosts2`: `--postgres`, else the serve
+    /// args' `--db` when it is one.
+    pub(crate) fn postgres_url(&self) -> Option<String> {
+        self.postgres.clone().or_else(|| match self.store() {
+            StoreUsed::Postgres(_) => {
+                let mut db = None;
+                let mut args = self.serve_args.iter();
+                while let Some(arg) = args.next() {
+                    if let Some(value) = arg.strip_prefix("--db=") {
+                        db = Some(value.to_owned());
+                    } else if arg == "--db" {
+                        db = args.next().cloned();
+                    }
+                }
+                db
+            }
+            StoreUsed::Sqlite => None,
+        })
+    }
+
     /// The store in words, for the report.
     pub(crate) fn store_words(&self) -> String {
-        match self.store() {
+        let pg = match (&self.postgres, self.store()) {
+            (Some(url), StoreUsed::Sqlite) => format!(
+                "; `pg1` and `hosts2`: PostgreSQL at `{}` (`--postgres`), shared by their runs \
+                 (rows accumulate; the row check counts the difference)",
+                loadlab_workers::mega::mask_password(url)
+            ),
+            _ => String::new(),
+        };
+        let base = match self.store() {
             StoreUsed::Sqlite => {
                 "SQLite: a new file per measured run (`--db $RUN_DIR/mega.db`)".to_owned()
             }
             StoreUsed::Postgres(url) => format!(
-                "PostgreSQL at `{url}`, shared by every run and process (rows accumulate; the \
-                    row                  check counts the difference)"
+                "PostgreSQL at `{url}`, shared by every run and process (rows accumulate; the row \
+                 check counts the difference)"
             ),
-        }
+        };
+        format!("{base}{pg}")
     }
 
     /// Validates the flags; `now_stamp` names the default output folder.
@@ -268,6 +306,11 @@ impl Settings {
         if configs.is_empty() {
             bail!("--configs selects nothing");
         }
+        if let Some(url) = &flags.postgres
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            bail!("--postgres must be a postgres:// or postgresql:// URL");
+        }
         let out = flags
             .out
             .unwrap_or_else(|| package_root.join("benches").join("results").join(now_stamp));
@@ -286,6 +329,7 @@ impl Settings {
             wrk_threads: flags.wrk_threads,
             nginx_workers: flags.nginx_workers,
             serve_args: flags.serve_args,
+            postgres: flags.postgres,
             cores,
         })
     }

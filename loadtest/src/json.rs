@@ -42,6 +42,8 @@ struct SettingsJson<'a> {
     serve_args: Vec<String>,
     /// `sqlite`, or the PostgreSQL URL (password masked).
     store: String,
+    /// `--postgres` (password masked): the database of `pg1` and `hosts2`.
+    postgres: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -105,6 +107,10 @@ pub(crate) fn render(info: &RunInfo<'_>) -> Result<String, serde_json::Error> {
                 .iter()
                 .map(|a| loadlab_workers::mega::mask_password(a))
                 .collect(),
+            postgres: s
+                .postgres
+                .as_deref()
+                .map(loadlab_workers::mega::mask_password),
             store: match s.store() {
                 crate::cli::StoreUsed::Sqlite => "sqlite".to_owned(),
                 crate::cli::StoreUsed::Postgres(url) => url,

@@ -11,9 +11,11 @@
 //! - `front-tcp`: the same with `--front-path tcp` (the front reaches them over loopback);
 //! - `nginx`: `loadlab serve --shards N --no-front` with nginx before its shards;
 //! - `haproxy`: the same with HAProxy before its shards;
+//! - `pg1`: `shards1` on the PostgreSQL database of `--postgres`;
 //! - `hosts2`: two `loadlab serve --shards N --no-front` processes sharing one
 //!   PostgreSQL database behind `loadlab front`, as two hosts would be (only with a
-//!   `--serve-arg=--db=postgres://...`: SQLite files cannot be shared).
+//!   `--postgres URL` or `--serve-arg=--db=postgres://...`: SQLite files cannot be
+//!   shared).
 //!
 //! The proxies' generated configurations are in [`crate::peers`].
 //!
@@ -24,7 +26,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::{Settings, StoreUsed};
+use crate::cli::Settings;
 use crate::machine::Tools;
 use crate::peers::{haproxy_cfg, nginx_conf};
 use crate::process::{Process, RUN_DIR, wait_ready};
@@ -270,10 +272,33 @@ pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<
                 let listen = ports.block(1)?;
                 proxy_config(name, settings, tools, pin, base, listen)
             }
+            "pg1" => {
+                let base = ports.block(1)?;
+                let mut argv = serve(settings, loadlab, pin, 1, base, None);
+                let url = settings.postgres.clone();
+                // Last: a flag given twice takes the last value.
+                argv.extend(["--db".into(), url.clone().unwrap_or_default()]);
+                let mut config = loadlab_config(
+                    name,
+                    "`--shards 1`, no front, on PostgreSQL (`--postgres`): wrk on the only shard",
+                    argv,
+                    base,
+                );
+                if url.is_none() {
+                    config.unavailable =
+                        Some("pg1 needs a PostgreSQL database: --postgres URL".into());
+                }
+                config
+            }
             "hosts2" => {
                 let bases = [ports.block(n)?, ports.block(n)?];
                 let listen = ports.block(1)?;
-                let apps = bases.map(|base| serve(settings, loadlab, pin, n, base, None));
+                let url = settings.postgres_url();
+                let apps = bases.map(|base| {
+                    let mut argv = serve(settings, loadlab, pin, n, base, None);
+                    argv.extend(["--db".into(), url.clone().unwrap_or_default()]);
+                    argv
+                });
                 let what = format!(
                     "two `loadlab serve --shards {n} --no-front` processes on one PostgreSQL, \
                      behind `loadlab front`: wrk on the front"
@@ -291,8 +316,8 @@ pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<
                     .map(|port| format!("{{ addr = \"127.0.0.1:{port}\" }}"))
                     .collect();
                 let conf = format!(
-                    "listen = \"127.0.0.1:{listen}\"\n[[pools]]\nname = \"app\"\nupstreams = \
-                        [{}]\n",
+                    "listen = \"127.0.0.1:{listen}\"\n\
+                     [[pools]]\nname = \"app\"\nupstreams = [{}]\n",
                     upstreams.join(", ")
                 );
                 let mut front = pinned(pin, 0);
@@ -305,10 +330,10 @@ pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<
                     settings.max_connections().to_string(),
                 ]);
                 config.setup = Setup::Hosts { apps, front, conf };
-                if !matches!(settings.store(), StoreUsed::Postgres(_)) {
+                if url.is_none() {
                     config.unavailable = Some(
-                        "hosts2 needs a store both processes share: \
-                         --serve-arg=--db=postgres://..."
+                        "hosts2 needs a store both processes share: --postgres URL \
+                         (or --serve-arg=--db=postgres://...)"
                             .into(),
                     );
                 }

@@ -29,8 +29,8 @@ pub async fn app_index() -> Json<Value> {
     Json(json!({
         "message": "Welcome to loadlab's Mega-Sena store",
         "routes": {
-            "POST /app/insert": "store one ticket: {\"num1\":..,\"num6\":..}, six distinct \
-                numbers in 1..=60",
+            "POST /app/insert":
+                "store one ticket: {\"num1\":..,\"num6\":..}, six distinct numbers in 1..=60",
             "POST /app/insert/batch": "store a JSON array of tickets, all or nothing",
             "GET /app/mega/{id}": "one stored ticket",
             "GET /app/mega?after_id=&limit=": "a page of tickets in id order",
@@ -223,7 +223,7 @@ fn ticket_json(ticket: &StoredTicket) -> Value {
     let [num1, num2, num3, num4, num5, num6] = ticket.numbers;
     json!({
         "id": ticket.id,
-        "num1": num1, "num2": num2, "num3": num3, "num4": num4, "num5": num5, "num6": num6
+        "num1": num1, "num2": num2, "num3": num3, "num4": num4, "num5": num5, "num6": num6,
     })
 }
 

@@ -5,18 +5,20 @@
 //! writer thread committing its own batches. Ids come from the sequence `mega_id_seq`,
 //! which hands out unique values across sessions without locking the table. `COPY`
 //! returns no ids and `INSERT ... RETURNING` promises no row order, so the writer
-//! *reserves* the batch's ids first (`nextval` once per row), then copies the rows with
-//! those ids in binary: each id maps back to its request exactly.
+//! *reserves* ids first (`nextval` once per id, [`RESERVE_AHEAD`] at a time), then copies
+//! each batch's rows with ids from that reserve in binary: each id maps back to its
+//! request exactly.
 //!
 //! A lost connection fails the batch in flight with [`WriteError::Unavailable`]. When
-//! it died during `COMMIT`, the rows may or may not be stored; either way none of them
-//! is acknowledged. The writer reconnects with exponential backoff.
+//! it died while the copy was committing, the rows may or may not be stored; either way
+//! none of them is acknowledged. The writer reconnects with exponential backoff.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
 
 use super::backend::{Backend, Batch, WriteError};
 use super::schema::{SchemaError, SyncMode};
@@ -40,6 +42,11 @@ const CREATE: &str = "
 /// `CREATE ... IF NOT EXISTS` can both decide to create and one then fails on a
 /// unique violation in the catalogue. The key is arbitrary ("loadlab" in ASCII).
 const SCHEMA_LOCK_KEY: i64 = 0x006c_6f61_646c_6162;
+
+/// Ids reserved per round trip to the sequence, at least. Reserving ahead saves that
+/// round trip on most batches; the price is gaps: a process that stops leaves its unused
+/// ids unused (ids are unique and increase per process, but are not dense).
+const RESERVE_AHEAD: usize = 1024;
 
 /// Reserves `$1` ids from the sequence.
 const NEXT_IDS: &str = "SELECT nextval('mega_id_seq') FROM generate_series(1, $1::bigint)";
@@ -109,11 +116,14 @@ pub(super) struct PgBackend {
     url: PostgresUrl,
     sync: SyncMode,
     /// `None` while the connection is down.
-    client: Option<Client>,
+    client: Option<Session>,
     /// When the next reconnection attempt is due.
     retry_at: Instant,
     /// The wait after the next failed attempt.
     backoff: Duration,
+    /// Ids taken from the sequence and not yet used, ascending. They stay valid across
+    /// reconnections: the sequence never hands them out again.
+    reserved: VecDeque<i64>,
 }
 
 impl PgBackend {
@@ -129,11 +139,34 @@ impl PgBackend {
         let backend = Self {
             url: url.clone(),
             sync,
-            client: Some(client),
+            client: Some(Session::prepare(client)?),
             retry_at: Instant::now(),
             backoff: BACKOFF_MIN,
+            reserved: VecDeque::new(),
         };
         Ok((backend, rows))
+    }
+}
+
+/// The writer's connection and its statements, prepared once per connection: a
+/// statement given as text is prepared again on every call, one more round trip per
+/// batch.
+struct Session {
+    client: Client,
+    next_ids: Statement,
+    copy: Statement,
+}
+
+impl Session {
+    fn prepare(mut client: Client) -> Result<Self, SchemaError> {
+        let pg = |e: postgres::Error| SchemaError::Postgres(describe(&e));
+        let next_ids = client.prepare(NEXT_IDS).map_err(pg)?;
+        let copy = client.prepare(COPY).map_err(pg)?;
+        Ok(Self {
+            client,
+            next_ids,
+            copy,
+        })
     }
 }
 
@@ -243,7 +276,7 @@ impl From<postgres::Error> for BatchError {
 
 impl Backend for PgBackend {
     fn reconnect(&mut self) -> Result<(), Duration> {
-        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+        if self.client.as_ref().is_some_and(|s| !s.client.is_closed()) {
             return Ok(());
         }
         self.client = None;
@@ -251,7 +284,7 @@ impl Backend for PgBackend {
         if now < self.retry_at {
             return Err(self.retry_at - now);
         }
-        match open(&self.url, self.sync) {
+        match open(&self.url, self.sync).and_then(Session::prepare) {
             Ok(client) => {
                 metrics::counter!("mega_reconnects_total", "store" => "postgres").increment(1);
                 self.client = Some(client);
@@ -269,13 +302,15 @@ impl Backend for PgBackend {
     }
 
     fn insert_all(&mut self, batch: &Batch) -> Result<Vec<Vec<i64>>, WriteError> {
-        let Some(client) = self.client.as_mut() else {
+        let Some(session) = self.client.as_mut() else {
             return Err(WriteError::Unavailable("not connected".into()));
         };
-        match write_batch(client, batch) {
+        match write_batch(session, &mut self.reserved, batch) {
             Ok(ids) => Ok(ids),
             Err(BatchError::Ids(message)) => Err(WriteError::Commit(message)),
-            Err(BatchError::Postgres(e)) if is_connection_error(&e) || client.is_closed() => {
+            Err(BatchError::Postgres(e))
+                if is_connection_error(&e) || session.client.is_closed() =>
+            {
                 // Retry at once: the server may be back already (a restart), and if not
                 // the backoff starts from there.
                 self.client = None;
@@ -287,26 +322,49 @@ impl Backend for PgBackend {
     }
 }
 
-/// Reserves the batch's ids, copies its rows in binary, commits. The transaction rolls
-/// back on drop if anything fails before the commit.
-fn write_batch(client: &mut Client, batch: &Batch) -> Result<Vec<Vec<i64>>, BatchError> {
-    let rows: usize = batch.iter().map(|(tickets, _)| tickets.len()).sum();
-    let mut tx = client.transaction()?;
-    let mut ids = tx
-        .query(NEXT_IDS, &[&(rows as i64)])?
-        .iter()
-        .map(|row| row.try_get::<_, i64>(0))
-        .collect::<Result<Vec<_>, _>>()?;
-    if ids.len() != rows {
-        return Err(BatchError::Ids(format!(
-            "the sequence gave {} ids for {rows} rows",
-            ids.len()
-        )));
+/// Takes `rows` ids from `reserved`, first topping it up from the sequence (at least
+/// [`RESERVE_AHEAD`] at a time) when it holds too few. Ids reserved but never stored are
+/// a gap, never reused: after a failed copy their rows may or may not exist.
+fn take_ids(
+    session: &mut Session,
+    reserved: &mut VecDeque<i64>,
+    rows: usize,
+) -> Result<Vec<i64>, BatchError> {
+    if reserved.len() < rows {
+        let want = (rows - reserved.len()).max(RESERVE_AHEAD);
+        let mut fresh = session
+            .client
+            .query(&session.next_ids, &[&(want as i64)])?
+            .iter()
+            .map(|row| row.try_get::<_, i64>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        if fresh.len() != want {
+            return Err(BatchError::Ids(format!(
+                "the sequence gave {} ids, {want} were asked for",
+                fresh.len()
+            )));
+        }
+        // Ascending, and above every id reserved before (the sequence only grows): a
+        // request's ids and the batch's requests come in submission order.
+        fresh.sort_unstable();
+        reserved.extend(fresh);
     }
-    // Ascending, so a request's ids and the batch's requests come in submission order.
-    ids.sort_unstable();
-    let mut writer = BinaryCopyInWriter::new(tx.copy_in(COPY)?, &COLUMN_TYPES);
-    let mut next = ids.into_iter();
+    Ok(reserved.drain(..rows).collect())
+}
+
+/// Copies the batch's rows in binary with their reserved ids. One `COPY` outside an
+/// explicit transaction is a transaction of its own: all rows or none, committed (and,
+/// with `synchronous_commit=on`, flushed) before the server confirms it, in one round
+/// trip instead of `BEGIN`, `COPY`, `COMMIT`. A copy that fails midway is aborted when
+/// the writer is dropped unfinished.
+fn write_batch(
+    session: &mut Session,
+    reserved: &mut VecDeque<i64>,
+    batch: &Batch,
+) -> Result<Vec<Vec<i64>>, BatchError> {
+    let rows: usize = batch.iter().map(|(tickets, _)| tickets.len()).sum();
+    let mut next = take_ids(session, reserved, rows)?.into_iter();
+    let mut writer = BinaryCopyInWriter::new(session.client.copy_in(&session.copy)?, &COLUMN_TYPES);
     let mut out = Vec::with_capacity(batch.len());
     for (tickets, _) in batch {
         let request_ids: Vec<i64> = next.by_ref().take(tickets.len()).collect();
@@ -317,6 +375,5 @@ fn write_batch(client: &mut Client, batch: &Batch) -> Result<Vec<Vec<i64>>, Batc
         out.push(request_ids);
     }
     writer.finish()?;
-    tx.commit()?;
     Ok(out)
 }

@@ -576,8 +576,8 @@ mod tests {
         let other = rusqlite::Connection::open(&path).expect("open");
         other
             .execute_batch(
-                "CREATE TRIGGER refuse BEFORE INSERT ON Mega BEGIN SELECT RAISE(ABORT, \
-                    'refused'); END;",
+                "CREATE TRIGGER refuse BEFORE INSERT ON Mega \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
             )
             .expect("trigger");
         let ticket = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
