@@ -36,6 +36,7 @@ use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
+use hyper::body::Body as _;
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -91,7 +92,6 @@ pub(crate) async fn forward(
     member.count_status(response.status().as_u16());
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    use hyper::body::Body as _;
     let body = match slot {
         // Nothing to wait for (no limit, or an empty body nothing will poll): the slot,
         // if any, is freed here.

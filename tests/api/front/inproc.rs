@@ -290,3 +290,29 @@ async fn sigterm_lets_a_request_in_flight_through_the_in_process_front_finish() 
     let exit = process.process.wait_exit().await;
     assert!(exit.success(), "exit status 0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_conns_slots_come_back_after_each_in_process_response() {
+    // One request in flight per shard: a slot that never came back would make the
+    // third request wait out the upstream timeout and answer 504.
+    let app =
+        spawn_app_with_front(&["--upstream-max-conns", "1", "--upstream-timeout", "5s"]).await;
+
+    for _ in 0..10 {
+        assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+        let randoms = app.get("/api/randoms?cant=100").await;
+        assert_eq!(randoms.status(), StatusCode::OK);
+    }
+
+    let status: Value = app.get("/front/status").await.json().await.expect("json");
+    let members = status["pools"][0]["upstreams"]
+        .as_array()
+        .expect("upstreams");
+    assert_eq!(members.len(), 2);
+    for member in members {
+        assert_eq!(member["path"], "inproc");
+        assert_eq!(member["max_conns"], 1);
+        assert_eq!(member["in_flight"], 0, "{member}");
+    }
+    app.stop().await;
+}
