@@ -11,10 +11,10 @@
 //!   only direct clients (Prometheus, health checks); it still owns the router, so a
 //!   shard that stops leaves rotation;
 //! - `--front-threads` front workers, each with its own single-threaded runtime
-//!   (see [`loadlab_front::server::serve_on_workers`]);
+//!   (see [`loadlab_front::server::serve_on_threads`]);
 //! - the caller's runtime, which accepts the front's connections and runs the health
 //!   checks and the extra metrics listener;
-//! - the rayon compute pool and the Mega writer thread, shared by all shards (with
+//! - the rayon compute threads and the Mega writer thread, shared by all shards (with
 //!   PostgreSQL, also the client library's own runtime threads: the `postgres` crate
 //!   drives each connection on a small tokio runtime of its own).
 //!
@@ -26,8 +26,8 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use anyhow::Context;
 use loadlab_front::server::{self, Serving};
 use loadlab_front::{Front, FrontConfig};
+use loadlab_workers::compute::Compute;
 use loadlab_workers::mega::{MegaReader, MegaWriter};
-use loadlab_workers::pool::ComputePool;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::FrontPath;
@@ -81,8 +81,8 @@ impl App {
             .with_context(|| format!("opening the database {}", config.writer.db))?;
         let reader = MegaReader::open(&config.writer.db, config.read_connections)
             .context("opening read connections")?;
-        let pool = ComputePool::new(config.threads, config.randoms.max_jobs)
-            .context("starting the compute pool")?;
+        let pool = Compute::new(config.threads, config.randoms.max_jobs)
+            .context("starting the compute threads")?;
         let listeners = Listeners {
             front: front.as_ref().map(|(l, _)| l.local_addr()).transpose()?,
             shards: shard_addrs,

@@ -240,8 +240,13 @@ pub struct UpstreamArgs {
     /// Idle keep-alive connections kept per upstream and front thread. Size it to the
     /// concurrency, or connections churn: nginx with `keepalive 64` at 256 client
     /// connections fell to 21 k req/s with 14 k sockets in TIME_WAIT on a 2-core machine.
-    #[arg(long, env = "LOADLAB_UPSTREAM_POOL", default_value_t = 1024)]
-    pub upstream_pool: usize,
+    #[arg(
+        long,
+        env = "LOADLAB_UPSTREAM_IDLE",
+        default_value_t = 1024,
+        alias = "upstream-pool"
+    )]
+    pub upstream_idle: usize,
 
     /// Requests in flight to one upstream at once (nginx's `max_conns`; a front config
     /// may set it per upstream); 0: no limit. Further requests go to another upstream

@@ -180,7 +180,7 @@ pub fn upstream_limits(args: &UpstreamArgs) -> UpstreamLimits {
     UpstreamLimits {
         response_timeout: args.upstream_timeout,
         connect_timeout: args.connect_timeout,
-        pool_idle_per_upstream: args.upstream_pool,
+        idle_per_upstream: args.upstream_idle,
         max_conns_per_upstream: args.upstream_max_conns,
         front_threads: args
             .front_threads

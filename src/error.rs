@@ -33,7 +33,7 @@ pub enum AppError {
     /// 503 with `Retry-After`: a bounded queue is full; the same request may succeed soon.
     #[error("{what} is busy: try again shortly")]
     Busy {
-        /// What is full ("the compute pool", "the write queue").
+        /// What is full ("the randoms queue", "the write queue").
         what: &'static str,
         /// Seconds the client should wait before retrying.
         retry_after_secs: u32,

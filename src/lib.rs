@@ -11,7 +11,7 @@
 //! - [`standalone`]: `loadlab front`, the front alone over other hosts.
 //! - [`metrics`] and [`telemetry`]: Prometheus metrics and logging.
 //!
-//! The work itself (the random-histogram kernel, the compute pool, the SQLite writer)
+//! The work itself (the random-histogram kernel, the compute threads, the SQLite writer)
 //! lives in the `loadlab-workers` crate; the reverse proxy before the shards, and the
 //! listeners, edge layers and JSON errors every listener shares, in `loadlab-front`.
 //!

@@ -2,7 +2,7 @@
 //!
 //! A *shard* is one listener serving the whole API on its own thread with its own
 //! single-threaded tokio runtime: the ancestors' "one server per port", without a
-//! process per port. All shards share one compute pool, one Mega writer and one read
+//! process per port. All shards share one compute threads, one Mega writer and one set of read
 //! pool (`AppState`): they split the accept and HTTP work across
 //! threads, not the data.
 //!

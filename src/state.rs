@@ -1,6 +1,6 @@
 //! [`AppState`]: what every shard's handlers share.
 //!
-//! One compute pool, one writer handle and one read pool serve all shards: the shards
+//! One compute threads, one writer handle and one set of read connections serve all shards: the shards
 //! split the accept and HTTP work across threads, not the data.
 
 use std::net::SocketAddr;
@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use loadlab_front::Front;
+use loadlab_workers::compute::Compute;
 use loadlab_workers::mega::{MegaReader, WriterHandle};
-use loadlab_workers::pool::ComputePool;
 
 use crate::config::Config;
 
@@ -20,7 +20,7 @@ pub struct AppState(Arc<Shared>);
 #[derive(Debug)]
 struct Shared {
     config: Config,
-    pool: ComputePool,
+    pool: Compute,
     writer: WriterHandle,
     reader: MegaReader,
     started: Instant,
@@ -42,7 +42,7 @@ impl AppState {
     /// Bundles the parts.
     pub fn new(
         config: Config,
-        pool: ComputePool,
+        pool: Compute,
         writer: WriterHandle,
         reader: MegaReader,
         listeners: Listeners,
@@ -64,8 +64,8 @@ impl AppState {
         &self.0.config
     }
 
-    /// The compute pool.
-    pub fn pool(&self) -> &ComputePool {
+    /// The compute threads.
+    pub fn pool(&self) -> &Compute {
         &self.0.pool
     }
 
@@ -74,7 +74,7 @@ impl AppState {
         &self.0.writer
     }
 
-    /// The Mega read pool.
+    /// The Mega read connections.
     pub fn reader(&self) -> &MegaReader {
         &self.0.reader
     }

@@ -9,7 +9,7 @@
 //!   (hyperium/hyper#4176).
 //!
 //! The response body, which gives its connection back, is the pool's:
-//! [`crate::pool::PooledBody`].
+//! [`crate::conns::PooledBody`].
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ use super::failure::{BODY_IDLE_TIMEOUT, ClientFault};
 /// a pause in which nobody polled (the *other* side applying backpressure: an
 /// upstream slow to read the request, a client slow to read the response) is not
 /// held against the side being waited on. Used here for the client's body and by
-/// [`super::pool::PooledBody`] for the upstream's response.
+/// [`super::conns::PooledBody`] for the upstream's response.
 pub(crate) struct IdleTimer {
     limit: Duration,
     /// Made on the first wait only: most bodies arrive whole, and never wait.

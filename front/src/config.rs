@@ -85,7 +85,7 @@ pub struct UpstreamLimits {
     /// Time to connect to an upstream (next upstream after).
     pub connect_timeout: Duration,
     /// Idle keep-alive connections kept per upstream and front thread.
-    pub pool_idle_per_upstream: usize,
+    pub idle_per_upstream: usize,
     /// Threads the front serves on, each with its own connections to every upstream.
     pub front_threads: usize,
     /// Requests in flight to one upstream at once, unless its config says otherwise;

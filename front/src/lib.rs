@@ -2,7 +2,7 @@
 //! upstreams (the shards of `loadlab serve`, or loadlab instances on other hosts with
 //! `loadlab front`), and the listeners it and the shards serve on.
 //!
-//! This crate knows nothing of loadlab's routes, database or compute pool: the service
+//! This crate knows nothing of loadlab's routes, database or compute threads: the service
 //! crate builds a [`Front`] over its shards (or from a config file) and serves it, and
 //! runs its shards with [`server`] and [`edge`]. Dependencies point one way: service
 //! -> front.
@@ -39,12 +39,12 @@ pub mod server;
 
 mod balance;
 mod body;
+mod conns;
 mod failure;
 mod headers;
 mod health;
 mod inproc;
 mod leftover;
-mod pool;
 mod proxy;
 mod upstream;
 
@@ -67,7 +67,7 @@ pub use self::config::{
 };
 pub use self::error::json_error;
 use self::proxy::Proxy;
-use self::server::{Serving, ServingThread, WorkerSet};
+use self::server::{Serving, ServingThread, ThreadSet};
 use self::upstream::Upstream;
 
 /// Where `loadlab front` listens without `--bind` or `listen`.
@@ -76,7 +76,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The running front: pools, routes, health state and the upstream connections. Cheap
 /// to clone (one `Arc`); every clone shares the same state.
 ///
-/// A handle belongs to one front worker thread (see [`Front::spawn_workers`]) and uses
+/// A handle belongs to one front worker thread (see [`Front::spawn_threads`]) and uses
 /// that worker's upstream connections; [`Front::new`] gives worker 0's.
 #[derive(Debug, Clone)]
 pub struct Front {
@@ -281,15 +281,15 @@ impl Front {
 
     /// Starts the front's worker threads (`--front-threads`), each with its own
     /// single-threaded runtime, its own upstream connections and the front's router.
-    /// Feed them with [`server::serve_on_workers`]; each thread returns once that
+    /// Feed them with [`server::serve_on_threads`]; each thread returns once that
     /// accept loop has stopped and its connections have drained. A thread that fails
     /// cancels `shutdown`, so the whole front stops rather than serving short-handed.
-    pub fn spawn_workers(
+    pub fn spawn_threads(
         &self,
         edge: &EdgeLimits,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<(WorkerSet, Vec<ServingThread>)> {
-        let (set, workers) = server::workers(self.inner.threads);
+    ) -> anyhow::Result<(ThreadSet, Vec<ServingThread>)> {
+        let (set, workers) = server::front_threads(self.inner.threads);
         let threads = workers
             .into_iter()
             .enumerate()
@@ -329,11 +329,11 @@ impl Front {
         shutdown: &CancellationToken,
         serving: &mut Serving,
     ) -> anyhow::Result<()> {
-        let (threads, front_threads) = self.spawn_workers(edge, shutdown)?;
+        let (threads, front_threads) = self.spawn_threads(edge, shutdown)?;
         serving.add_threads(front_threads);
         self.spawn_health_checks(shutdown.clone());
         let connections: ConnectionLimits = edge.connections.clone();
-        serving.spawn(server::serve_on_workers(
+        serving.spawn(server::serve_on_threads(
             listener,
             threads,
             connections,

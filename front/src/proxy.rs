@@ -40,16 +40,16 @@ use tokio::time::Instant;
 
 use super::balance::{Pool, requests_counter};
 use super::body::RequestBody;
+use super::conns::{PooledBody, SendFailure};
 use super::failure::{ClientErrors, ClientFault};
 use super::headers::{prepare_request_headers, remove_hop_by_hop};
 use super::inproc;
-use super::pool::{PooledBody, SendFailure};
 use super::upstream::FailureKind;
 use crate::config::UpstreamLimits;
 use crate::error::{error_chain, json_error};
 
 /// What forwarding needs besides the pools: the limits and the retry counter. The
-/// connections live with each upstream ([`super::pool::ConnPool`]).
+/// connections live with each upstream ([`super::conns::UpstreamConns`]).
 #[derive(Debug)]
 pub(crate) struct Proxy {
     limits: UpstreamLimits,

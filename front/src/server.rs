@@ -12,7 +12,7 @@
 //! Two shapes:
 //! - [`serve`]: accept and serve on the current runtime (a shard, the metrics
 //!   listener, tests).
-//! - [`serve_on_workers`] + [`Worker::run`]: one accept loop hands each connection to
+//! - [`serve_on_threads`] + [`FrontThread::run`]: one accept loop hands each connection to
 //!   the worker with the fewest open connections; every worker is a thread with its
 //!   own single-threaded runtime that serves its connections from start to end (the
 //!   front). A connection, its requests and whatever they spawn stay on one thread:
@@ -64,7 +64,7 @@ pub async fn serve(
     connections.drain(limits.shutdown_grace).await;
 }
 
-/// A connection on its way from the accept loop to a [`Worker`].
+/// A connection on its way from the accept loop to a [`FrontThread`].
 #[derive(Debug)]
 struct Handoff {
     /// Deregistered from the accepting runtime; the worker registers it with its own.
@@ -74,9 +74,9 @@ struct Handoff {
     permit: OwnedSemaphorePermit,
 }
 
-/// A worker's end of [`serve_on_workers`]: run it on the worker's own thread.
+/// A worker's end of [`serve_on_threads`]: run it on the worker's own thread.
 #[derive(Debug)]
-pub struct Worker {
+pub struct FrontThread {
     inbox: mpsc::UnboundedReceiver<Handoff>,
     /// Connections this worker has open, read by the accept loop to pick a worker.
     open: Arc<AtomicUsize>,
@@ -89,8 +89,8 @@ struct WorkerHandle {
     open: Arc<AtomicUsize>,
 }
 
-/// `count` workers (at least one) for [`serve_on_workers`].
-pub fn workers(count: usize) -> (WorkerSet, Vec<Worker>) {
+/// `count` workers (at least one) for [`serve_on_threads`].
+pub fn front_threads(count: usize) -> (ThreadSet, Vec<FrontThread>) {
     let (handles, workers) = (0..count.max(1))
         .map(|_| {
             let (outbox, inbox) = mpsc::unbounded_channel();
@@ -100,16 +100,16 @@ pub fn workers(count: usize) -> (WorkerSet, Vec<Worker>) {
                     outbox,
                     open: Arc::clone(&open),
                 },
-                Worker { inbox, open },
+                FrontThread { inbox, open },
             )
         })
         .unzip();
-    (WorkerSet { handles }, workers)
+    (ThreadSet { handles }, workers)
 }
 
-/// The accept loop's side of a set of [`Worker`]s.
+/// The accept loop's side of a set of [`FrontThread`]s.
 #[derive(Debug)]
-pub struct WorkerSet {
+pub struct ThreadSet {
     handles: Vec<WorkerHandle>,
 }
 
@@ -117,9 +117,9 @@ pub struct WorkerSet {
 /// the worker of `workers` with the fewest open connections (the first such after the
 /// last one picked, so equal workers take turns). Returns once accepting stopped; the
 /// workers then drain their connections.
-pub async fn serve_on_workers(
+pub async fn serve_on_threads(
     listener: TcpListener,
-    workers: WorkerSet,
+    workers: ThreadSet,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
@@ -155,7 +155,7 @@ pub async fn serve_on_workers(
     // Dropping the senders tells every worker that no more connections come.
 }
 
-impl Worker {
+impl FrontThread {
     /// Serves the connections handed to this worker, on the current runtime, until
     /// the accept loop stops; then drains them like [`serve`].
     pub async fn run(mut self, router: Router, limits: ConnectionLimits) {
@@ -449,7 +449,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let (set, workers) = workers(2);
+        let (set, workers) = front_threads(2);
         let open_counts: Vec<_> = set.handles.iter().map(|h| Arc::clone(&h.open)).collect();
         let mut running = Vec::new();
         for (index, worker) in workers.into_iter().enumerate() {
@@ -459,7 +459,7 @@ mod tests {
             );
             running.push(tokio::spawn(worker.run(router, limits.clone())));
         }
-        let accepting = tokio::spawn(serve_on_workers(listener, set, limits, shutdown.clone()));
+        let accepting = tokio::spawn(serve_on_threads(listener, set, limits, shutdown.clone()));
 
         // Equal workers take turns.
         let mut open = Vec::new();

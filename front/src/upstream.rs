@@ -17,7 +17,7 @@ use metrics::{Counter, Gauge};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::config::HealthConfig;
-use super::pool::ConnPool;
+use super::conns::UpstreamConns;
 use crate::config::UpstreamLimits;
 
 /// Why a try at an upstream failed: the `kind` label of `front_upstream_errors_total`.
@@ -56,7 +56,7 @@ pub(crate) struct Upstream {
     /// connection's driver task runs on the thread that opened it, so only that
     /// thread's requests should use it); an `Arc` because response bodies carry their
     /// pool to give the connection back.
-    connections: Box<[Arc<ConnPool>]>,
+    connections: Box<[Arc<UpstreamConns>]>,
     /// The `Host` header sent upstream (nginx's `$proxy_host`), built once.
     host: HeaderValue,
     /// One permit per request allowed in flight (`max_conns`), shared by every front
@@ -127,10 +127,10 @@ impl Upstream {
             authority,
             connections: (0..limits.front_threads.max(1))
                 .map(|_| {
-                    Arc::new(ConnPool::new(
+                    Arc::new(UpstreamConns::new(
                         addr,
                         limits.connect_timeout,
-                        limits.pool_idle_per_upstream,
+                        limits.idle_per_upstream,
                     ))
                 })
                 .collect(),
@@ -173,7 +173,7 @@ impl Upstream {
     }
 
     /// Front worker `worker`'s keep-alive connections to it.
-    pub(crate) fn connections(&self, worker: usize) -> &Arc<ConnPool> {
+    pub(crate) fn connections(&self, worker: usize) -> &Arc<UpstreamConns> {
         &self.connections[worker % self.connections.len()]
     }
 
@@ -342,7 +342,7 @@ pub(crate) mod tests {
         UpstreamLimits {
             response_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
-            pool_idle_per_upstream: 1,
+            idle_per_upstream: 1,
             front_threads: 1,
             max_conns_per_upstream: 0,
         }

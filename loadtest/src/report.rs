@@ -355,7 +355,7 @@ fn method(info: &RunInfo<'_>) -> String {
         "- Every `loadlab serve` runs with `--randoms-queue {}` (default 64): otherwise \
             randoms-1e6 at 256 \
          connections would measure admission 503s instead of throughput. The front runs with \
-         `--upstream-pool {}` and nginx with `keepalive {}`, both sized to the most connections \
+         `--upstream-idle {}` and nginx with `keepalive {}`, both sized to the most connections \
              of the run; \
          HAProxy reuses its upstream connections across clients (`http-reuse always`).",
         randoms_queue(s.max_connections()),

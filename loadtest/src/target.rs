@@ -326,7 +326,7 @@ pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<
                     "front".into(),
                     "--config".into(),
                     format!("{RUN_DIR}/front.toml"),
-                    "--upstream-pool".into(),
+                    "--upstream-idle".into(),
                     settings.max_connections().to_string(),
                 ]);
                 config.setup = Setup::Hosts { apps, front, conf };
@@ -486,7 +486,7 @@ fn serve(
         Some(port) => {
             argv.extend(["--bind".into(), format!("127.0.0.1:{port}")]);
             // The same sizing rule as nginx's `keepalive` below: no upstream churn.
-            argv.extend(["--upstream-pool".into(), max_conns.to_string()]);
+            argv.extend(["--upstream-idle".into(), max_conns.to_string()]);
         }
         None => argv.push("--no-front".into()),
     }

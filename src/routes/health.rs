@@ -19,7 +19,7 @@ pub async fn health_live() -> Response {
 }
 
 /// `GET /readyz`: ready to do all its work: the writer thread runs, is connected to its
-/// database (PostgreSQL) and accepts inserts, and the compute pool admits jobs. 503 with
+/// database (PostgreSQL) and accepts inserts, and the compute threads admit jobs. 503 with
 /// the reasons otherwise.
 pub async fn health_ready(State(state): State<AppState>) -> Response {
     let mut reasons = Vec::new();
@@ -35,7 +35,7 @@ pub async fn health_ready(State(state): State<AppState>) -> Response {
     }
     let pool = state.pool();
     if pool.in_flight() >= pool.max_jobs() {
-        reasons.push("the compute pool is full".to_owned());
+        reasons.push("the compute threads are full".to_owned());
     }
     if reasons.is_empty() {
         (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()

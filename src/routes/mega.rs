@@ -1,7 +1,7 @@
 //! The Mega-Sena ticket routes, at the ancestor's paths so its clients keep working.
 //!
 //! Inserts go to the single writer thread and are answered only after commit; reads go
-//! to the read pool on tokio's blocking threads (SQLite and `postgres` calls block).
+//! to the read connections on tokio's blocking threads (SQLite and `postgres` calls block).
 //! A database out of reach (PostgreSQL) is a 503, as a full queue is: the same request
 //! may succeed later; a failed statement is a 500.
 

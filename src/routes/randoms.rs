@@ -1,10 +1,10 @@
 //! `GET /api/randoms?cant=N[&method=M][&seed=S][&pretty=true]`: the histogram of N
-//! uniform draws in 1..=1000, made on the compute pool; the reply maps each number that
+//! uniform draws in 1..=1000, made on the compute threads; the reply maps each number that
 //! came up to its count, keys ascending. `method=draw` (the default) draws and counts
 //! the N numbers; `method=multinomial` samples the same histogram exactly from its law,
 //! in time independent of N ([`loadlab_workers::multinomial`]).
 //!
-//! The handler only parses, admits and awaits: the work runs on the rayon pool, so
+//! The handler only parses, admits and awaits: the work runs on the compute threads, so
 //! the async runtime stays free for every other request. If the client goes away the
 //! handler's future is dropped, which drops the job and raises its cancel flag.
 
@@ -13,8 +13,8 @@ use std::fmt::Write as _;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use loadlab_workers::compute::ComputeError;
 use loadlab_workers::method::Method;
-use loadlab_workers::pool::PoolError;
 use loadlab_workers::randoms::{Histogram, random_seed};
 use serde::Deserialize;
 
@@ -83,8 +83,8 @@ pub async fn randoms_count(
         .pool()
         .try_count_randoms(count, seed, method)
         .map_err(|e| match e {
-            PoolError::Full { .. } => AppError::Busy {
-                what: "the compute pool",
+            ComputeError::Full { .. } => AppError::Busy {
+                what: "the randoms queue",
                 retry_after_secs: 1,
             },
             other => AppError::Internal(other.to_string()),

@@ -155,7 +155,7 @@ async fn process_metrics_are_exported_with_live_values() {
     );
     assert!(value("process_start_time_seconds") > 1.6e9, "a Unix time");
     // CPU time must move with real work: a 1e8-draw histogram burns tens of ms on
-    // the compute pool, which runs in this (the app's) process.
+    // the compute threads, which runs in this (the app's) process.
     let cpu_before = value("process_cpu_seconds_total");
     let response = app
         .client

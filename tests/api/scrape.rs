@@ -175,7 +175,7 @@ pub(crate) async fn drive_every_component(app: &TestApp) {
     }
 }
 
-/// Makes the compute pool refuse a job with 503 (the app must run `--randoms-queue 1`):
+/// Makes the compute threads refuse a job with 503 (the app must run `--randoms-queue 1`):
 /// a huge job holds the only slot, a second job is refused, then the huge one's client
 /// goes away, which cancels it (so `randoms_cancelled_total` moves too).
 pub(crate) async fn force_randoms_rejection(app: &TestApp) {

@@ -9,16 +9,16 @@
 //! - [`randoms`]: the random-histogram kernel: N uniform draws in 1..=1000, counted;
 //!   and [`method::Method`], the choice between counting and sampling the answer.
 //! - [`multinomial`]: the exact sampler of the same histogram, in time independent of N.
-//! - [`pool`]: the compute pool: a fixed rayon pool with bounded admission and
+//! - [`compute`]: the compute threads: a fixed set of rayon threads with bounded admission and
 //!   cooperative cancellation, running the kernel off the caller's threads.
 //! - [`mega`]: the Mega-Sena ticket store: validation, the SQLite schema, the single
 //!   writer thread with group commit, and a pool of read-only connections.
 
+pub mod compute;
 pub mod mega;
 pub mod method;
 pub mod metrics;
 pub mod multinomial;
-pub mod pool;
 pub mod randoms;
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The exact multinomial sampler: the histogram of N uniform draws in 1..=1000 sampled
 //! directly from its law, Multinomial(N; 1/1000, ..., 1/1000), in time that does not
-//! grow with N. [`crate::method::Method::Multinomial`] runs it; the compute pool calls
+//! grow with N. [`crate::method::Method::Multinomial`] runs it; the compute threads calls
 //! it like the draw kernel.
 //!
 //! # Method: a binary split tree

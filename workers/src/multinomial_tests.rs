@@ -6,7 +6,7 @@
 //! far.
 
 use super::*;
-use crate::randoms::{NUMBER_MIN, count_randoms};
+use crate::randoms::{RANDOM_MIN, count_randoms};
 
 /// Seeds 0..count: fixed, so the statistics below are the same on every run.
 fn seeds(count: u64) -> std::ops::Range<u64> {
@@ -57,7 +57,7 @@ fn large_n_fills_every_bin_in_range_and_ascending() {
     let histogram = tree(DIRECT_PER_BIN, 1_000_000_000_000_000, 5);
     let numbers: Vec<u32> = histogram.iter().map(|(number, _)| number).collect();
     assert_eq!(numbers.len(), BINS);
-    assert_eq!(numbers.first(), Some(&NUMBER_MIN));
+    assert_eq!(numbers.first(), Some(&RANDOM_MIN));
     assert!(numbers.windows(2).all(|w| w[0] < w[1]));
 }
 

@@ -25,11 +25,11 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 
 /// The smallest number drawn.
-pub const NUMBER_MIN: u32 = 1;
+pub const RANDOM_MIN: u32 = 1;
 /// The largest number drawn.
-pub const NUMBER_MAX: u32 = 1000;
+pub const RANDOM_MAX: u32 = 1000;
 /// How many distinct numbers can come up: the histogram's bins.
-pub const BINS: usize = (NUMBER_MAX - NUMBER_MIN + 1) as usize;
+pub const BINS: usize = (RANDOM_MAX - RANDOM_MIN + 1) as usize;
 /// Draws per chunk: the unit of parallel work, of determinism and of cancellation.
 ///
 /// 2^17 draws take about 90 us on one core here: small enough that 1e6 draws already
@@ -52,10 +52,10 @@ pub enum KernelError {
     Cancelled,
 }
 
-/// How many times each number in [`NUMBER_MIN`]..=[`NUMBER_MAX`] came up.
+/// How many times each number in [`RANDOM_MIN`]..=[`RANDOM_MAX`] came up.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Histogram {
-    /// `counts[i]` is how often `NUMBER_MIN + i` came up. Boxed: 8 KiB moves around.
+    /// `counts[i]` is how often `RANDOM_MIN + i` came up. Boxed: 8 KiB moves around.
     counts: Box<[u64; BINS]>,
 }
 
@@ -77,7 +77,7 @@ impl Default for Histogram {
 }
 
 impl Histogram {
-    /// The raw counts: index `i` holds the count of number `NUMBER_MIN + i`.
+    /// The raw counts: index `i` holds the count of number `RANDOM_MIN + i`.
     pub fn counts(&self) -> &[u64; BINS] {
         &self.counts
     }
@@ -91,12 +91,12 @@ impl Histogram {
     pub fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.counts
             .iter()
-            .zip(NUMBER_MIN..)
+            .zip(RANDOM_MIN..)
             .filter(|(count, _)| **count > 0)
             .map(|(count, number)| (number, *count))
     }
 
-    /// A histogram of the given counts (index `i`: number `NUMBER_MIN + i`).
+    /// A histogram of the given counts (index `i`: number `RANDOM_MIN + i`).
     pub(crate) fn from_counts(counts: Box<[u64; BINS]>) -> Self {
         Self { counts }
     }

@@ -37,7 +37,7 @@ fn numbers_stay_in_range_and_ascend() {
     assert!(
         numbers
             .iter()
-            .all(|n| (NUMBER_MIN..=NUMBER_MAX).contains(n))
+            .all(|n| (RANDOM_MIN..=RANDOM_MAX).contains(n))
     );
     // 100 draws per bin on average: every number comes up.
     assert_eq!(numbers.len(), BINS);

@@ -196,7 +196,7 @@ fn limits(response_timeout: Duration) -> UpstreamLimits {
     UpstreamLimits {
         response_timeout,
         connect_timeout: Duration::from_secs(1),
-        pool_idle_per_upstream: 64,
+        idle_per_upstream: 64,
         front_threads: 1,
         max_conns_per_upstream: 0,
     }

@@ -15,7 +15,7 @@ use r2d2_postgres::r2d2;
 use super::pg::{describe, is_connection_error};
 use super::records::{MegaStats, ReadError, StoredTicket};
 use super::store::PostgresUrl;
-use super::ticket::NUMBER_MAX;
+use super::ticket::MEGA_MAX;
 
 /// How long a read waits for a pooled client before it fails as unavailable.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -118,7 +118,7 @@ impl PgReader {
         let pool = self
             .pool
             .as_ref()
-            .ok_or_else(|| ReadError::Unavailable("the read pool is closed".into()))?;
+            .ok_or_else(|| ReadError::Unavailable("the read connections are closed".into()))?;
         let mut client = pool
             .get()
             .map_err(|e| ReadError::Unavailable(format!("{}: {e}", self.url)))?;
@@ -149,7 +149,7 @@ impl PgReader {
         self.with_client(|client| {
             let mut stats = MegaStats {
                 rows: 0,
-                plays: [0; NUMBER_MAX as usize],
+                plays: [0; MEGA_MAX as usize],
             };
             for row in client.query(STATS, &[])? {
                 let number: Option<i16> = row.try_get(0)?;

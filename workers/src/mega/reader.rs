@@ -15,9 +15,9 @@ use super::pg_reader::PgReader;
 use super::records::{MegaStats, ReadError, StoredTicket};
 use super::schema::{self, SchemaError};
 use super::store::{Database, Store};
-use super::ticket::NUMBER_MAX;
+use super::ticket::MEGA_MAX;
 
-/// The read pool of whichever store holds `Mega`.
+/// The read connections of whichever store holds `Mega`.
 #[derive(Debug)]
 pub struct MegaReader(Pool);
 
@@ -162,7 +162,7 @@ impl SqliteReader {
         self.with_conn(|conn| {
             let mut stats = MegaStats {
                 rows: 0,
-                plays: [0; NUMBER_MAX as usize],
+                plays: [0; MEGA_MAX as usize],
             };
             let mut stmt =
                 conn.prepare_cached("SELECT num1, num2, num3, num4, num5, num6 FROM Mega")?;

@@ -3,7 +3,7 @@
 //! one, which therefore do not import each other's module for them.
 
 use super::schema::SchemaError;
-use super::ticket::NUMBER_MAX;
+use super::ticket::MEGA_MAX;
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,5 +46,5 @@ pub struct MegaStats {
     /// Rows in the table.
     pub rows: u64,
     /// `plays[i]` is how many stored tickets hold number `i + 1`.
-    pub plays: [u64; NUMBER_MAX as usize],
+    pub plays: [u64; MEGA_MAX as usize],
 }

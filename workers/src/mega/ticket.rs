@@ -4,9 +4,9 @@
 //! rules, so every path into the store (single insert, batch, benchmarks) shares them.
 
 /// The smallest number on a ticket.
-pub const NUMBER_MIN: i64 = 1;
+pub const MEGA_MIN: i64 = 1;
 /// The largest number on a ticket.
-pub const NUMBER_MAX: i64 = 60;
+pub const MEGA_MAX: i64 = 60;
 /// How many numbers a ticket holds: columns `num1`..`num6`.
 pub const NUMBERS: usize = 6;
 
@@ -42,7 +42,7 @@ impl MegaTicket {
     pub fn new(numbers: [i64; NUMBERS]) -> Result<Self, TicketError> {
         let mut out = [0u8; NUMBERS];
         for (i, &value) in numbers.iter().enumerate() {
-            if !(NUMBER_MIN..=NUMBER_MAX).contains(&value) {
+            if !(MEGA_MIN..=MEGA_MAX).contains(&value) {
                 return Err(TicketError::OutOfRange {
                     field: i + 1,
                     value,

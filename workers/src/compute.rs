@@ -1,15 +1,15 @@
-//! The compute pool: where CPU-heavy jobs run, away from any async runtime.
+//! The compute threads: where CPU-heavy jobs run, away from any async runtime.
 //!
-//! A fixed rayon pool (not tokio's `spawn_blocking`, whose pool grows to hundreds of
+//! A fixed set of rayon threads (not tokio's `spawn_blocking`, whose pool grows to hundreds of
 //! threads and whose tasks cannot be stopped) with two guards around it:
 //! - *admission*: at most `max_jobs` jobs admitted at once, running or waiting; the next
-//!   is refused at once with [`PoolError::Full`] so the caller can answer 503 rather than
+//!   is refused at once with [`ComputeError::Full`] so the caller can answer 503 rather than
 //!   queue without bound;
 //! - *cancellation*: each job carries a cancel flag that its [`RandomsJob`] handle raises
 //!   when dropped. Dropping a future does not stop work already on a rayon thread, so the
 //!   kernel polls the flag between chunks instead.
 //!
-//! The HTTP layer calls [`ComputePool::try_count_randoms`] and awaits the returned job.
+//! The HTTP layer calls [`Compute::try_count_randoms`] and awaits the returned job.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,9 +22,9 @@ use crate::randoms::{Histogram, KernelError};
 
 /// Why the pool did not produce a result.
 #[derive(Debug, thiserror::Error)]
-pub enum PoolError {
+pub enum ComputeError {
     /// `max_jobs` jobs are already admitted; try again later.
-    #[error("the compute pool is full ({max_jobs} jobs admitted)")]
+    #[error("the compute threads are full ({max_jobs} jobs admitted)")]
     Full {
         /// The admission limit that was reached.
         max_jobs: usize,
@@ -36,12 +36,12 @@ pub enum PoolError {
     #[error("the compute job ended without a result")]
     Lost,
     /// The rayon pool could not be built at start-up.
-    #[error("could not build the compute pool: {0}")]
+    #[error("could not build the compute threads: {0}")]
     Build(#[from] rayon::ThreadPoolBuildError),
 }
 
 /// A fixed pool of compute threads with bounded admission.
-pub struct ComputePool {
+pub struct Compute {
     pool: rayon::ThreadPool,
     /// Jobs admitted and not yet finished (running or waiting for a thread). Shared with
     /// each job's [`Admission`], which gives its slot back when the job really ends, not
@@ -50,9 +50,9 @@ pub struct ComputePool {
     max_jobs: usize,
 }
 
-impl std::fmt::Debug for ComputePool {
+impl std::fmt::Debug for Compute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ComputePool")
+        f.debug_struct("Compute")
             .field("threads", &self.threads())
             .field("in_flight", &self.in_flight())
             .field("max_jobs", &self.max_jobs)
@@ -60,10 +60,10 @@ impl std::fmt::Debug for ComputePool {
     }
 }
 
-impl ComputePool {
+impl Compute {
     /// Builds a pool of `threads` threads (`None`: one per core) admitting at most
     /// `max_jobs` jobs at once.
-    pub fn new(threads: Option<usize>, max_jobs: usize) -> Result<Self, PoolError> {
+    pub fn new(threads: Option<usize>, max_jobs: usize) -> Result<Self, ComputeError> {
         let mut builder =
             rayon::ThreadPoolBuilder::new().thread_name(|i| format!("loadlab-compute-{i}"));
         if let Some(threads) = threads {
@@ -106,7 +106,7 @@ impl ComputePool {
     }
 
     /// Admits a job producing the histogram of `n` random numbers from `seed` with
-    /// `method`, or refuses it at once with [`PoolError::Full`]. Await the returned job
+    /// `method`, or refuses it at once with [`ComputeError::Full`]. Await the returned job
     /// for the histogram; drop it to cancel. Both methods are admitted, run and counted
     /// alike: a multinomial job is short, but it is still CPU work off the runtime.
     pub fn try_count_randoms(
@@ -114,7 +114,7 @@ impl ComputePool {
         n: u64,
         seed: u64,
         method: Method,
-    ) -> Result<RandomsJob, PoolError> {
+    ) -> Result<RandomsJob, ComputeError> {
         let admission = self.admit(method)?;
         let cancel = Arc::new(AtomicBool::new(false));
         let (reply, outcome) = oneshot::channel();
@@ -152,7 +152,7 @@ impl ComputePool {
         })
     }
 
-    fn admit(&self, method: Method) -> Result<Admission, PoolError> {
+    fn admit(&self, method: Method) -> Result<Admission, ComputeError> {
         let max_jobs = self.max_jobs;
         self.admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -161,7 +161,7 @@ impl ComputePool {
             .map_err(|_| {
                 metrics::counter!("randoms_rejected_total", "method" => method.as_str())
                     .increment(1);
-                PoolError::Full { max_jobs }
+                ComputeError::Full { max_jobs }
             })?;
         metrics::gauge!("randoms_jobs_in_flight").increment(1.0);
         Ok(Admission(Arc::clone(&self.admitted)))
@@ -199,12 +199,12 @@ pub struct RandomsJob {
 
 impl RandomsJob {
     /// Waits for the histogram. Works under any async runtime (or `block_on`).
-    pub async fn outcome(mut self) -> Result<Histogram, PoolError> {
+    pub async fn outcome(mut self) -> Result<Histogram, ComputeError> {
         let result = (&mut self.outcome).await;
         match result {
             Ok(Ok(histogram)) => Ok(histogram),
-            Ok(Err(KernelError::Cancelled)) => Err(PoolError::Cancelled),
-            Err(_) => Err(PoolError::Lost),
+            Ok(Err(KernelError::Cancelled)) => Err(ComputeError::Cancelled),
+            Err(_) => Err(ComputeError::Lost),
         }
     }
 
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_job_returns_its_histogram() {
-        let pool = ComputePool::new(Some(2), 4).expect("pool");
+        let pool = Compute::new(Some(2), 4).expect("pool");
         let job = pool
             .try_count_randoms(10_000, 5, Method::Draw)
             .expect("admitted");
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_multinomial_job_returns_its_histogram() {
-        let pool = ComputePool::new(Some(2), 4).expect("pool");
+        let pool = Compute::new(Some(2), 4).expect("pool");
         let n = 1_000_000_000_000_000;
         let job = pool.try_count_randoms(n, 5, Method::Multinomial);
         let histogram = block_on(job.expect("admitted").outcome()).expect("completed");
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn admission_stops_at_max_jobs_and_frees_slots() {
-        let pool = ComputePool::new(Some(1), 1).expect("pool");
+        let pool = Compute::new(Some(1), 1).expect("pool");
         // Occupy the only thread so the admitted job cannot start or finish yet.
         let (release, wait) = mpsc::channel::<()>();
         let (started, is_started) = mpsc::channel::<()>();
@@ -257,7 +257,7 @@ mod tests {
             .expect("first is admitted");
         assert!(matches!(
             pool.try_count_randoms(10, 1, Method::Draw),
-            Err(PoolError::Full { max_jobs: 1 })
+            Err(ComputeError::Full { max_jobs: 1 })
         ));
         release.send(()).expect("release");
         block_on(job.outcome()).expect("completed");
@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn dropping_a_job_cancels_it() {
-        let pool = ComputePool::new(Some(1), 2).expect("pool");
+        let pool = Compute::new(Some(1), 2).expect("pool");
         let job = pool
             .try_count_randoms(u64::MAX / 2, 1, Method::Draw)
             .expect("admitted");

@@ -1,4 +1,4 @@
-//! [`ConnPool`]: keep-alive HTTP/1.1 connections to one upstream address.
+//! [`UpstreamConns`]: keep-alive HTTP/1.1 connections to one upstream address.
 //!
 //! A small pool on hyper's connection API rather than hyper-util's legacy client: the
 //! front knows its upstreams up front, so it needs no pool keyed by hashed authority,
@@ -7,7 +7,7 @@
 //! with a body). A connection comes back through [`PooledBody`] when its response
 //! body ends.
 //!
-//! Idle connections are kept last-in first-out, up to `--upstream-pool` per upstream
+//! Idle connections are kept last-in first-out, up to `--upstream-idle` per upstream
 //! (sized to the concurrency so connections are reused, not churned: nginx with
 //! `keepalive 64` collapsed at 256 connections, to 21 k req/s with 14 k sockets in
 //! TIME_WAIT, on a 2-core machine), and dropped once idle for
@@ -47,7 +47,7 @@ pub(crate) enum SendFailure {
 
 /// Idle connections to one upstream.
 #[derive(Debug)]
-pub(crate) struct ConnPool {
+pub(crate) struct UpstreamConns {
     addr: SocketAddr,
     connect_timeout: Duration,
     max_idle: usize,
@@ -61,7 +61,7 @@ struct Idle {
     since: Instant,
 }
 
-impl ConnPool {
+impl UpstreamConns {
     /// An empty pool; nothing connects until the first request.
     pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration, max_idle: usize) -> Self {
         Self {
@@ -172,7 +172,7 @@ pub(crate) const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) struct PooledBody {
     inner: Incoming,
     /// The connection and its pool, until given back.
-    giveback: Option<(SendRequest<UpstreamBody>, Arc<ConnPool>)>,
+    giveback: Option<(SendRequest<UpstreamBody>, Arc<UpstreamConns>)>,
     /// The request's `max_conns` slot, released after the connection is back (so the
     /// request it lets in finds the connection idle), or on drop.
     slot: Option<OwnedSemaphorePermit>,
@@ -191,7 +191,7 @@ impl PooledBody {
         inner: Incoming,
         sender: SendRequest<UpstreamBody>,
         slot: Option<OwnedSemaphorePermit>,
-        pool: Arc<ConnPool>,
+        pool: Arc<UpstreamConns>,
         request: BodyWatch,
         stalls: metrics::Counter,
     ) -> Self {
