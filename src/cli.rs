@@ -114,7 +114,12 @@ pub struct ServeArgs {
     pub batch_max: usize,
 
     /// How long the writer waits for more inserts before committing (e.g. 0, 500us, 2ms).
-    #[arg(long, env = "LOADLAB_BATCH_LINGER", default_value = "0ms", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "LOADLAB_BATCH_LINGER",
+        default_value = "0ms",
+        value_parser = humantime::parse_duration
+    )]
     pub batch_linger: Duration,
 
     /// Insert requests that may wait for the writer; beyond this, 503.
@@ -135,7 +140,12 @@ pub struct ServeArgs {
     pub body_limit: usize,
 
     /// Largest body of POST /app/insert/batch.
-    #[arg(long, env = "LOADLAB_BATCH_BODY_LIMIT", default_value = "4MiB", value_parser = parse_bytes)]
+    #[arg(
+        long,
+        env = "LOADLAB_BATCH_BODY_LIMIT",
+        default_value = "4MiB",
+        value_parser = parse_bytes
+    )]
     pub batch_body_limit: usize,
 
     #[command(flatten)]
@@ -183,12 +193,22 @@ pub struct EdgeArgs {
     pub cors_origins: Vec<String>,
 
     /// Time a client gets to send a request's headers before the connection is closed.
-    #[arg(long, env = "LOADLAB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "LOADLAB_HEADER_READ_TIMEOUT",
+        default_value = "10s",
+        value_parser = humantime::parse_duration
+    )]
     pub header_read_timeout: Duration,
 
     /// Time a request may take end to end before it is answered 504 (randoms of 1e10
     /// take a few seconds).
-    #[arg(long, env = "LOADLAB_REQUEST_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "LOADLAB_REQUEST_TIMEOUT",
+        default_value = "60s",
+        value_parser = humantime::parse_duration
+    )]
     pub request_timeout: Duration,
 
     /// Open connections per listener; further clients wait in the accept queue.
@@ -200,11 +220,21 @@ pub struct EdgeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct UpstreamArgs {
     /// Time an upstream gets to answer (headers) before the front answers 504.
-    #[arg(long, env = "LOADLAB_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "LOADLAB_UPSTREAM_TIMEOUT",
+        default_value = "60s",
+        value_parser = humantime::parse_duration
+    )]
     pub upstream_timeout: Duration,
 
     /// Time to establish a connection to an upstream before trying the next.
-    #[arg(long, env = "LOADLAB_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(
+        long,
+        env = "LOADLAB_CONNECT_TIMEOUT",
+        default_value = "1s",
+        value_parser = humantime::parse_duration
+    )]
     pub connect_timeout: Duration,
 
     /// Idle keep-alive connections kept per upstream and front thread. Size it to the
@@ -224,7 +254,11 @@ pub struct UpstreamArgs {
     /// Threads the front serves on, each with its own single-threaded runtime and its
     /// own connections to every upstream; accepted connections are dealt out to them
     /// [default: number of cores]
-    #[arg(long, env = "LOADLAB_FRONT_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(
+        long,
+        env = "LOADLAB_FRONT_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
     pub front_threads: Option<u16>,
 }
 

@@ -80,3 +80,14 @@ impl IntoResponse for AppError {
         response
     }
 }
+
+/// Describes `http_internal_errors_total` (recorded above) and registers it at zero: a
+/// counter that first appears with the first error shows "no data" instead of 0 in
+/// `rate()`.
+pub fn describe() {
+    metrics::describe_counter!(
+        "http_internal_errors_total",
+        "Requests answered 500 (bugs or I/O failures)"
+    );
+    metrics::counter!("http_internal_errors_total").increment(0);
+}

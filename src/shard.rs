@@ -144,6 +144,13 @@ pub async fn track_requests(State(shard): State<ShardLabel>, req: Request, next:
     response
 }
 
+/// The histogram [`track_requests`] records, with its buckets (the front's latency
+/// buckets: 100 us to 60 s).
+pub const HISTOGRAMS: &[(&str, &[f64])] = &[(
+    "http_request_duration_seconds",
+    loadlab_front::metrics::LATENCY_BUCKETS,
+)];
+
 /// Describes the request metrics [`track_requests`] records.
 pub fn describe() {
     describe_counter!(

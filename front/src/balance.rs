@@ -26,8 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use metrics::{Counter, Histogram};
 
-use super::inproc::LocalShard;
-use super::upstream::Upstream;
+use super::upstream::{LocalShard, Upstream};
 
 /// A named set of upstreams balanced together.
 #[derive(Debug)]

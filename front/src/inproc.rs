@@ -27,7 +27,7 @@
 //! the front (which the shards' state also holds) forms no reference cycle with them.
 
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
+use hyper::body::Body as _;
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -44,35 +45,9 @@ use tower::ServiceExt;
 use super::balance::Member;
 use super::body::{RequestBody, UpstreamBody};
 use super::failure::ClientFault;
-use super::proxy::remove_hop_by_hop;
+use super::headers::remove_hop_by_hop;
 use super::upstream::FailureKind;
 use crate::error::json_error;
-
-/// A shard of this process, as a front member reaches it without a socket.
-#[derive(Debug)]
-pub(crate) struct LocalShard {
-    /// The shard's router; alive while the shard's thread serves (see the module docs).
-    router: Weak<Router>,
-}
-
-impl LocalShard {
-    /// The member side of `router`, which the shard's serving thread keeps alive.
-    pub(crate) fn new(router: &Arc<Router>) -> Self {
-        Self {
-            router: Arc::downgrade(router),
-        }
-    }
-
-    /// Whether the shard still serves.
-    pub(crate) fn is_live(&self) -> bool {
-        self.router.strong_count() > 0
-    }
-
-    /// The shard's router, or `None` once the shard has stopped.
-    pub(crate) fn router(&self) -> Option<Arc<Router>> {
-        self.router.upgrade()
-    }
-}
 
 /// Sends `request` (headers already prepared by the proxy) to the shard whose router
 /// is `router`, within `deadline`, and returns the client's response. `slot` (the
@@ -117,7 +92,6 @@ pub(crate) async fn forward(
     member.count_status(response.status().as_u16());
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    use hyper::body::Body as _;
     let body = match slot {
         // Nothing to wait for (no limit, or an empty body nothing will poll): the slot,
         // if any, is freed here.

@@ -40,6 +40,7 @@ pub mod server;
 mod balance;
 mod body;
 mod failure;
+mod headers;
 mod health;
 mod inproc;
 mod leftover;
@@ -261,7 +262,7 @@ impl Front {
         let mut attached = 0;
         for member in self.inner.pools.iter().flat_map(|p| p.members()) {
             if member.upstream.addr() == addr
-                && member.local.set(inproc::LocalShard::new(router)).is_ok()
+                && member.local.set(upstream::LocalShard::new(router)).is_ok()
             {
                 attached += 1;
             }

@@ -7,9 +7,10 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::http::HeaderValue;
 use axum::http::uri::Authority;
 use metrics::{Counter, Gauge};
@@ -286,6 +287,32 @@ impl Upstream {
 
     fn nanos_since_epoch(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A shard of this process, as a front member reaches it without a socket.
+#[derive(Debug)]
+pub(crate) struct LocalShard {
+    /// The shard's router; alive while the shard's thread serves (see `inproc`).
+    router: Weak<Router>,
+}
+
+impl LocalShard {
+    /// The member side of `router`, which the shard's serving thread keeps alive.
+    pub(crate) fn new(router: &Arc<Router>) -> Self {
+        Self {
+            router: Arc::downgrade(router),
+        }
+    }
+
+    /// Whether the shard still serves.
+    pub(crate) fn is_live(&self) -> bool {
+        self.router.strong_count() > 0
+    }
+
+    /// The shard's router, or `None` once the shard has stopped.
+    pub(crate) fn router(&self) -> Option<Arc<Router>> {
+        self.router.upgrade()
     }
 }
 

@@ -16,8 +16,15 @@ use crate::scenario::Scenario;
 /// report.md, results.json and SVG charts to a dated folder under benches/results/.
 /// Names of the built-in configurations, in report order (built by
 /// [`crate::target::plan`]).
-pub(crate) const BUILT_IN: [&str; 7] = [
-    "shards1", "sharded", "front", "nginx", "haproxy", "pg1", "hosts2",
+pub(crate) const BUILT_IN: [&str; 8] = [
+    "shards1",
+    "sharded",
+    "front",
+    "front-tcp",
+    "nginx",
+    "haproxy",
+    "pg1",
+    "hosts2",
 ];
 
 #[derive(Debug, Parser)]
@@ -39,9 +46,9 @@ pub(crate) struct Flags {
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Option<Vec<Scenario>>,
 
-    /// Configurations to run, comma-separated: shards1, sharded, front, nginx, haproxy,
-    /// hosts2 (two processes behind `loadlab front`: needs a shared PostgreSQL `--db`)
-    /// and the names given to --extra [default: all].
+    /// Configurations to run, comma-separated: shards1, sharded, front, front-tcp, nginx,
+    /// haproxy, hosts2 (two processes behind `loadlab front`: needs a shared PostgreSQL
+    /// `--db`) and the names given to --extra [default: all].
     #[arg(long, value_delimiter = ',')]
     configs: Option<Vec<String>>,
 
@@ -67,8 +74,8 @@ pub(crate) struct Flags {
     #[arg(long)]
     out: Option<PathBuf>,
 
-    /// Shards of the sharded, front, nginx and haproxy configurations [default: number
-    /// of cores].
+    /// Shards of the sharded, front, front-tcp, nginx and haproxy configurations [default:
+    /// number of cores].
     #[arg(long)]
     shards: Option<usize>,
 
@@ -245,7 +252,8 @@ impl Settings {
             .find(|&&c| c < flags.wrk_threads || c > 100_000)
         {
             bail!(
-                "--connections {c}: each count must be at least --wrk-threads ({}) and at most 100000",
+                "--connections {c}: each count must be at least --wrk-threads ({}) and at most \
+                    100000",
                 flags.wrk_threads
             );
         }

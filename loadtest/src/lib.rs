@@ -79,7 +79,8 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
     let tools = Tools::find(loadlab);
     if tools.wrk.is_none() {
         bail!(
-            "wrk is not installed: install it with `sudo apt-get install -y wrk` (Debian, Ubuntu) or \
+            "wrk is not installed: install it with `sudo apt-get install -y wrk` (Debian, \
+                Ubuntu) or \
              `brew install wrk` (macOS), then run again"
         );
     }
@@ -100,7 +101,8 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
         .with_context(|| format!("creating {}", settings.out.display()))?;
     let per_run = settings.warmup + settings.duration + Duration::from_secs(1);
     eprintln!(
-        "loadtest: {} runs ({} configurations x {} scenarios x {} connection counts x {} repeats), about {} min; \
+        "loadtest: {} runs ({} configurations x {} scenarios x {} connection counts x {} \
+            repeats), about {} min; \
          results in {}",
         settings.cells(),
         configs.len(),

@@ -89,8 +89,8 @@ impl Process {
         }
     }
 
-    /// Sends SIGTERM (or its stop signal), waits up to [`STOP_GRACE`], then SIGKILL. Returns a note when the
-    /// stop was not clean (non-zero exit, or killed), for the report.
+    /// Sends SIGTERM (or its stop signal), waits up to [`STOP_GRACE`], then SIGKILL.
+    /// Returns a note when the stop was not clean (non-zero exit, or killed), for the report.
     pub(crate) fn stop(mut self) -> Option<String> {
         let mut child = self.child.take()?;
         if let Ok(Some(status)) = child.try_wait() {

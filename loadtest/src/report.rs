@@ -69,13 +69,15 @@ impl RunInfo<'_> {
     pub(crate) fn shares_machine(&self) -> String {
         let cores = self.machine.cores;
         let mut s = format!(
-            "wrk (the load generator) and the servers share this machine ({cores} cores): every request \
+            "wrk (the load generator) and the servers share this machine ({cores} cores): every \
+                request \
              also costs wrk CPU time, so absolute figures are lower than on separate machines, and \
              comparisons between rows are the point. "
         );
         if self.pinned {
             s.push_str(
-                "Pinned (`--pin`): the servers (loadlab, nginx) run on CPU 0 (`taskset -c 0`) and wrk on \
+                "Pinned (`--pin`): the servers (loadlab, nginx) run on CPU 0 (`taskset -c 0`) \
+                    and wrk on \
                  CPU 1 (`taskset -c 1`); servers you run yourself (`--extra`) are not pinned.",
             );
         } else {
@@ -159,15 +161,20 @@ pub(crate) fn markdown(info: &RunInfo<'_>) -> String {
     let _ = writeln!(md, "# loadlab load-test comparison, {}\n", info.date);
     let _ = writeln!(md, "{}\n", info.shares_machine());
     if s.quick {
-        md.push_str("**Smoke run (`--quick`)**: runs of a few seconds, no repeats: the figures are rough.\n\n");
+        md.push_str(
+            "**Smoke run (`--quick`)**: runs of a few seconds, no repeats: the figures \
+            are rough.\n\n",
+        );
     }
     let base = info.baseline().unwrap_or("none");
     let _ = writeln!(
         md,
-        "Each row is the median of {} measured run(s) of {} s by requests/s (all figures from that one run), \
+        "Each row is the median of {} measured run(s) of {} s by requests/s (all figures from \
+            that one run), \
          after a {} s warm-up; *spread* is the slowest and fastest run. Latencies in milliseconds. \
          *vs {base}*: requests/s over the `{base}` row's at the same connections. \
-         *errors*: socket errors (connect, read, write, timeouts over {} s); *non-2xx*: responses outside 2xx.\n",
+         *errors*: socket errors (connect, read, write, timeouts over {} s); *non-2xx*: \
+             responses outside 2xx.\n",
         s.repeat,
         s.duration.as_secs(),
         s.warmup.as_secs(),
@@ -218,7 +225,8 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
     let rows_sep = if scenario.inserts() { "---|" } else { "" };
     let _ = writeln!(
         t,
-        "| configuration | conns | req/s | spread | p50 | p90 | p99 | errors | non-2xx |{rows_col} vs {base} |"
+        "| configuration | conns | req/s | spread | p50 | p90 | p99 | errors | non-2xx \
+            |{rows_col} vs {base} |"
     );
     let _ = writeln!(
         t,
@@ -322,37 +330,48 @@ fn method(info: &RunInfo<'_>) -> String {
     let mut md = String::from("## Method\n\n");
     let _ = writeln!(
         md,
-        "- For each scenario and connection count, {} round(s): each round runs every configuration once, \
-         the first configuration rotating from round to round, so drift of a noisy machine spreads over all rows.",
+        "- For each scenario and connection count, {} round(s): each round runs every \
+            configuration once, \
+         the first configuration rotating from round to round, so drift of a noisy machine \
+             spreads over all rows.",
         s.repeat
     );
     md.push_str(
-        "- Every run starts its configuration afresh (new temporary database, new processes), waits for \
-         `GET /readyz` to answer 200, warms up with the same load, measures, then stops everything with \
+        "- Every run starts its configuration afresh (new temporary database, new processes), \
+            waits for \
+         `GET /readyz` to answer 200, warms up with the same load, measures, then stops \
+             everything with \
          SIGTERM (SIGKILL after 10 s).\n",
     );
     md.push_str(
-        "- wrk is closed-loop: each connection sends its next request when the previous one is answered, so \
-         it finds capacity but does not correct coordinated omission; compare latencies between rows of \
+        "- wrk is closed-loop: each connection sends its next request when the previous one is \
+            answered, so \
+         it finds capacity but does not correct coordinated omission; compare latencies between \
+             rows of \
          similar throughput.\n",
     );
     let _ = writeln!(
         md,
-        "- Every `loadlab serve` runs with `--randoms-queue {}` (default 64): otherwise randoms-1e6 at 256 \
+        "- Every `loadlab serve` runs with `--randoms-queue {}` (default 64): otherwise \
+            randoms-1e6 at 256 \
          connections would measure admission 503s instead of throughput. The front runs with \
-         `--upstream-pool {}` and nginx with `keepalive {}`, both sized to the most connections of the run; \
+         `--upstream-pool {}` and nginx with `keepalive {}`, both sized to the most connections \
+             of the run; \
          HAProxy reuses its upstream connections across clients (`http-reuse always`).",
         randoms_queue(s.max_connections()),
         s.max_connections(),
         s.max_connections(),
     );
     md.push_str(
-        "- Inserts: the table's row count (`GET /app/mega/stats` on shard 0) is read after the warm-up and \
-         after the measured run; *rows found* is the difference and *acked* the 201s wrk received. Found \
+        "- Inserts: the table's row count (`GET /app/mega/stats` on shard 0) is read after the \
+            warm-up and \
+         after the measured run; *rows found* is the difference and *acked* the 201s wrk \
+             received. Found \
          must be at least acked (an insert still in flight when wrk stops may add a few more).\n",
     );
     md.push_str(
-        "- *non-2xx*: counted by the Lua script for insert and mixed; for the others wrk's own count of \
+        "- *non-2xx*: counted by the Lua script for insert and mixed; for the others wrk's own \
+            count of \
          4xx and 5xx.\n\n",
     );
     md
@@ -376,7 +395,10 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
         "The harness, from the repository root:\n\n```sh\n{}\n```\n",
         info.command
     );
-    md.push_str("Configurations (`$RUN_DIR`: a fresh temporary folder for each run; `$TARGET`: where wrk points):\n\n");
+    md.push_str(
+        "Configurations (`$RUN_DIR`: a fresh temporary folder for each run; `$TARGET`: \
+        where wrk points):\n\n",
+    );
     md.push_str("| configuration | what | `$TARGET` |\n|---|---|---|\n");
     for c in info.configs {
         let _ = writeln!(md, "| `{}` | {} | {} |", c.name, c.description, c.target);

@@ -6,7 +6,9 @@
 //! Built-in configurations (the names of `--configs`):
 //! - `shards1`: `loadlab serve --shards 1 --no-front`, wrk on the shard (the baseline);
 //! - `sharded`: `loadlab serve --shards N --no-front`, wrk on shard 0 only;
-//! - `front`: `loadlab serve --shards N`, wrk on loadlab's front;
+//! - `front`: `loadlab serve --shards N`, wrk on loadlab's front (which reaches its
+//!   shards in-process);
+//! - `front-tcp`: the same with `--front-path tcp` (the front reaches them over loopback);
 //! - `nginx`: `loadlab serve --shards N --no-front` with nginx before its shards;
 //! - `haproxy`: the same with HAProxy before its shards;
 //! - `pg1`: `shards1` on the PostgreSQL database of `--postgres`;
@@ -243,11 +245,23 @@ pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<
                 let what = format!("`--shards {n}`, no front: wrk on shard 0 only");
                 loadlab_config(name, &what, argv, base)
             }
-            "front" => {
+            "front" | "front-tcp" => {
                 let base = ports.block(n)?;
                 let front = ports.block(1)?;
-                let argv = serve(settings, loadlab, pin, n, base, Some(front));
-                let what = format!("`--shards {n}` behind loadlab's front: wrk on the front");
+                let mut argv = serve(settings, loadlab, pin, n, base, Some(front));
+                let what = if name == "front" {
+                    format!(
+                        "`--shards {n}` behind loadlab's front (in-process path): wrk on the front"
+                    )
+                } else {
+                    // Before the user's --serve-arg flags, so they still win.
+                    let at = argv.len() - settings.serve_args.len();
+                    argv.splice(at..at, ["--front-path".to_owned(), "tcp".to_owned()]);
+                    format!(
+                        "`--shards {n}` behind loadlab's front over loopback TCP \
+                         (`--front-path tcp`): wrk on the front"
+                    )
+                };
                 let mut config = loadlab_config(name, &what, argv, base);
                 config.target = format!("http://127.0.0.1:{front}");
                 config.ready_urls = vec![format!("{}/readyz", config.target)];

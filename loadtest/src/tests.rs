@@ -9,6 +9,8 @@ use clap::Parser;
 use crate::cli::{Flags, Settings, parse_extra, selected};
 use crate::http::url_host;
 use crate::machine::utc_at;
+use crate::peers::{haproxy_cfg, nginx_conf};
+use crate::process::find_program;
 use crate::report::{ms, thousands};
 use crate::run::{Attempt, Cell};
 use crate::scenario::Scenario;
@@ -38,6 +40,7 @@ checks! {
     dates_and_numbers_format => formatting,
     shell_commands_quote_what_needs_it => shell_quoting,
     every_scenario_script_is_committed => scripts_exist,
+    generated_proxy_configs_balance_every_shard => proxy_configs,
 }
 
 fn ensure(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
@@ -51,9 +54,11 @@ fn settings(args: &[&str]) -> Result<Settings, String> {
 }
 
 fn wrk_result_line() -> Result<(), String> {
-    let plain = "Running 1s test\nLOADLAB_RESULT {\"requests\":1000,\"duration_us\":2000000,\"bytes\":1,\"connect\":0,\
-                 \"read\":2,\"write\":0,\"timeout\":1,\"status\":7,\"p50_us\":400,\"p90_us\":900,\"p99_us\":1500,\
-                 \"max_us\":9000,\"mean_us\":500,\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null}\n";
+    let plain = "Running 1s test\nLOADLAB_RESULT \
+        {\"requests\":1000,\"duration_us\":2000000,\"bytes\":1,\"connect\":0,\
+                 \"read\":2,\"write\":0,\"timeout\":1,\"status\":7,\"p50_us\":400,\"p90_us\":900,\
+                 \"p99_us\":1500,\"max_us\":9000,\"mean_us\":500,\"count_2xx\":null,\
+                 \"count_non2xx\":null,\"count_201\":null}\n";
     let m = Measurement::from_wrk(&parse_result(plain)?);
     ensure(m.rps == 500.0 && m.p99_ms == 1.5 && m.non_2xx == 7, || {
         format!("{m:?}")
@@ -134,6 +139,7 @@ fn bad_flags() -> Result<(), String> {
         &["--connections", "0"],
         &["--scenarios", "nope"],
         &["--extra", "nginx=http://127.0.0.1:1"],
+        &["--extra", "haproxy=http://127.0.0.1:1"],
         &["--shards", "0"],
     ] {
         ensure(settings(args).is_err(), || {
@@ -173,8 +179,10 @@ fn extras_loopback() -> Result<(), String> {
 fn median() -> Result<(), String> {
     let run = |rps: f64, p99_ms: f64| {
         let mut m = Measurement::from_wrk(&parse_result(&format!(
-            "LOADLAB_RESULT {{\"requests\":{rps},\"duration_us\":1000000,\"bytes\":0,\"connect\":0,\"read\":0,\
-             \"write\":0,\"timeout\":0,\"status\":0,\"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\"max_us\":1,\
+            "LOADLAB_RESULT \
+                {{\"requests\":{rps},\"duration_us\":1000000,\"bytes\":0,\"connect\":0,\"read\":0,\
+             \"write\":0,\"timeout\":0,\"status\":0,\"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\
+             \"max_us\":1,\
              \"mean_us\":1,\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null}}"
         ))?);
         m.p99_ms = p99_ms;
@@ -244,4 +252,47 @@ fn scripts_exist() -> Result<(), String> {
         })?;
     }
     Ok(())
+}
+
+fn proxy_configs() -> Result<(), String> {
+    let nginx = nginx_conf(1, 21_000, 3, 21_010, 256);
+    let haproxy = haproxy_cfg(1, 21_000, 3, 21_010, 256);
+    for port in 21_000..21_003 {
+        let server = format!("127.0.0.1:{port}");
+        ensure(nginx.contains(&server) && haproxy.contains(&server), || {
+            format!("shard {server} missing from a proxy config")
+        })?;
+    }
+    for line in [
+        "nbthread 1",
+        "balance roundrobin",
+        "http-reuse always",
+        "bind 127.0.0.1:21010",
+    ] {
+        ensure(haproxy.contains(line), || {
+            format!("haproxy.cfg lacks `{line}`")
+        })?;
+    }
+    // HAProxy's own parser, when it is installed (`-c`: check the file, start nothing).
+    let Some(program) = find_program("haproxy") else {
+        return Ok(());
+    };
+    let dir = std::env::temp_dir().join(format!("loadtest-selfcheck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join("haproxy.cfg");
+    std::fs::write(&file, &haproxy).map_err(|e| e.to_string())?;
+    let checked = std::process::Command::new(program)
+        .arg("-c")
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .map_err(|e| format!("running haproxy -c: {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let checked = checked?;
+    ensure(checked.status.success(), || {
+        format!(
+            "haproxy -c refused the generated config: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        )
+    })
 }

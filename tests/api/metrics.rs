@@ -184,7 +184,8 @@ async fn process_metrics_are_exported_with_live_values() {
 #[test]
 fn the_table_parser_reads_names_types_and_labels() {
     let text = "intro\n\n| Name | Type | Labels | Unit | Meaning |\n|---|---|---|---|---|\n\
-                | `a_total` | counter | `x`, `y` | requests | A |\n| `b` | gauge | | | B |\n\nafter | x |\n";
+                | `a_total` | counter | `x`, `y` | requests | A |\n\
+                | `b` | gauge | | | B |\n\nafter | x |\n";
 
     let rows = parse_table(text).expect("a table");
 

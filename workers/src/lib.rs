@@ -16,6 +16,7 @@
 
 pub mod mega;
 pub mod method;
+pub mod metrics;
 pub mod multinomial;
 pub mod pool;
 pub mod randoms;

@@ -16,7 +16,7 @@ const COUNTED: &str = "/api/randoms?cant=1000";
 
 /// `loadlab serve` in a child process, with a front, killed on drop.
 struct ServeProcess {
-    _process: ChildProcess,
+    process: ChildProcess,
     front: SocketAddr,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
@@ -37,7 +37,7 @@ impl ServeProcess {
             .args(extra);
         let ready = format!("http://{front}/readyz");
         Self {
-            _process: ChildProcess::start_ready("loadlab serve", command, &ready).await,
+            process: ChildProcess::start_ready("loadlab serve", command, &ready).await,
             front,
             client: reqwest::Client::builder()
                 .no_proxy()
@@ -246,6 +246,73 @@ async fn a_shard_whose_runtime_stopped_leaves_rotation_at_once() {
     for _ in 0..20 {
         let response = app.get("/healthz").await;
         assert_eq!(response.status(), StatusCode::OK, "shard 0 serves them all");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_request_in_flight_through_the_in_process_front_finish() {
+    let process = ServeProcess::start(2, &[]).await;
+    let slow = {
+        let (client, url) = (
+            process.client.clone(),
+            process.url("/api/randoms?cant=2e9&seed=1"),
+        );
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .send()
+                .await?
+                .json::<serde_json::Map<String, Value>>()
+                .await
+        })
+    };
+    // Wait until the job is admitted, read from the process's own metrics.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = process.client.get(process.url("/metrics")).send().await;
+        let metrics = metrics.expect("metrics").text().await.expect("text");
+        if metrics.lines().any(|l| l == "randoms_jobs_in_flight 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job was never admitted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    process.process.sigterm();
+
+    let counts = slow
+        .await
+        .expect("task")
+        .expect("the in-flight request was answered in full");
+    let total: u64 = counts.values().map(|v| v.as_u64().expect("count")).sum();
+    assert_eq!(total, 2_000_000_000);
+    let exit = process.process.wait_exit().await;
+    assert!(exit.success(), "exit status 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_conns_slots_come_back_after_each_in_process_response() {
+    // One request in flight per shard: a slot that never came back would make the
+    // third request wait out the upstream timeout and answer 504.
+    let app =
+        spawn_app_with_front(&["--upstream-max-conns", "1", "--upstream-timeout", "5s"]).await;
+
+    for _ in 0..10 {
+        assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+        let randoms = app.get("/api/randoms?cant=100").await;
+        assert_eq!(randoms.status(), StatusCode::OK);
+    }
+
+    let status: Value = app.get("/front/status").await.json().await.expect("json");
+    let members = status["pools"][0]["upstreams"]
+        .as_array()
+        .expect("upstreams");
+    assert_eq!(members.len(), 2);
+    for member in members {
+        assert_eq!(member["path"], "inproc");
+        assert_eq!(member["max_conns"], 1);
+        assert_eq!(member["in_flight"], 0, "{member}");
     }
     app.stop().await;
 }
