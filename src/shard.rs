@@ -2,9 +2,9 @@
 //!
 //! A *shard* is one listener serving the whole API on its own thread with its own
 //! single-threaded tokio runtime: the ancestors' "one server per port", without a
-//! process per port. All shards share one compute threads, one Mega writer and one set of read
-//! pool (`AppState`): they split the accept and HTTP work across
-//! threads, not the data.
+//! process per port. All shards share one set of compute threads, one Mega writer and
+//! one set of read connections (`AppState`): they split the accept and HTTP work
+//! across threads, not the data.
 //!
 //! This module owns what makes a shard: its address ([`addr`]), its `shard` label on
 //! the HTTP metrics ([`ShardLabel`], recorded by [`track_requests`], described by

@@ -1,7 +1,7 @@
 //! [`AppState`]: what every shard's handlers share.
 //!
-//! One compute threads, one writer handle and one set of read connections serve all shards: the shards
-//! split the accept and HTTP work across threads, not the data.
+//! One set of compute threads, one writer handle and one set of read connections serve
+//! all shards: the shards split the accept and HTTP work across threads, not the data.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
