@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use humantime::parse_duration as duration;
 
 /// loadlab: an HTTP service that stays responsive while it does heavy work, with a
 /// built-in load-balancing front and Prometheus metrics.
@@ -114,12 +115,7 @@ pub struct ServeArgs {
     pub batch_max: usize,
 
     /// How long the writer waits for more inserts before committing (e.g. 0, 500us, 2ms).
-    #[arg(
-        long,
-        env = "LOADLAB_BATCH_LINGER",
-        default_value = "0ms",
-        value_parser = humantime::parse_duration
-    )]
+    #[arg(long, env = "LOADLAB_BATCH_LINGER", default_value = "0ms", value_parser = duration)]
     pub batch_linger: Duration,
 
     /// Insert requests that may wait for the writer; beyond this, 503.
@@ -136,16 +132,11 @@ pub struct ServeArgs {
     pub read_connections: usize,
 
     /// Largest request body, except the batch insert (bytes; KiB/MiB suffixes accepted).
-    #[arg(long, env = "LOADLAB_BODY_LIMIT", default_value = "64KiB", value_parser = parse_bytes)]
+    #[arg(long, env = "LOADLAB_BODY_LIMIT", default_value = "64KiB", value_parser = bytes)]
     pub body_limit: usize,
 
     /// Largest body of POST /app/insert/batch.
-    #[arg(
-        long,
-        env = "LOADLAB_BATCH_BODY_LIMIT",
-        default_value = "4MiB",
-        value_parser = parse_bytes
-    )]
+    #[arg(long, env = "LOADLAB_BATCH_BODY_LIMIT", default_value = "4MiB", value_parser = bytes)]
     pub batch_body_limit: usize,
 
     #[command(flatten)]
@@ -193,22 +184,13 @@ pub struct EdgeArgs {
     pub cors_origins: Vec<String>,
 
     /// Time a client gets to send a request's headers before the connection is closed.
-    #[arg(
-        long,
-        env = "LOADLAB_HEADER_READ_TIMEOUT",
-        default_value = "10s",
-        value_parser = humantime::parse_duration
-    )]
+    #[arg(long, env = "LOADLAB_HEADER_READ_TIMEOUT")]
+    #[arg(default_value = "10s", value_parser = duration)]
     pub header_read_timeout: Duration,
 
     /// Time a request may take end to end before it is answered 504 (randoms of 1e10
     /// take a few seconds).
-    #[arg(
-        long,
-        env = "LOADLAB_REQUEST_TIMEOUT",
-        default_value = "60s",
-        value_parser = humantime::parse_duration
-    )]
+    #[arg(long, env = "LOADLAB_REQUEST_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub request_timeout: Duration,
 
     /// Open connections per listener; further clients wait in the accept queue.
@@ -220,21 +202,11 @@ pub struct EdgeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct UpstreamArgs {
     /// Time an upstream gets to answer (headers) before the front answers 504.
-    #[arg(
-        long,
-        env = "LOADLAB_UPSTREAM_TIMEOUT",
-        default_value = "60s",
-        value_parser = humantime::parse_duration
-    )]
+    #[arg(long, env = "LOADLAB_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub upstream_timeout: Duration,
 
     /// Time to establish a connection to an upstream before trying the next.
-    #[arg(
-        long,
-        env = "LOADLAB_CONNECT_TIMEOUT",
-        default_value = "1s",
-        value_parser = humantime::parse_duration
-    )]
+    #[arg(long, env = "LOADLAB_CONNECT_TIMEOUT", default_value = "1s", value_parser = duration)]
     pub connect_timeout: Duration,
 
     /// Idle keep-alive connections kept per upstream and front thread. Size it to the
@@ -288,7 +260,7 @@ pub enum DbSync {
 
 /// Parses a byte size: a plain number, or one with a `B`, `KiB`/`KB`/`K` or `MiB`/`MB`/`M`
 /// suffix (binary multiples either way).
-pub fn parse_bytes(s: &str) -> Result<usize, String> {
+pub fn bytes(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
@@ -318,10 +290,10 @@ mod tests {
 
     #[test]
     fn sizes_parse_with_and_without_units() {
-        assert_eq!(parse_bytes("65536"), Ok(65536));
-        assert_eq!(parse_bytes("64KiB"), Ok(65536));
-        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
-        assert!(parse_bytes("4GiB").is_err());
-        assert!(parse_bytes("lots").is_err());
+        assert_eq!(bytes("65536"), Ok(65536));
+        assert_eq!(bytes("64KiB"), Ok(65536));
+        assert_eq!(bytes("4MiB"), Ok(4 << 20));
+        assert!(bytes("4GiB").is_err());
+        assert!(bytes("lots").is_err());
     }
 }

@@ -26,18 +26,15 @@
 //! (shut down, failed or panicked) leaves rotation at once, with no check needed; and
 //! the front (which the shards' state also holds) forms no reference cycle with them.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::Response;
-use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
-use hyper::body::{Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -97,46 +94,12 @@ pub(crate) async fn forward(
         // if any, is freed here.
         _ if body.is_end_stream() => body,
         None => body,
-        Some(slot) => Body::new(SlotBody {
-            inner: body,
-            slot: Some(slot),
-        }),
+        // The permit lives in the closure: freed when the server drops the body, after
+        // its last byte (or unread), as the TCP path's pooled body frees its slot.
+        Some(slot) => Body::new(body.map_frame(move |frame| {
+            let _held = &slot;
+            frame
+        })),
     };
     Ok(Response::from_parts(parts, body))
-}
-
-/// A response body that frees its member's `max_conns` slot after its last byte (or
-/// when dropped unread), as the TCP path's pooled body does.
-struct SlotBody {
-    inner: Body,
-    slot: Option<OwnedSemaphorePermit>,
-}
-
-impl hyper::body::Body for SlotBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        // The server stops polling once `is_end_stream` says so: free the slot on the
-        // last frame, not only on the `None` after it.
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
-            || this.inner.is_end_stream()
-        {
-            this.slot = None;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

@@ -66,115 +66,109 @@ pub(crate) fn draw(
     configs: &[String],
     cells: &[Cell],
 ) -> Result<(), String> {
-    draw_inner(path, metric, scenarios, connections, configs, cells)
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn draw_inner(
-    path: &Path,
-    metric: &Metric,
-    scenarios: &[Scenario],
-    connections: &[usize],
-    configs: &[String],
-    cells: &[Cell],
-) -> Result<(), Box<dyn std::error::Error>> {
-    let cols = scenarios.len().clamp(1, 3);
-    let rows = scenarios.len().div_ceil(cols).max(1);
-    let height = HEADER + PANEL_HEIGHT * rows as u32;
-    let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (header, body) = root.split_vertically(HEADER);
-    header.draw(&Text::new(
-        metric.title,
-        (20, 10),
-        ("sans-serif", 24).into_font(),
-    ))?;
-    let subtitle =
-        "one panel per scenario, each with its own scale; bars grouped by wrk connections";
-    header.draw(&Text::new(
-        subtitle,
-        (20, 38),
-        ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
-    ))?;
-    // The legend, once for all panels.
-    let mut x = 20;
-    for (i, name) in configs.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        header.draw(&Rectangle::new([(x, 62), (x + 16, 78)], colour.filled()))?;
+    // One closure for the drawing, so every plotters error gets the file's name once.
+    let render = || -> Result<(), Box<dyn std::error::Error>> {
+        let cols = scenarios.len().clamp(1, 3);
+        let rows = scenarios.len().div_ceil(cols).max(1);
+        let height = HEADER + PANEL_HEIGHT * rows as u32;
+        let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (header, body) = root.split_vertically(HEADER);
         header.draw(&Text::new(
-            name.as_str(),
-            (x + 22, 62),
-            ("sans-serif", 16).into_font(),
+            metric.title,
+            (20, 10),
+            ("sans-serif", 24).into_font(),
         ))?;
-        x += 22 + 9 * name.len() as i32 + 30;
-    }
-    let panels = body.split_evenly((rows, cols));
-    let groups = connections.len();
-    for (panel, &scenario) in panels.iter().zip(scenarios) {
-        let value = |config: &str, conns: usize| {
-            cells
-                .iter()
-                .find(|c| c.scenario == scenario && c.connections == conns && c.config == config)
-                .and_then(Cell::median)
-                .map(metric.value)
-        };
-        let top = configs
-            .iter()
-            .flat_map(|c| connections.iter().filter_map(move |&n| value(c, n)))
-            .fold(0.0f64, f64::max);
-        let y_max = if top > 0.0 { top * 1.18 } else { 1.0 };
-        // X in thousandths of a group, group g centred on g * SCALE: integer coordinates
-        // take exact key points (one label per group) with plotters' default formatting.
-        let key_points: Vec<i32> = (0..groups as i32).map(|g| g * SCALE).collect();
-        let mut chart = ChartBuilder::on(panel)
-            .caption(scenario.name(), ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
-            .build_cartesian_2d(
-                (-SCALE / 2..groups as i32 * SCALE - SCALE / 2).with_key_points(key_points),
-                0f64..y_max,
-            )?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_label_formatter(&|x| {
-                connections
-                    .get(usize::try_from((x + SCALE / 2) / SCALE).unwrap_or(usize::MAX))
-                    .map_or_else(String::new, |c| format!("{c} connections"))
-            })
-            .y_desc(metric.unit)
-            .y_label_formatter(&|y| axis_label(*y))
-            .y_labels(8)
-            .light_line_style(WHITE)
-            .label_style(("sans-serif", 13))
-            .draw()?;
-        let width = SCALE * 4 / 5 / configs.len().max(1) as i32;
-        for (i, config) in configs.iter().enumerate() {
+        let subtitle =
+            "one panel per scenario, each with its own scale; bars grouped by wrk connections";
+        header.draw(&Text::new(
+            subtitle,
+            (20, 38),
+            ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+        ))?;
+        // The legend, once for all panels.
+        let mut x = 20;
+        for (i, name) in configs.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
-            for (g, &conns) in connections.iter().enumerate() {
-                let left = g as i32 * SCALE - SCALE * 2 / 5 + i as i32 * width;
-                let Some(v) = value(config, conns) else {
-                    // Say so where the bar would be, rather than leave a silent gap.
-                    let style = ("sans-serif", 11)
-                        .into_font()
-                        .color(&RGBColor(150, 0, 0))
+            header.draw(&Rectangle::new([(x, 62), (x + 16, 78)], colour.filled()))?;
+            header.draw(&Text::new(
+                name.as_str(),
+                (x + 22, 62),
+                ("sans-serif", 16).into_font(),
+            ))?;
+            x += 22 + 9 * name.len() as i32 + 30;
+        }
+        let panels = body.split_evenly((rows, cols));
+        let groups = connections.len();
+        for (panel, &scenario) in panels.iter().zip(scenarios) {
+            let value = |config: &str, conns: usize| {
+                cells
+                    .iter()
+                    .find(|c| {
+                        c.scenario == scenario && c.connections == conns && c.config == config
+                    })
+                    .and_then(Cell::median)
+                    .map(metric.value)
+            };
+            let top = configs
+                .iter()
+                .flat_map(|c| connections.iter().filter_map(move |&n| value(c, n)))
+                .fold(0.0f64, f64::max);
+            let y_max = if top > 0.0 { top * 1.18 } else { 1.0 };
+            // X in thousandths of a group, group g centred on g * SCALE: integer coordinates
+            // take exact key points (one label per group) with plotters' default formatting.
+            let key_points: Vec<i32> = (0..groups as i32).map(|g| g * SCALE).collect();
+            let mut chart = ChartBuilder::on(panel)
+                .caption(scenario.name(), ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(30)
+                .y_label_area_size(70)
+                .build_cartesian_2d(
+                    (-SCALE / 2..groups as i32 * SCALE - SCALE / 2).with_key_points(key_points),
+                    0f64..y_max,
+                )?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_label_formatter(&|x| {
+                    connections
+                        .get(usize::try_from((x + SCALE / 2) / SCALE).unwrap_or(usize::MAX))
+                        .map_or_else(String::new, |c| format!("{c} connections"))
+                })
+                .y_desc(metric.unit)
+                .y_label_formatter(&|y| axis_label(*y))
+                .y_labels(8)
+                .light_line_style(WHITE)
+                .label_style(("sans-serif", 13))
+                .draw()?;
+            let width = SCALE * 4 / 5 / configs.len().max(1) as i32;
+            for (i, config) in configs.iter().enumerate() {
+                let colour = COLOURS[i % COLOURS.len()];
+                for (g, &conns) in connections.iter().enumerate() {
+                    let left = g as i32 * SCALE - SCALE * 2 / 5 + i as i32 * width;
+                    let Some(v) = value(config, conns) else {
+                        // Say so where the bar would be, rather than leave a silent gap.
+                        let style = ("sans-serif", 11)
+                            .into_font()
+                            .color(&RGBColor(150, 0, 0))
+                            .pos(Pos::new(HPos::Center, VPos::Bottom));
+                        chart.draw_series([Text::new("n/a", (left + width / 2, 0.0), style)])?;
+                        continue;
+                    };
+                    chart.draw_series([Rectangle::new(
+                        [(left + width / 12, 0.0), (left + width * 11 / 12, v)],
+                        colour.filled(),
+                    )])?;
+                    let style = TextStyle::from(("sans-serif", 11).into_font())
                         .pos(Pos::new(HPos::Center, VPos::Bottom));
-                    chart.draw_series([Text::new("n/a", (left + width / 2, 0.0), style)])?;
-                    continue;
-                };
-                chart.draw_series([Rectangle::new(
-                    [(left + width / 12, 0.0), (left + width * 11 / 12, v)],
-                    colour.filled(),
-                )])?;
-                let style = TextStyle::from(("sans-serif", 11).into_font())
-                    .pos(Pos::new(HPos::Center, VPos::Bottom));
-                chart.draw_series([Text::new(compact(v), (left + width / 2, v), style)])?;
+                    chart.draw_series([Text::new(compact(v), (left + width / 2, v), style)])?;
+                }
             }
         }
-    }
-    root.present()?;
-    Ok(())
+        root.present()?;
+        Ok(())
+    };
+    render().map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// A bar's label, three significant digits: `81.2k`, `8.40k`, `152`, `1.52`.

@@ -165,8 +165,8 @@ pub(crate) enum StoreUsed {
 }
 
 impl Settings {
-    /// The store: the last `--db` among the serve args wins, as in `loadlab serve`.
-    pub(crate) fn store(&self) -> StoreUsed {
+    /// The last `--db` among the serve args (it wins, as in `loadlab serve`).
+    fn serve_db(&self) -> Option<String> {
         let mut db = None;
         let mut args = self.serve_args.iter();
         while let Some(arg) = args.next() {
@@ -176,8 +176,13 @@ impl Settings {
                 db = args.next().cloned();
             }
         }
-        match db {
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+        db
+    }
+
+    /// The store every `loadlab serve` of the run uses.
+    pub(crate) fn store(&self) -> StoreUsed {
+        match self.serve_db() {
+            Some(url) if is_postgres(&url) => {
                 StoreUsed::Postgres(loadlab_workers::mega::mask_password(&url))
             }
             _ => StoreUsed::Sqlite,
@@ -187,21 +192,8 @@ impl Settings {
     /// The PostgreSQL database of `pg1` and `hosts2`: `--postgres`, else the serve
     /// args' `--db` when it is one.
     pub(crate) fn postgres_url(&self) -> Option<String> {
-        self.postgres.clone().or_else(|| match self.store() {
-            StoreUsed::Postgres(_) => {
-                let mut db = None;
-                let mut args = self.serve_args.iter();
-                while let Some(arg) = args.next() {
-                    if let Some(value) = arg.strip_prefix("--db=") {
-                        db = Some(value.to_owned());
-                    } else if arg == "--db" {
-                        db = args.next().cloned();
-                    }
-                }
-                db
-            }
-            StoreUsed::Sqlite => None,
-        })
+        let serve_db = || self.serve_db().filter(|url| is_postgres(url));
+        self.postgres.clone().or_else(serve_db)
     }
 
     /// The store in words, for the report.
@@ -393,4 +385,9 @@ pub(crate) fn selected(filters: &[String]) -> bool {
 /// Parses the flags, with a clear message for `--help` and mistakes.
 pub(crate) fn parse() -> Flags {
     Flags::parse()
+}
+
+/// Whether a `--db` value names PostgreSQL (as `loadlab serve` decides).
+fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
 }

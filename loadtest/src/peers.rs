@@ -5,18 +5,37 @@
 
 use crate::process::RUN_DIR;
 
+/// What a generated proxy configuration describes: the proxy's threads (nginx workers,
+/// HAProxy `nbthread`), the shard ports it balances (`base..base + shards`), where it
+/// listens, and the most client connections of the run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Site {
+    pub(crate) threads: usize,
+    pub(crate) base: u16,
+    pub(crate) shards: usize,
+    pub(crate) listen: u16,
+    pub(crate) max_conns: usize,
+}
+
+impl Site {
+    /// One `server` line per shard, from `line(index, port)`.
+    fn servers(&self, line: impl Fn(usize, usize) -> String) -> String {
+        (0..self.shards)
+            .map(|i| line(i, usize::from(self.base) + i))
+            .collect()
+    }
+}
+
 /// The generated nginx.conf: `workers` processes, `upstream` over the shard ports,
 /// keep-alive sized to the most connections of the run.
-pub(crate) fn nginx_conf(
-    workers: usize,
-    base: u16,
-    shards: usize,
-    listen: u16,
-    max_conns: usize,
-) -> String {
-    let servers: String = (0..shards)
-        .map(|i| format!("        server 127.0.0.1:{};\n", usize::from(base) + i))
-        .collect();
+pub(crate) fn nginx_conf(site: Site) -> String {
+    let Site {
+        threads: workers,
+        listen,
+        max_conns,
+        ..
+    } = site;
+    let servers = site.servers(|_, port| format!("        server 127.0.0.1:{port};\n"));
     // Each client connection may hold one upstream connection, plus slack for listeners.
     let worker_connections = (2 * max_conns + 64).max(1024);
     format!(
@@ -69,16 +88,14 @@ http {{
 /// front, which gets every core: the report says so), `balance roundrobin` over the
 /// shard ports, keep-alive to them with `http-reuse always`, connection caps sized to the
 /// most connections of the run.
-pub(crate) fn haproxy_cfg(
-    threads: usize,
-    base: u16,
-    shards: usize,
-    listen: u16,
-    max_conns: usize,
-) -> String {
-    let servers: String = (0..shards)
-        .map(|i| format!("    server shard{i} 127.0.0.1:{}\n", usize::from(base) + i))
-        .collect();
+pub(crate) fn haproxy_cfg(site: Site) -> String {
+    let Site {
+        threads,
+        listen,
+        max_conns,
+        ..
+    } = site;
+    let servers = site.servers(|i, port| format!("    server shard{i} 127.0.0.1:{port}\n"));
     // Client connections, plus slack for the readiness checks.
     let maxconn = (max_conns + 64).max(1024);
     format!(

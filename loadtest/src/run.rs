@@ -168,55 +168,47 @@ fn measure(
     pin: bool,
 ) -> Result<Measurement, Failure> {
     let running = config.start(run_dir, root).map_err(Failure::Start)?;
-    let result = drive(config, scenario, connections, settings, root, run_dir, pin);
+    // Warm-up, row count, measured run, row count.
+    let drive = || -> Result<Measurement, String> {
+        let config = &*config;
+        let url = format!("{}{}", config.target, scenario.path());
+        let wrk = |duration| {
+            WrkCommand::new(
+                pin,
+                settings.wrk_threads,
+                connections,
+                duration,
+                scenario.script(),
+                &url,
+            )
+        };
+        if !settings.warmup.is_zero() {
+            wrk(settings.warmup)
+                .run(root, &run_dir.join("warmup.txt"))
+                .map_err(|e| format!("warm-up: {e}"))?;
+        }
+        // Counted after the warm-up, so only the measured run's inserts (plus any of the
+        // warm-up's still in flight) are compared with its acknowledgements.
+        let before = scenario
+            .inserts()
+            .then(|| crate::http::mega_rows(&config.direct));
+        let result = wrk(settings.duration).run(root, &run_dir.join("wrk.txt"))?;
+        let mut m = Measurement::from_wrk(&result);
+        if let Some(before) = before {
+            match before
+                .and_then(|b| crate::http::mega_rows(&config.direct).map(|a| a.saturating_sub(b)))
+            {
+                Ok(found) => m.rows_found = Some(found),
+                Err(e) => m.rows_note = Some(format!("row count unavailable: {e}")),
+            }
+        }
+        Ok(m)
+    };
+    let result = drive();
     for note in running.stop() {
         config.note(note);
     }
     result.map_err(Failure::Run)
-}
-
-/// Warm-up, row count, measured run, row count.
-fn drive(
-    config: &Config,
-    scenario: Scenario,
-    connections: usize,
-    settings: &Settings,
-    root: &Path,
-    run_dir: &Path,
-    pin: bool,
-) -> Result<Measurement, String> {
-    let url = format!("{}{}", config.target, scenario.path());
-    let wrk = |duration| {
-        WrkCommand::new(
-            pin,
-            settings.wrk_threads,
-            connections,
-            duration,
-            scenario.script(),
-            &url,
-        )
-    };
-    if !settings.warmup.is_zero() {
-        wrk(settings.warmup)
-            .run(root, &run_dir.join("warmup.txt"))
-            .map_err(|e| format!("warm-up: {e}"))?;
-    }
-    // Counted after the warm-up, so only the measured run's inserts (plus any of the
-    // warm-up's still in flight) are compared with its acknowledgements.
-    let before = scenario
-        .inserts()
-        .then(|| crate::http::mega_rows(&config.direct));
-    let result = wrk(settings.duration).run(root, &run_dir.join("wrk.txt"))?;
-    let mut m = Measurement::from_wrk(&result);
-    if let Some(before) = before {
-        match before
-            .and_then(|b| crate::http::mega_rows(&config.direct).map(|a| a.saturating_sub(b)))
-        {
-            Ok(found) => m.rows_found = Some(found),
-            Err(e) => m.rows_note = Some(format!("row count unavailable: {e}")),
-        }
-    }
-    Ok(m)
 }
 
 /// Creates a run folder readable by nginx's workers, which drop root for `nobody`.

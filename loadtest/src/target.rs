@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::cli::Settings;
 use crate::machine::Tools;
-use crate::peers::{haproxy_cfg, nginx_conf};
+use crate::peers::{Site, haproxy_cfg, nginx_conf};
 use crate::process::{Process, RUN_DIR, wait_ready};
 
 /// How long a started configuration gets to answer `/readyz`.
@@ -385,36 +385,40 @@ fn proxy_config(
         .collect();
     let mut argv = pinned(pin, 0);
     let workers = settings.nginx_workers;
+    let site = Site {
+        threads: workers,
+        base,
+        shards: n,
+        listen,
+        max_conns,
+    };
+    let program = |found: &Option<std::path::PathBuf>, name: &str| {
+        found
+            .as_ref()
+            .map_or_else(|| name.to_owned(), |p| p.display().to_string())
+    };
     let (label, file, found, conf) = if name == "nginx" {
         config.description = format!(
             "`--shards {n}`, no front, nginx ({workers} worker) before the shards: wrk on nginx"
         );
-        let program = tools
-            .nginx
-            .as_ref()
-            .map_or_else(|| "nginx".to_owned(), |p| p.display().to_string());
-        argv.extend([program, "-p".into(), RUN_DIR.into()]);
+        argv.extend([program(&tools.nginx, "nginx"), "-p".into(), RUN_DIR.into()]);
         argv.extend(["-c".into(), format!("{RUN_DIR}/nginx.conf")]);
         argv.extend(["-e".into(), format!("{RUN_DIR}/nginx-error.log")]);
-        let conf = nginx_conf(workers, base, n, listen, max_conns);
+        let conf = nginx_conf(site);
         ("nginx", "nginx.conf", tools.nginx.is_some(), conf)
     } else {
         // As many threads as nginx has workers: one by default, the fair peer of nginx.
         config.description = format!(
             "`--shards {n}`, no front, HAProxy ({workers} thread) before the shards: wrk on HAProxy"
         );
-        let program = tools
-            .haproxy
-            .as_ref()
-            .map_or_else(|| "haproxy".to_owned(), |p| p.display().to_string());
         // -db: stay in the foreground, so SIGTERM reaches HAProxy itself.
         argv.extend([
-            program,
+            program(&tools.haproxy, "haproxy"),
             "-db".into(),
             "-f".into(),
             format!("{RUN_DIR}/haproxy.cfg"),
         ]);
-        let conf = haproxy_cfg(workers, base, n, listen, max_conns);
+        let conf = haproxy_cfg(site);
         ("haproxy", "haproxy.cfg", tools.haproxy.is_some(), conf)
     };
     if !found {

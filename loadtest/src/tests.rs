@@ -9,7 +9,7 @@ use clap::Parser;
 use crate::cli::{Flags, Settings, parse_extra, selected};
 use crate::http::url_host;
 use crate::machine::utc_at;
-use crate::peers::{haproxy_cfg, nginx_conf};
+use crate::peers::{Site, haproxy_cfg, nginx_conf};
 use crate::process::find_program;
 use crate::report::{ms, thousands};
 use crate::run::{Attempt, Cell};
@@ -255,8 +255,14 @@ fn scripts_exist() -> Result<(), String> {
 }
 
 fn proxy_configs() -> Result<(), String> {
-    let nginx = nginx_conf(1, 21_000, 3, 21_010, 256);
-    let haproxy = haproxy_cfg(1, 21_000, 3, 21_010, 256);
+    let site = Site {
+        threads: 1,
+        base: 21_000,
+        shards: 3,
+        listen: 21_010,
+        max_conns: 256,
+    };
+    let (nginx, haproxy) = (nginx_conf(site), haproxy_cfg(site));
     for port in 21_000..21_003 {
         let server = format!("127.0.0.1:{port}");
         ensure(nginx.contains(&server) && haproxy.contains(&server), || {
