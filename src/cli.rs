@@ -140,14 +140,7 @@ pub struct ServeArgs {
     pub batch_body_limit: usize,
 
     #[command(flatten)]
-    pub edge: EdgeArgs,
-
-    #[command(flatten)]
-    pub upstream: UpstreamArgs,
-
-    /// Also serve /metrics on this address (it is always on every listener too).
-    #[arg(long, env = "LOADLAB_METRICS_BIND")]
-    pub metrics_bind: Option<SocketAddr>,
+    pub serving: ServingArgs,
 }
 
 /// Flags of `loadlab front`.
@@ -162,12 +155,20 @@ pub struct FrontArgs {
     pub bind: Option<SocketAddr>,
 
     #[command(flatten)]
+    pub serving: ServingArgs,
+}
+
+/// Flags `serve` and `front` share: the edge, the front's upstream limits, and an
+/// extra metrics listener.
+#[derive(Debug, Clone, Args)]
+pub struct ServingArgs {
+    #[command(flatten)]
     pub edge: EdgeArgs,
 
     #[command(flatten)]
     pub upstream: UpstreamArgs,
 
-    /// Also serve /metrics on this address (it is always on the front's own /metrics).
+    /// Also serve /metrics on this address (it is always on every listener too).
     #[arg(long, env = "LOADLAB_METRICS_BIND")]
     pub metrics_bind: Option<SocketAddr>,
 }

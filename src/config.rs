@@ -144,9 +144,9 @@ impl Config {
             batch_request_max: args.batch_request_max,
             body_limit_bytes: args.body_limit,
             batch_body_limit_bytes: args.batch_body_limit,
-            edge: edge_limits(&args.edge)?,
-            upstream: upstream_limits(&args.upstream),
-            metrics_bind: args.metrics_bind,
+            edge: edge_limits(&args.serving.edge)?,
+            upstream: upstream_limits(&args.serving.upstream),
+            metrics_bind: args.serving.metrics_bind,
         })
     }
 }

@@ -13,8 +13,8 @@ use crate::config::{edge_limits, upstream_limits};
 /// `Ok` after a clean drain (exit status 0).
 pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
     let config = FrontConfig::load(&args.config)?;
-    let edge = edge_limits(&args.edge)?;
-    let limits = upstream_limits(&args.upstream);
+    let edge = edge_limits(&args.serving.edge)?;
+    let limits = upstream_limits(&args.serving.upstream);
     let bind = match args.bind.or(config.listen) {
         Some(addr) => addr,
         None => DEFAULT_LISTEN
@@ -27,7 +27,7 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("could not listen on {bind}"))?;
-    let metrics_listener = match args.metrics_bind {
+    let metrics_listener = match args.serving.metrics_bind {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
