@@ -53,7 +53,7 @@ impl hyper::body::Body for Leftover {
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let Some(body) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
