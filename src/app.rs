@@ -171,7 +171,7 @@ impl App {
         let limits = state.config().edge.connections.clone();
         let mut serving = Serving::new();
         for shard in shards {
-            serving.add_threads([shard.spawn(limits.clone(), &shutdown)?]);
+            serving.add_threads([shard.spawn(&state.config().edge, &shutdown)?]);
         }
         // This runtime accepts for the front and deals the connections out to the
         // front's own threads; it also runs the health checks and the metrics listener.

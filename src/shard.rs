@@ -18,7 +18,8 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use loadlab_front::ConnectionLimits;
+use loadlab_front::EdgeLimits;
+use loadlab_front::edge;
 use loadlab_front::server::{self, ServingThread};
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use tokio_util::sync::CancellationToken;
@@ -75,9 +76,13 @@ impl Shard {
     /// `shutdown` (or its own stop switch) is cancelled and its connections drained.
     pub fn spawn(
         self,
-        limits: ConnectionLimits,
+        edge: &EdgeLimits,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<ServingThread> {
+        let (limits, listener_router) = (
+            edge.connections.clone(),
+            edge::guard(Router::clone(&self.router), edge),
+        );
         let Self {
             index,
             listener,
@@ -95,7 +100,7 @@ impl Shard {
                     app_stop.cancelled().await;
                     own_stop.cancel();
                 });
-                server::serve(listener, Router::clone(&router), limits, stop).await;
+                server::serve(listener, listener_router, limits, stop).await;
                 // The last strong reference to the router: in-process members now see
                 // the shard gone.
                 drop(router);
@@ -126,11 +131,10 @@ pub async fn track_requests(State(shard): State<ShardLabel>, req: Request, next:
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = req.method().as_str().to_owned();
-    let in_flight = metrics::gauge!("http_requests_in_flight", "shard" => shard.0);
-    in_flight.increment(1.0);
+    let in_flight = InFlight::enter(metrics::gauge!("http_requests_in_flight", "shard" => shard.0));
     let started = Instant::now();
     let response = next.run(req).await;
-    in_flight.decrement(1.0);
+    drop(in_flight);
     let status = response.status().as_u16().to_string();
     let labels = [
         ("method", method),
@@ -150,6 +154,23 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[(
     "http_request_duration_seconds",
     loadlab_front::metrics::LATENCY_BUCKETS,
 )];
+
+/// One request counted in `http_requests_in_flight` until dropped: also when the
+/// request's future is dropped half-way (a timeout around it, a client gone).
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
 
 /// Describes the request metrics [`track_requests`] records.
 pub fn describe() {

@@ -39,10 +39,15 @@ pub const REFUSAL_REASONS: [&str; 4] = [
     "method_not_allowed",
 ];
 
-/// Wraps `router` in the edge layers.
+/// Wraps `router` in the edge layers: [`fallbacks`] inside, [`guard`] outside.
 pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
-    let timeout = limits.request_timeout;
-    let mut router = router
+    guard(fallbacks(router), limits)
+}
+
+/// JSON answers for unknown routes (404) and methods (405 with `Allow`): part of a
+/// router's own answers, so the front's in-process path gets them from a shard too.
+pub fn fallbacks(router: Router) -> Router {
+    router
         .method_not_allowed_fallback(|req: Request| async move {
             refused(
                 "method_not_allowed",
@@ -56,6 +61,15 @@ pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
                 format!("no route for {} {}", req.method(), req.uri().path()),
             )
         })
+}
+
+/// The layers a listener puts around a router: the refusals and leftover drain
+/// ([`guard_request`]), the request time limit and CORS. The front's in-process path
+/// calls a shard's router without them: the front's own listener has applied the same
+/// ones to the request already, and doing them twice costs a boxed future each.
+pub fn guard(router: Router, limits: &EdgeLimits) -> Router {
+    let timeout = limits.request_timeout;
+    let mut router = router
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| request_timeout(timeout, req, next),
         ))

@@ -27,8 +27,9 @@ use crate::metrics::metrics_render;
 use crate::shard::{ShardLabel, track_requests};
 use crate::state::AppState;
 
-/// The router of one shard: every route, the edge layers, and request metrics labelled
-/// with `shard`.
+/// The router of one shard: every route, its JSON fallbacks, and request metrics
+/// labelled with `shard`. The shard's listener puts the edge guard around it
+/// ([`crate::shard::Shard::spawn`]); the front's in-process path calls it as it is.
 pub fn app(state: AppState, shard: ShardLabel) -> Router {
     let config = state.config();
     let routes = Router::new()
@@ -50,6 +51,6 @@ pub fn app(state: AppState, shard: ShardLabel) -> Router {
         .route("/metrics", get(metrics_render))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .with_state(state.clone());
-    loadlab_front::edge::wrap(routes, &config.edge)
+    loadlab_front::edge::fallbacks(routes)
         .layer(axum::middleware::from_fn_with_state(shard, track_requests))
 }
