@@ -10,7 +10,7 @@
 //!   front calls a shard's router on its own threads, and the shard's thread serves
 //!   only direct clients (Prometheus, health checks); it still owns the router, so a
 //!   shard that stops leaves rotation;
-//! - `--front-threads` front workers, each with its own single-threaded runtime
+//! - `--front-threads` front threads, each with its own single-threaded runtime
 //!   (see [`loadlab_front::server::serve_on_threads`]);
 //! - the caller's runtime, which accepts the front's connections and runs the health
 //!   checks and the extra metrics listener;

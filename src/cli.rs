@@ -244,7 +244,7 @@ pub struct UpstreamArgs {
 /// process's shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FrontPath {
-    /// Call the shard's router directly, on the front worker's thread.
+    /// Call the shard's router directly, on the front thread's thread.
     Inproc,
     /// Over loopback TCP, through the front's keep-alive pool.
     Tcp,

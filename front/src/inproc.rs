@@ -1,5 +1,5 @@
 //! The in-process path: a pool member that is one of this process's own shards is
-//! reached by calling that shard's router on the front worker's thread, with no socket
+//! reached by calling that shard's router on the front thread's thread, with no socket
 //! between them (`--front-path inproc`, the default).
 //!
 //! Over loopback TCP every request is parsed by the front, serialised, written to a
@@ -15,7 +15,7 @@
 //! layers run as for a direct client: `http_requests_total{shard}` and
 //! `http_requests_in_flight{shard}` count the request once, under that shard's label.
 //!
-//! Where the work runs: on the front worker's runtime, not the shard's. Handing the
+//! Where the work runs: on the front thread's runtime, not the shard's. Handing the
 //! request to the shard's runtime instead (spawn on its `Handle`, answer back on a
 //! oneshot) would cost two cross-thread wake-ups per request and buys nothing here:
 //! the handlers' heavy work already leaves the calling runtime (compute to the rayon

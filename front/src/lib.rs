@@ -16,7 +16,7 @@
 //!   upstream's).
 //! - `upstream`: one upstream address and its health (active verdict, passive holds).
 //! - `health`: the active check tasks.
-//! - `pool`: keep-alive connections to one upstream; `body`: request and response
+//! - `conns`: keep-alive connections to one upstream; `body`: request and response
 //!   bodies streamed through (a request body kept for a retry, a response body that
 //!   gives its connection back).
 //! - `proxy`: forwarding one request, failover, hop-by-hop headers, 502/504.
@@ -76,7 +76,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The running front: pools, routes, health state and the upstream connections. Cheap
 /// to clone (one `Arc`); every clone shares the same state.
 ///
-/// A handle belongs to one front worker thread (see [`Front::spawn_threads`]) and uses
+/// A handle belongs to one front thread (see [`Front::spawn_threads`]) and uses
 /// that worker's upstream connections; [`Front::new`] gives worker 0's.
 #[derive(Debug, Clone)]
 pub struct Front {
@@ -95,7 +95,7 @@ struct Inner {
     upstreams: Vec<Arc<Upstream>>,
     proxy: Proxy,
     health: HealthConfig,
-    /// Worker threads, each with its own upstream connections.
+    /// Front threads, each with its own upstream connections.
     threads: usize,
 }
 
@@ -203,7 +203,7 @@ impl Front {
     }
 
     /// Pools, routes, each upstream's address, weight, health and `max_conns` use, and
-    /// the front's worker threads, as JSON (for `/info` and `GET /front/status`). `up`
+    /// the front's threads, as JSON (for `/info` and `GET /front/status`). `up`
     /// is whether requests may go there now; a pool's `panic` is whether it is trying
     /// members held out by passive checks because none is up.
     pub fn status(&self) -> serde_json::Value {
@@ -279,7 +279,7 @@ impl Front {
         health::spawn_checks(&self.inner.upstreams, &self.inner.health, &shutdown);
     }
 
-    /// Starts the front's worker threads (`--front-threads`), each with its own
+    /// Starts the front's threads (`--front-threads`), each with its own
     /// single-threaded runtime, its own upstream connections and the front's router.
     /// Feed them with [`server::serve_on_threads`]; each thread returns once that
     /// accept loop has stopped and its connections have drained. A thread that fails

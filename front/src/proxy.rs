@@ -76,7 +76,7 @@ impl Proxy {
         }
     }
 
-    /// Forwards `req` to a member of `pool` on front worker `worker`'s connections;
+    /// Forwards `req` to a member of `pool` on front thread `worker`'s connections;
     /// see the module docs for the rules.
     pub(crate) async fn forward(&self, pool: &Pool, worker: usize, req: Request) -> Response {
         let (mut parts, body) = req.into_parts();

@@ -470,10 +470,10 @@ mod tests {
             open.push(stream);
         }
         assert_eq!(served_by, ["0", "1", "0", "1"]);
-        // Worker 0 loses both its connections: the next two go to it.
+        // Thread 0 loses both its connections: the next two go to it.
         drop(open.remove(2));
         drop(open.remove(0));
-        // Worker 0 notices the closed connections when it reads their EOF.
+        // Thread 0 notices the closed connections when it reads their EOF.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while open_counts[0].load(Ordering::Relaxed) > 0 {
             assert!(

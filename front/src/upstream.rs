@@ -52,7 +52,7 @@ pub(crate) struct Upstream {
     addr: SocketAddr,
     /// `addr` as a URI authority (for the health checks' URIs).
     authority: Authority,
-    /// Keep-alive connections to `addr`, one pool per front worker thread (a
+    /// Keep-alive connections to `addr`, one set per front thread (a
     /// connection's driver task runs on the thread that opened it, so only that
     /// thread's requests should use it); an `Arc` because response bodies carry their
     /// pool to give the connection back.

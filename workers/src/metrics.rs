@@ -1,4 +1,4 @@
-//! The metrics this crate records (`randoms_*` in [`crate::pool`], `mega_*` in
+//! The metrics this crate records (`randoms_*` in [`crate::compute`], `mega_*` in
 //! [`crate::mega`]'s writer and readers), described in one place so the binary that
 //! installs the exporter can publish their `# HELP` lines ([`describe`]), with the
 //! buckets its histograms need ([`HISTOGRAMS`]). The workers register their counters at
