@@ -15,18 +15,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::support::child::{ChildProcess, free_port, loadlab};
-use crate::support::{serve_args, spawn_app_on, ticket};
-
-/// The unique ticket of request `seq` (seq < 1,000,000).
-fn unique_ticket(seq: u64) -> [i64; 6] {
-    let mut numbers = [0i64; 6];
-    let mut rest = seq;
-    for (i, slot) in numbers.iter_mut().enumerate() {
-        *slot = 10 * i as i64 + 1 + (rest % 10) as i64;
-        rest /= 10;
-    }
-    numbers
-}
+use crate::support::{serve_args, spawn_app_on, ticket, unique_ticket};
 
 /// What the clients were told.
 #[derive(Default)]

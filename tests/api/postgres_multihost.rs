@@ -19,19 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::support::child::{ChildProcess, free_port, loadlab};
 use crate::support::postgres::fresh_database_async;
-use crate::support::ticket;
-
-/// The unique ticket of request `seq` (seq < 1,000,000): its digits, one per column,
-/// `num_i = 10 * i + 1 + digit_i`, so the six numbers are always distinct.
-fn unique_ticket(seq: u64) -> [i64; 6] {
-    let mut numbers = [0i64; 6];
-    let mut rest = seq;
-    for (i, slot) in numbers.iter_mut().enumerate() {
-        *slot = 10 * i as i64 + 1 + (rest % 10) as i64;
-        rest /= 10;
-    }
-    numbers
-}
+use crate::support::{ticket, unique_ticket};
 
 /// What the clients were told.
 #[derive(Default)]

@@ -187,3 +187,16 @@ pub async fn expect_error(response: reqwest::Response, status: u16) -> String {
         .expect("an `error` string")
         .to_owned()
 }
+
+/// The unique ticket of request `seq` (seq < 1,000,000): its digits, one per column,
+/// `num_i = 10 * i + 1 + digit_i`, so the six numbers are always distinct and a table
+/// can be checked against what every client was told.
+pub fn unique_ticket(seq: u64) -> [i64; 6] {
+    let mut numbers = [0i64; 6];
+    let mut rest = seq;
+    for (i, slot) in numbers.iter_mut().enumerate() {
+        *slot = 10 * i as i64 + 1 + (rest % 10) as i64;
+        rest /= 10;
+    }
+    numbers
+}
