@@ -27,11 +27,9 @@
 //! the front (which the shards' state also holds) forms no reference cycle with them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::StatusCode;
 use axum::response::Response;
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
@@ -43,47 +41,38 @@ use super::balance::Member;
 use super::body::{RequestBody, UpstreamBody};
 use super::failure::ClientFault;
 use super::headers::remove_hop_by_hop;
-use super::upstream::FailureKind;
-use crate::error::json_error;
+
+/// Why an in-process try gave no response for the client.
+pub(crate) enum Failed {
+    /// Reading the client's body failed: the proxy answers it, whatever the shard said
+    /// about the broken body.
+    Client(ClientFault, String),
+    /// The deadline passed; the proxy decides whose fault that was.
+    TimedOut,
+}
 
 /// Sends `request` (headers already prepared by the proxy) to the shard whose router
 /// is `router`, within `deadline`, and returns the client's response. `slot` (the
-/// member's `max_conns` permit) is held until the response body has been read.
-///
-/// As on the TCP path, a failure reading the client's body (`client`) is the
-/// client's: it comes back as `Err` for the proxy to answer, whatever the shard said
-/// about the broken body, and a deadline passed while the body was still coming is
-/// not held against the shard.
+/// member's `max_conns` permit) is held until the response body has been read. As on
+/// the TCP path, a failure reading the client's body (`client`) is the client's.
 pub(crate) async fn forward(
     member: &Member,
     router: Arc<Router>,
     request: axum::http::Request<UpstreamBody>,
     slot: Option<OwnedSemaphorePermit>,
-    (deadline, timeout): (Instant, Duration),
+    deadline: Instant,
     client: &RequestBody,
-) -> Result<Response, (ClientFault, String)> {
+) -> Result<Response, Failed> {
     let started = Instant::now();
     // A clone of the router is a clone of one `Arc`: the shard's routes are shared.
     let call = Router::clone(&router).oneshot(request.map(Body::new));
     let Ok(response) = tokio::time::timeout_at(deadline, call).await else {
-        if !client.is_finished() {
-            return Err((ClientFault::Timeout, String::new()));
-        }
-        member.upstream.record_failure(FailureKind::Timeout);
-        member.count_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
-        return Ok(json_error(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!(
-                "upstream {} did not answer within the {}s upstream timeout",
-                member.upstream.label(),
-                timeout.as_secs_f64()
-            ),
-        ));
+        return Err(Failed::TimedOut);
     };
     // A router's error type is `Infallible`.
     let response: Response = response.unwrap_or_else(|e| match e {});
-    if let Some(fault) = client.client_fault() {
-        return Err(fault);
+    if let Some((fault, detail)) = client.client_fault() {
+        return Err(Failed::Client(fault, detail));
     }
     member.duration.record(started.elapsed().as_secs_f64());
     member.count_status(response.status().as_u16());

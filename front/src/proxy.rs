@@ -38,7 +38,7 @@ use axum::response::Response;
 use metrics::Counter;
 use tokio::time::Instant;
 
-use super::balance::{Pool, requests_counter};
+use super::balance::{Member, Pool, requests_counter};
 use super::body::RequestBody;
 use super::conns::{PooledBody, SendFailure};
 use super::failure::{ClientErrors, ClientFault};
@@ -140,12 +140,14 @@ impl Proxy {
                 // One of our shards: call its router here, no socket (see `inproc`).
                 match shard.router() {
                     Some(router) => {
-                        let limit = (deadline, self.limits.response_timeout);
-                        return match inproc::forward(member, router, request, slot, limit, &body)
+                        return match inproc::forward(member, router, request, slot, deadline, &body)
                             .await
                         {
                             Ok(response) => response,
-                            Err((fault, detail)) => self.client_fault(fault, &detail),
+                            Err(inproc::Failed::Client(fault, detail)) => {
+                                self.client_fault(fault, &detail)
+                            }
+                            Err(inproc::Failed::TimedOut) => self.timed_out(member, &body),
                         };
                     }
                     // It stopped since the pick: like a refused connect, try the next.
@@ -199,22 +201,7 @@ impl Proxy {
                     }
                     tried.push(index);
                 }
-                // Still reading the client's body: the upstream is waiting for it.
-                Err(_) if !body.is_finished() => {
-                    return self.client_fault(ClientFault::Timeout, "");
-                }
-                Err(_) => {
-                    upstream.record_failure(FailureKind::Timeout);
-                    member.count_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
-                    return json_error(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "upstream {} did not answer within the {}s upstream timeout",
-                            upstream.label(),
-                            self.limits.response_timeout.as_secs_f64()
-                        ),
-                    );
-                }
+                Err(_) => return self.timed_out(member, &body),
             }
         }
         match last_failure {
@@ -244,9 +231,26 @@ impl Proxy {
             }
         }
     }
-}
 
-impl Proxy {
+    /// The answer when the deadline passed during a try, on either path: the client's
+    /// fault while its body was still coming (the upstream was waiting for it), else a
+    /// timeout held against the upstream.
+    fn timed_out(&self, member: &Member, body: &RequestBody) -> Response {
+        if !body.is_finished() {
+            return self.client_fault(ClientFault::Timeout, "");
+        }
+        member.upstream.record_failure(FailureKind::Timeout);
+        member.count_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
+        json_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "upstream {} did not answer within the {}s upstream timeout",
+                member.upstream.label(),
+                self.limits.response_timeout.as_secs_f64()
+            ),
+        )
+    }
+
     /// The front's own answer to a fault on the client's side, counted; the upstream
     /// is not blamed and nothing is retried.
     fn client_fault(&self, fault: ClientFault, detail: &str) -> Response {
