@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::support::child::{ChildProcess, free_port, loadlab};
+use crate::support::child::{
+    ChildProcess, assert_sigterm_lets_a_slow_job_finish, free_port, loadlab,
+};
 use crate::support::{serve_args, spawn_app_on, ticket, unique_ticket};
 
 /// What the clients were told.
@@ -224,51 +226,5 @@ async fn kill_9_under_load_loses_no_acknowledged_row() {
 async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("loadlab.db")).await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let slow = {
-        let (client, url) = (
-            client.clone(),
-            format!("{}/api/randoms?cant=2e9&seed=1", server.base),
-        );
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .send()
-                .await?
-                .json::<serde_json::Map<String, Value>>()
-                .await
-        })
-    };
-    // Wait until the job is admitted, read from the server's own metrics.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = client
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        if metrics.lines().any(|l| l == "randoms_jobs_in_flight 1") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the job was never admitted"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    server.process.sigterm();
-    let counts = slow
-        .await
-        .expect("task")
-        .expect("the in-flight request was answered in full");
-    let total: u64 = counts.values().map(|v| v.as_u64().expect("count")).sum();
-    assert_eq!(total, 2_000_000_000);
-    let exit = server.process.wait_exit().await;
-    assert!(exit.success(), "loadlab exits 0 after SIGTERM");
+    assert_sigterm_lets_a_slow_job_finish(server.process, &server.base).await;
 }

@@ -7,7 +7,7 @@
 //! as a child process of its own and read its `/metrics`.
 
 use super::*;
-use crate::support::child::{ChildProcess, loadlab};
+use crate::support::child::{ChildProcess, assert_sigterm_lets_a_slow_job_finish, loadlab};
 
 /// Requests per shard in the counting tests.
 const PER_SHARD: usize = 1000;
@@ -253,42 +253,8 @@ async fn a_shard_whose_runtime_stopped_leaves_rotation_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_request_in_flight_through_the_in_process_front_finish() {
     let process = ServeProcess::start(2, &[]).await;
-    let slow = {
-        let (client, url) = (
-            process.client.clone(),
-            process.url("/api/randoms?cant=2e9&seed=1"),
-        );
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .send()
-                .await?
-                .json::<serde_json::Map<String, Value>>()
-                .await
-        })
-    };
-    // Wait until the job is admitted, read from the process's own metrics.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = process.client.get(process.url("/metrics")).send().await;
-        let metrics = metrics.expect("metrics").text().await.expect("text");
-        if metrics.lines().any(|l| l == "randoms_jobs_in_flight 1") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the job was never admitted");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-
-    process.process.sigterm();
-
-    let counts = slow
-        .await
-        .expect("task")
-        .expect("the in-flight request was answered in full");
-    let total: u64 = counts.values().map(|v| v.as_u64().expect("count")).sum();
-    assert_eq!(total, 2_000_000_000);
-    let exit = process.process.wait_exit().await;
-    assert!(exit.success(), "exit status 0");
+    let base = process.url("");
+    assert_sigterm_lets_a_slow_job_finish(process.process, &base).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,3 +145,50 @@ impl Drop for ChildProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The graceful-stop check, for any `loadlab serve` child answering at `base`: a
+/// `cant=2e9` randoms request is started, and once its job is admitted (read from the
+/// process's own `/metrics`) the process gets SIGTERM. The request must be answered in
+/// full and the process exit 0.
+pub async fn assert_sigterm_lets_a_slow_job_finish(process: ChildProcess, base: &str) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let slow = {
+        let (client, url) = (
+            client.clone(),
+            format!("{base}/api/randoms?cant=2e9&seed=1"),
+        );
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .send()
+                .await?
+                .json::<serde_json::Map<String, serde_json::Value>>()
+                .await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics = client.get(format!("{base}/metrics")).send().await;
+        let metrics = metrics.expect("metrics").text().await.expect("text");
+        if metrics.lines().any(|l| l == "randoms_jobs_in_flight 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job was never admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    process.sigterm();
+    let counts = slow
+        .await
+        .expect("task")
+        .expect("the in-flight request was answered in full");
+    let total: u64 = counts.values().map(|v| v.as_u64().expect("count")).sum();
+    assert_eq!(total, 2_000_000_000);
+    let exit = process.wait_exit().await;
+    assert!(exit.success(), "loadlab exits 0 after SIGTERM");
+}
