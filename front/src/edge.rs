@@ -13,6 +13,7 @@
 //! block over [`MAX_HEADER_BYTES`] (431, nginx's 4 x 8 KiB). Bodies a handler leaves
 //! unread are drained ([`crate::leftover`]) so its answer is not lost to a reset.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use tower::{Service, ServiceBuilder};
 
 use crate::config::EdgeLimits;
 use crate::error::json_error;
@@ -38,6 +41,27 @@ pub const REFUSAL_REASONS: [&str; 4] = [
     "headers_too_large",
     "method_not_allowed",
 ];
+
+/// What a listener serves: a service from requests to responses that never fails. An
+/// axum [`Router`] is one (the shards, the metrics listener); the front serves its
+/// own ([`crate::Front::service`]), which sends most requests on without routing them.
+pub trait HttpService:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// Wraps `router` in the edge layers: [`fallbacks`] inside, [`guard`] outside.
 pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
@@ -85,6 +109,30 @@ pub fn guard(router: Router, limits: &EdgeLimits) -> Router {
         ));
     }
     router
+}
+
+/// The same layers as [`guard`], in the same order, around any service rather than a
+/// router's routes: the front's service ([`crate::Front::service`]), which is not a
+/// router.
+pub fn guard_service(inner: impl HttpService, limits: &EdgeLimits) -> impl HttpService {
+    let timeout = limits.request_timeout;
+    let guarded = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(guard_request))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| request_timeout(timeout, req, next),
+        ))
+        .service(inner);
+    let cors = cors_layer(&limits.cors_origins).map(|cors| {
+        let allowed: Arc<[String]> = limits.cors_origins.clone().into();
+        ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(
+                move |req: Request, next: Next| {
+                    refuse_foreign_preflight(Arc::clone(&allowed), req, next)
+                },
+            ))
+            .layer(cors)
+    });
+    ServiceBuilder::new().option_layer(cors).service(guarded)
 }
 
 /// Refuses requests whose head is well-formed HTTP but unsafe to act on (see the

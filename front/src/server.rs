@@ -22,7 +22,6 @@
 //!   shared socket, keeps the load even (whoever wakes first would take a burst of
 //!   connections, then be the bottleneck while the other idles).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +29,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -41,20 +39,21 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::config::ConnectionLimits;
+use crate::edge::HttpService;
 
 /// hyper's read buffer per connection: the largest request head it will parse.
 const MAX_HEAD_BUFFER: usize = 2 * crate::edge::MAX_HEADER_BYTES;
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then drains.
+/// Serves `service` on `listener` until `shutdown` is cancelled, then drains.
 ///
 /// Each request carries `ConnectInfo<SocketAddr>` (the peer) in its extensions.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    service: impl HttpService,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
-    let connections = Connections::new(router, &limits);
+    let connections = Connections::new(service, &limits);
     accept_loop(&listener, &limits, &shutdown, |accepted| {
         let permit = accepted.permit;
         connections.spawn(accepted.stream, accepted.peer, move || drop(permit));
@@ -158,8 +157,8 @@ pub async fn serve_on_threads(
 impl FrontThread {
     /// Serves the connections handed to this worker, on the current runtime, until
     /// the accept loop stops; then drains them like [`serve`].
-    pub async fn run(mut self, router: Router, limits: ConnectionLimits) {
-        let connections = Connections::new(router, &limits);
+    pub async fn run(mut self, service: impl HttpService, limits: ConnectionLimits) {
+        let connections = Connections::new(service, &limits);
         while let Some(accepted) = self.inbox.recv().await {
             let stream = match TcpStream::from_std(accepted.stream) {
                 Ok(stream) => stream,
@@ -229,14 +228,14 @@ async fn accept_loop(
 }
 
 /// Serves connections on the current runtime and drains them on shutdown.
-struct Connections {
-    router: Router,
+struct Connections<S> {
+    service: S,
     http: hyper::server::conn::http1::Builder,
     graceful: GracefulShutdown,
 }
 
-impl Connections {
-    fn new(router: Router, limits: &ConnectionLimits) -> Self {
+impl<S: HttpService> Connections<S> {
+    fn new(service: S, limits: &ConnectionLimits) -> Self {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
@@ -246,7 +245,7 @@ impl Connections {
             .max_buf_size(MAX_HEAD_BUFFER)
             .keep_alive(true);
         Self {
-            router,
+            service,
             http,
             graceful: GracefulShutdown::new(),
         }
@@ -254,18 +253,10 @@ impl Connections {
 
     /// Serves one connection in its own task, then calls `closed`.
     fn spawn(&self, stream: TcpStream, peer: SocketAddr, closed: impl FnOnce() + Send + 'static) {
-        let router = self.router.clone();
+        let service = self.service.clone();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            let router = router.clone();
-            async move {
-                Ok::<_, Infallible>(
-                    router
-                        .oneshot(req.map(axum::body::Body::new))
-                        .await
-                        .unwrap_or_else(|e| match e {}),
-                )
-            }
+            service.clone().oneshot(req.map(axum::body::Body::new))
         });
         let connection = self
             .graceful
@@ -419,6 +410,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::Router;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Sends one keep-alive GET on `stream` and returns the response body.

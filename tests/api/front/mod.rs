@@ -214,7 +214,7 @@ async fn spawn_front(config: &str, limits: UpstreamLimits) -> TestFront {
     let edge = edge(&[]);
     tokio::spawn(loadlab_front::server::serve(
         listener,
-        front.router(&edge),
+        front.service(&edge),
         edge.connections,
         shutdown.clone(),
     ));
