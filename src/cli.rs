@@ -189,7 +189,7 @@ pub struct EdgeArgs {
     #[arg(default_value = "10s", value_parser = duration)]
     pub header_read_timeout: Duration,
 
-    /// Time a request may take end to end before it is answered 504 (randoms of 1e10
+    /// Time a request may take end to end before it is answered 503 (randoms of 1e10
     /// take a few seconds).
     #[arg(long, env = "LOADLAB_REQUEST_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub request_timeout: Duration,

@@ -92,12 +92,8 @@ pub fn fallbacks(router: Router) -> Router {
 /// calls a shard's router without them: the front's own listener has applied the same
 /// ones to the request already, and doing them twice costs a boxed future each.
 pub fn guard(router: Router, limits: &EdgeLimits) -> Router {
-    let timeout = limits.request_timeout;
-    let mut router = router
-        .layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| request_timeout(timeout, req, next),
-        ))
-        .layer(axum::middleware::from_fn(guard_request));
+    let mut router =
+        time_limit(router, limits.request_timeout).layer(axum::middleware::from_fn(guard_request));
     if let Some(cors) = cors_layer(&limits.cors_origins) {
         // Outside the CORS layer, which would answer a refused preflight 200 with no
         // CORS headers: correct for browsers, but a 403 says plainly what is wrong.
@@ -111,16 +107,15 @@ pub fn guard(router: Router, limits: &EdgeLimits) -> Router {
     router
 }
 
-/// The same layers as [`guard`], in the same order, around any service rather than a
-/// router's routes: the front's service ([`crate::Front::service`]), which is not a
-/// router.
-pub fn guard_service(inner: impl HttpService, limits: &EdgeLimits) -> impl HttpService {
-    let timeout = limits.request_timeout;
+/// The edge of a proxy: the layers of [`guard`], in the same order, around any
+/// service rather than a router's routes (the front's service,
+/// [`crate::Front::service`]), except the request time limit. The proxy folds that
+/// limit into its own deadline for each request (one timer, not two nested ones) and
+/// answers it as [`request_timed_out`]; the front's own routes take it from
+/// [`time_limit`].
+pub fn guard_proxy(inner: impl HttpService, limits: &EdgeLimits) -> impl HttpService {
     let guarded = ServiceBuilder::new()
         .layer(axum::middleware::from_fn(guard_request))
-        .layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| request_timeout(timeout, req, next),
-        ))
         .service(inner);
     let cors = cors_layer(&limits.cors_origins).map(|cors| {
         let allowed: Arc<[String]> = limits.cors_origins.clone().into();
@@ -133,6 +128,13 @@ pub fn guard_service(inner: impl HttpService, limits: &EdgeLimits) -> impl HttpS
             .layer(cors)
     });
     ServiceBuilder::new().option_layer(cors).service(guarded)
+}
+
+/// `router` answering [`request_timed_out`] once a request outlives `limit`.
+pub fn time_limit(router: Router, limit: Duration) -> Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| request_timeout(limit, req, next),
+    ))
 }
 
 /// Refuses requests whose head is well-formed HTTP but unsafe to act on (see the
@@ -213,17 +215,21 @@ async fn refuse_foreign_preflight(allowed: Arc<[String]>, req: Request, next: Ne
 async fn request_timeout(limit: Duration, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => {
-            metrics::counter!("http_request_timeouts_total").increment(1);
-            json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "the request took longer than the {}s request timeout",
-                    limit.as_secs_f64()
-                ),
-            )
-        }
+        Err(_) => request_timed_out(limit),
     }
+}
+
+/// The answer to a request that outlived the request time limit `limit`: 503 JSON,
+/// counted in `http_request_timeouts_total`.
+pub fn request_timed_out(limit: Duration) -> Response {
+    metrics::counter!("http_request_timeouts_total").increment(1);
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the request took longer than the {}s request timeout",
+            limit.as_secs_f64()
+        ),
+    )
 }
 
 /// The CORS layer for an allow-list; `None` when the list is empty (no CORS at all).

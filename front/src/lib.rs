@@ -54,6 +54,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -203,10 +204,11 @@ impl Front {
         let dispatch = Dispatch {
             inner: Arc::clone(&self.inner),
             worker: self.worker,
-            own: crate::edge::fallbacks(own),
+            own: edge::time_limit(edge::fallbacks(own), edge.request_timeout),
             metrics: self.metrics.is_some(),
+            request_limit: edge.request_timeout,
         };
-        crate::edge::guard_service(dispatch, edge)
+        edge::guard_proxy(dispatch, edge)
     }
 
     /// Pools, routes, each upstream's address, weight, health and `max_conns` use, and
@@ -372,6 +374,9 @@ struct Dispatch {
     own: Router,
     /// Whether `/metrics` is the front's own (else it is proxied).
     metrics: bool,
+    /// The edge's request time limit, which the proxy applies (see
+    /// [`edge::guard_proxy`]).
+    request_limit: Duration,
 }
 
 impl Dispatch {
@@ -394,11 +399,10 @@ impl tower::Service<Request> for Dispatch {
         if self.is_own(req.uri().path()) {
             return Box::pin(Router::clone(&self.own).oneshot(req));
         }
-        let inner = Arc::clone(&self.inner);
-        let worker = self.worker;
+        let (inner, worker, limit) = (Arc::clone(&self.inner), self.worker, self.request_limit);
         Box::pin(async move {
             let pool = &inner.pools[inner.routes.pool_for(req.uri().path())];
-            Ok(inner.proxy.forward(pool, worker, req).await)
+            Ok(inner.proxy.forward(pool, worker, req, limit).await)
         })
     }
 }

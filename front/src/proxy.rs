@@ -28,6 +28,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -46,6 +47,7 @@ use super::headers::{prepare_request_headers, remove_hop_by_hop};
 use super::inproc;
 use super::upstream::FailureKind;
 use crate::config::UpstreamLimits;
+use crate::edge::request_timed_out;
 use crate::error::{error_chain, json_error};
 
 /// What forwarding needs besides the pools: the limits and the retry counter. The
@@ -77,8 +79,15 @@ impl Proxy {
     }
 
     /// Forwards `req` to a member of `pool` on front thread `worker`'s connections;
-    /// see the module docs for the rules.
-    pub(crate) async fn forward(&self, pool: &Pool, worker: usize, req: Request) -> Response {
+    /// see the module docs for the rules. `request_limit` is the edge's request time
+    /// limit, which the front's edge leaves to the proxy ([`crate::edge::guard_proxy`]).
+    pub(crate) async fn forward(
+        &self,
+        pool: &Pool,
+        worker: usize,
+        req: Request,
+        request_limit: Duration,
+    ) -> Response {
         let (mut parts, body) = req.into_parts();
         let peer = parts
             .extensions
@@ -92,7 +101,9 @@ impl Proxy {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let idempotent = is_idempotent(&parts.method);
         let body = RequestBody::new(body);
-        let deadline = Instant::now() + self.limits.response_timeout;
+        // One deadline for the whole forward, and one timer at a time: the upstream
+        // timeout, or the request time limit where that is shorter.
+        let deadline = Instant::now() + self.limits.response_timeout.min(request_limit);
         let tries = pool.members().len();
         let mut tried = Vec::new();
         let mut last_failure: Option<(usize, String)> = None;
@@ -124,6 +135,9 @@ impl Proxy {
                 .headers_mut()
                 .insert(header::HOST, upstream.host_header().clone());
             let Ok(slot) = tokio::time::timeout_at(deadline, upstream.admit()).await else {
+                if self.request_limit_binds(request_limit) {
+                    return request_timed_out(request_limit);
+                }
                 member.count_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
                 return json_error(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -147,7 +161,9 @@ impl Proxy {
                             Err(inproc::Failed::Client(fault, detail)) => {
                                 self.client_fault(fault, &detail)
                             }
-                            Err(inproc::Failed::TimedOut) => self.timed_out(member, &body),
+                            Err(inproc::Failed::TimedOut) => {
+                                self.timed_out(member, &body, request_limit)
+                            }
                         };
                     }
                     // It stopped since the pick: like a refused connect, try the next.
@@ -201,7 +217,7 @@ impl Proxy {
                     }
                     tried.push(index);
                 }
-                Err(_) => return self.timed_out(member, &body),
+                Err(_) => return self.timed_out(member, &body, request_limit),
             }
         }
         match last_failure {
@@ -232,10 +248,20 @@ impl Proxy {
         }
     }
 
-    /// The answer when the deadline passed during a try, on either path: the client's
-    /// fault while its body was still coming (the upstream was waiting for it), else a
-    /// timeout held against the upstream.
-    fn timed_out(&self, member: &Member, body: &RequestBody) -> Response {
+    /// Whether the request time limit `request_limit`, not the upstream timeout, sets
+    /// the deadline (a tie goes to the upstream timeout, whose answer says more).
+    fn request_limit_binds(&self, request_limit: Duration) -> bool {
+        request_limit < self.limits.response_timeout
+    }
+
+    /// The answer when the deadline passed during a try, on either path: the edge's
+    /// answer when it was the request time limit; else the client's fault while its
+    /// body was still coming (the upstream was waiting for it), or a timeout held
+    /// against the upstream.
+    fn timed_out(&self, member: &Member, body: &RequestBody, request_limit: Duration) -> Response {
+        if self.request_limit_binds(request_limit) {
+            return request_timed_out(request_limit);
+        }
         if !body.is_finished() {
             return self.client_fault(ClientFault::Timeout, "");
         }

@@ -134,6 +134,42 @@ async fn a_slow_upstream_gives_504_after_the_upstream_timeout() {
     assert!(message.contains("did not answer within"), "{message}");
 }
 
+/// The front's edge leaves its request time limit to the proxy (one deadline per
+/// request): where that limit is the shorter, the client gets the edge's 503, and a
+/// request that outlived the front's own limit is not held against the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_time_limit_under_the_upstream_timeout_gives_503_and_blames_no_one() {
+    let slow = TestUpstream::start("slow");
+    let mut edge = edge(&[]);
+    edge.request_timeout = Duration::from_millis(300);
+    let front = spawn_front_with(
+        &format!("{NO_ACTIVE_HEALTH}{}", pool("main", &[(slow.addr, 1)])),
+        limits(Duration::from_secs(30)),
+        edge,
+    )
+    .await;
+
+    let started = Instant::now();
+    let response = front
+        .client
+        .get(front.url("/slow"))
+        .send()
+        .await
+        .expect("sent");
+    let message = expect_error(response, 503).await;
+    let took = started.elapsed();
+
+    assert!(message.contains("0.3s request timeout"), "{message}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
+    assert!(
+        front.is_up(slow.addr),
+        "held out for the front's own time limit"
+    );
+}
+
 /// An upstream that reads a request's headers, then closes without answering. A plain
 /// thread with blocking sockets: it lives until the test process ends.
 fn spawn_dropper() -> (SocketAddr, Arc<AtomicUsize>) {

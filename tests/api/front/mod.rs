@@ -203,6 +203,11 @@ fn limits(response_timeout: Duration) -> UpstreamLimits {
 }
 
 async fn spawn_front(config: &str, limits: UpstreamLimits) -> TestFront {
+    spawn_front_with(config, limits, edge(&[])).await
+}
+
+/// [`spawn_front`] with the edge limits `edge`.
+async fn spawn_front_with(config: &str, limits: UpstreamLimits, edge: EdgeLimits) -> TestFront {
     let config = FrontConfig::parse(config).expect("valid front config");
     let front = Front::new(config, limits).expect("front builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -211,7 +216,6 @@ async fn spawn_front(config: &str, limits: UpstreamLimits) -> TestFront {
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
     front.spawn_health_checks(shutdown.clone());
-    let edge = edge(&[]);
     tokio::spawn(loadlab_front::server::serve(
         listener,
         front.service(&edge),
