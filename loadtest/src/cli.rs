@@ -83,9 +83,12 @@ pub(crate) struct Flags {
     #[arg(long, default_value_t = 1)]
     wrk_threads: usize,
 
-    /// nginx worker processes, and HAProxy's threads (`nbthread`).
-    #[arg(long, default_value_t = 1)]
-    nginx_workers: usize,
+    /// Threads of every proxy row: nginx's worker processes, HAProxy's `nbthread`, and
+    /// the loadlab front's `--front-threads` (`front`, `front-tcp`). One by default:
+    /// like `sharded`, whose one shard thread serves wrk, each row then has one thread
+    /// doing the proxy's work, and the ratio to `sharded` is the cost of the hop.
+    #[arg(long, alias = "nginx-workers", default_value_t = 1)]
+    proxy_threads: usize,
 
     /// An extra flag for every `loadlab serve` (repeatable), e.g. --serve-arg=--db-sync=normal
     /// or --serve-arg=--db=postgres://user@127.0.0.1/loadlab (the report names the store).
@@ -145,8 +148,8 @@ pub(crate) struct Settings {
     pub(crate) shards: usize,
     /// wrk threads.
     pub(crate) wrk_threads: usize,
-    /// nginx worker processes, and HAProxy's threads.
-    pub(crate) nginx_workers: usize,
+    /// nginx worker processes, HAProxy's threads, the loadlab front's threads.
+    pub(crate) proxy_threads: usize,
     /// Extra flags for every `loadlab serve`.
     pub(crate) serve_args: Vec<String>,
     /// `--postgres`: the database of `pg1` and `hosts2`.
@@ -264,8 +267,8 @@ impl Settings {
         if !(1..=256).contains(&shards) {
             bail!("--shards must be between 1 and 256, got {shards}");
         }
-        if flags.nginx_workers == 0 {
-            bail!("--nginx-workers must be at least 1");
+        if flags.proxy_threads == 0 {
+            bail!("--proxy-threads must be at least 1");
         }
         for (i, extra) in flags.extras.iter().enumerate() {
             if BUILT_IN.contains(&extra.name.as_str())
@@ -319,7 +322,7 @@ impl Settings {
             out,
             shards,
             wrk_threads: flags.wrk_threads,
-            nginx_workers: flags.nginx_workers,
+            proxy_threads: flags.proxy_threads,
             serve_args: flags.serve_args,
             postgres: flags.postgres,
             cores,

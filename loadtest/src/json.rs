@@ -36,7 +36,7 @@ struct SettingsJson<'a> {
     shards: usize,
     wrk_threads: usize,
     wrk_timeout_s: u64,
-    nginx_workers: usize,
+    proxy_threads: usize,
     randoms_queue: usize,
     /// Passwords masked.
     serve_args: Vec<String>,
@@ -100,7 +100,7 @@ pub(crate) fn render(info: &RunInfo<'_>) -> Result<String, serde_json::Error> {
             shards: s.shards,
             wrk_threads: s.wrk_threads,
             wrk_timeout_s: REQUEST_TIMEOUT.as_secs(),
-            nginx_workers: s.nginx_workers,
+            proxy_threads: s.proxy_threads,
             randoms_queue: randoms_queue(s.max_connections()),
             serve_args: s
                 .serve_args

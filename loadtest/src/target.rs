@@ -17,7 +17,9 @@
 //!   `--postgres URL` or `--serve-arg=--db=postgres://...`: SQLite files cannot be
 //!   shared).
 //!
-//! The proxies' generated configurations are in [`crate::peers`].
+//! The proxy rows (`front`, `front-tcp`, `nginx`, `haproxy`) each run `--proxy-threads`
+//! threads (one by default), as `sharded` serves wrk on one shard thread. The proxies'
+//! generated configurations are in [`crate::peers`].
 //!
 //! Extras (`--extra NAME=URL`) are servers the user runs; the harness only points wrk at
 //! them.
@@ -249,17 +251,19 @@ pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<
                 let base = ports.block(n)?;
                 let front = ports.block(1)?;
                 let mut argv = serve(settings, loadlab, pin, n, base, Some(front));
+                let threads = settings.proxy_threads;
                 let what = if name == "front" {
                     format!(
-                        "`--shards {n}` behind loadlab's front (in-process path): wrk on the front"
+                        "`--shards {n}` behind loadlab's front ({threads} thread, in-process \
+                         path): wrk on the front"
                     )
                 } else {
                     // Before the user's --serve-arg flags, so they still win.
                     let at = argv.len() - settings.serve_args.len();
                     argv.splice(at..at, ["--front-path".to_owned(), "tcp".to_owned()]);
                     format!(
-                        "`--shards {n}` behind loadlab's front over loopback TCP \
-                         (`--front-path tcp`): wrk on the front"
+                        "`--shards {n}` behind loadlab's front ({threads} thread) over loopback \
+                         TCP (`--front-path tcp`): wrk on the front"
                     )
                 };
                 let mut config = loadlab_config(name, &what, argv, base);
@@ -384,7 +388,7 @@ fn proxy_config(
         .chain([format!("{}/readyz", config.target)])
         .collect();
     let mut argv = pinned(pin, 0);
-    let workers = settings.nginx_workers;
+    let workers = settings.proxy_threads;
     let site = Site {
         threads: workers,
         base,
@@ -491,6 +495,8 @@ fn serve(
             argv.extend(["--bind".into(), format!("127.0.0.1:{port}")]);
             // The same sizing rule as nginx's `keepalive` below: no upstream churn.
             argv.extend(["--upstream-idle".into(), max_conns.to_string()]);
+            // As many threads as nginx has workers (see `--proxy-threads`).
+            argv.extend(["--front-threads".into(), settings.proxy_threads.to_string()]);
         }
         None => argv.push("--no-front".into()),
     }
