@@ -25,6 +25,12 @@
 //! thread holds the strong one for as long as it serves. A shard whose runtime stopped
 //! (shut down, failed or panicked) leaves rotation at once, with no check needed; and
 //! the front (which the shards' state also holds) forms no reference cycle with them.
+//! There is no queue in front of a shard to fill up: a request runs on the front's
+//! thread from start to end. What bounds one shard's share is its `max_conns`
+//! (`--upstream-max-conns`), as for any upstream: a shard with its slots taken is
+//! passed over for one with room. The heavy work's own queues (compute jobs, the Mega
+//! writer's) are the whole process's, shared by every shard: when one is full, every
+//! shard answers 503 alike, and no choice of shard would do better.
 
 use std::sync::Arc;
 

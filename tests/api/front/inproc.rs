@@ -60,6 +60,12 @@ impl ServeProcess {
     /// `http_requests_total` of [`COUNTED`]'s route by shard label, summed over
     /// statuses.
     async fn counted_by_shard(&self) -> HashMap<String, u64> {
+        self.counted_on("/api/randoms").await
+    }
+
+    /// `http_requests_total` of route template `route` by shard label, summed over
+    /// statuses.
+    async fn counted_on(&self, route: &str) -> HashMap<String, u64> {
         let text = self
             .client
             .get(self.url("/metrics"))
@@ -74,7 +80,7 @@ impl ServeProcess {
             let Some(labels) = line.strip_prefix("http_requests_total{") else {
                 continue;
             };
-            if !labels.contains("route=\"/api/randoms\"") {
+            if !labels.contains(&format!("route=\"{route}\"")) {
                 continue;
             }
             let shard = labels
@@ -281,4 +287,59 @@ async fn max_conns_slots_come_back_after_each_in_process_response() {
         assert_eq!(member["in_flight"], 0, "{member}");
     }
     app.stop().await;
+}
+
+/// The in-process path has no queue in front of a shard: a request runs on the front's
+/// thread, and what bounds a shard's share is `--upstream-max-conns`. A shard with its
+/// slots taken is passed over for one with room, so the others serve meanwhile and
+/// nothing waits for the busy one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_with_its_max_conns_in_flight_is_passed_over_in_process() {
+    let process = ServeProcess::start(2, &["--upstream-max-conns", "1"]).await;
+    // Seconds of work on the one compute thread: it holds its shard's only slot.
+    let slow = {
+        let (client, url) = (
+            process.client.clone(),
+            process.url("/api/randoms?cant=1e10"),
+        );
+        tokio::spawn(async move { client.get(url).send().await })
+    };
+    let in_flight = |status: &Value| -> Vec<u64> {
+        status["pools"][0]["upstreams"]
+            .as_array()
+            .expect("upstreams")
+            .iter()
+            .map(|m| m["in_flight"].as_u64().expect("a count"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        if let Some(busy) = in_flight(&process.status().await)
+            .iter()
+            .position(|&n| n == 1)
+        {
+            break busy;
+        }
+        assert!(Instant::now() < deadline, "the slow job never took a slot");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+
+    for _ in 0..20 {
+        let response = process.client.get(process.url("/info")).send().await;
+        assert_eq!(response.expect("sent").status(), StatusCode::OK);
+    }
+
+    let idle = (1 - busy).to_string();
+    let counts = process.counted_on("/info").await;
+    assert_eq!(
+        counts,
+        HashMap::from([(idle, 20)]),
+        "all on the shard with room"
+    );
+    assert_eq!(
+        in_flight(&process.status().await)[busy],
+        1,
+        "the slow job still ran"
+    );
+    slow.abort();
 }
