@@ -24,7 +24,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use tower::{Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
 
 use crate::config::EdgeLimits;
 use crate::error::json_error;
@@ -63,11 +63,6 @@ impl<S> HttpService for S where
 {
 }
 
-/// Wraps `router` in the edge layers: [`fallbacks`] inside, [`guard`] outside.
-pub fn wrap(router: Router, limits: &EdgeLimits) -> Router {
-    guard(fallbacks(router), limits)
-}
-
 /// JSON answers for unknown routes (404) and methods (405 with `Allow`): part of a
 /// router's own answers, so the front's in-process path gets them from a shard too.
 pub fn fallbacks(router: Router) -> Router {
@@ -92,19 +87,12 @@ pub fn fallbacks(router: Router) -> Router {
 /// calls a shard's router without them: the front's own listener has applied the same
 /// ones to the request already, and doing them twice costs a boxed future each.
 pub fn guard(router: Router, limits: &EdgeLimits) -> Router {
-    let mut router =
+    let router =
         time_limit(router, limits.request_timeout).layer(axum::middleware::from_fn(guard_request));
-    if let Some(cors) = cors_layer(&limits.cors_origins) {
-        // Outside the CORS layer, which would answer a refused preflight 200 with no
-        // CORS headers: correct for browsers, but a 403 says plainly what is wrong.
-        let allowed: Arc<[String]> = limits.cors_origins.clone().into();
-        router = router.layer(cors).layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| {
-                refuse_foreign_preflight(Arc::clone(&allowed), req, next)
-            },
-        ));
+    match cors_layers(limits) {
+        Some(cors) => router.layer(cors),
+        None => router,
     }
-    router
 }
 
 /// The edge of a proxy: the layers of [`guard`], in the same order, around any
@@ -114,20 +102,30 @@ pub fn guard(router: Router, limits: &EdgeLimits) -> Router {
 /// answers it as [`request_timed_out`]; the front's own routes take it from
 /// [`time_limit`].
 pub fn guard_proxy(inner: impl HttpService, limits: &EdgeLimits) -> impl HttpService {
-    let guarded = ServiceBuilder::new()
+    ServiceBuilder::new()
+        .option_layer(cors_layers(limits))
         .layer(axum::middleware::from_fn(guard_request))
-        .service(inner);
-    let cors = cors_layer(&limits.cors_origins).map(|cors| {
-        let allowed: Arc<[String]> = limits.cors_origins.clone().into();
+        .service(inner)
+}
+
+/// The CORS layers of an allow-list, outermost first: the refusal of foreign
+/// preflights, then CORS itself; `None` when the list is empty (no CORS at all). The
+/// refusal sits outside the CORS layer, which would answer a refused preflight 200
+/// with no CORS headers: correct for browsers, but a 403 says plainly what is wrong.
+fn cors_layers<S: HttpService>(
+    limits: &EdgeLimits,
+) -> Option<impl Layer<S, Service: HttpService> + Clone + Send + Sync + 'static> {
+    let cors = cors_layer(&limits.cors_origins)?;
+    let allowed: Arc<[String]> = limits.cors_origins.clone().into();
+    Some(
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn(
                 move |req: Request, next: Next| {
                     refuse_foreign_preflight(Arc::clone(&allowed), req, next)
                 },
             ))
-            .layer(cors)
-    });
-    ServiceBuilder::new().option_layer(cors).service(guarded)
+            .layer(cors),
+    )
 }
 
 /// `router` answering [`request_timed_out`] once a request outlives `limit`.

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{expect_error, spawn_app, spawn_app_with, ticket};
+use crate::support::{assert_two_pages, expect_error, spawn_app, spawn_app_with, ticket};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn insert_returns_201_with_an_id_that_reads_back() {
@@ -84,28 +84,7 @@ async fn pages_and_stats_reflect_what_was_stored() {
             .expect("json");
         ids.push(body["id"].as_i64().expect("id"));
     }
-    let page: Value = app
-        .get("/app/mega?limit=2")
-        .await
-        .json()
-        .await
-        .expect("json");
-    let got: Vec<i64> = page["tickets"]
-        .as_array()
-        .expect("tickets")
-        .iter()
-        .map(|t| t["id"].as_i64().expect("id"))
-        .collect();
-    assert_eq!(got, ids[..2]);
-    let next = page["next_after_id"].as_i64().expect("a next page");
-    let rest: Value = app
-        .get(&format!("/app/mega?after_id={next}&limit=10"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(rest["tickets"].as_array().expect("tickets").len(), 3);
-    assert_eq!(rest["next_after_id"], Value::Null);
+    assert_two_pages(&app, "/app/mega?limit=2", &ids[..2], 10, 3).await;
     expect_error(app.get("/app/mega?limit=0").await, 400).await;
     expect_error(app.get("/app/mega?limit=5000").await, 400).await;
 

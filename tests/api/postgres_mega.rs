@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::postgres::{fresh_database_async, query_i64};
-use crate::support::{expect_error, spawn_app_on_postgres, ticket};
+use crate::support::{assert_two_pages, expect_error, spawn_app_on_postgres, ticket};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_insert_read_page_and_stats_answer_as_on_sqlite() {
@@ -73,28 +73,8 @@ async fn postgres_insert_read_page_and_stats_answer_as_on_sqlite() {
     .await;
 
     // Pages in id order.
-    let page: Value = app
-        .get(&format!("/app/mega?after_id={id}&limit=15"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let got: Vec<i64> = page["tickets"]
-        .as_array()
-        .expect("tickets")
-        .iter()
-        .map(|t| t["id"].as_i64().expect("id"))
-        .collect();
-    assert_eq!(got, ids[..15]);
-    let next = page["next_after_id"].as_i64().expect("a next page");
-    let rest: Value = app
-        .get(&format!("/app/mega?after_id={next}&limit=100"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(rest["tickets"].as_array().expect("tickets").len(), 5);
-    assert_eq!(rest["next_after_id"], Value::Null);
+    let first = format!("/app/mega?after_id={id}&limit=15");
+    assert_two_pages(&app, &first, &ids[..15], 100, 5).await;
 
     // Stats: 21 rows; 1 was played by the 20 batch rows, 4 by the single one.
     let stats: Value = app.get("/app/mega/stats").await.json().await.expect("json");

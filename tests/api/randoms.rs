@@ -96,23 +96,27 @@ async fn pretty_output_is_indented_and_equal() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_same_seed_gives_the_same_answer_whatever_the_thread_count() {
+/// Asserts `query` answers the same on 1 and 3 compute threads, and `other_seed` (the
+/// same query with another seed) answers differently.
+async fn assert_the_seed_decides(query: &str, other_seed: &str) {
     let one = spawn_app_with(&["--threads", "1"]).await;
     let three = spawn_app_with(&["--threads", "3"]).await;
-    let query = "/api/randoms?cant=3500000&seed=12345";
     let a = one.get(query).await.text().await.expect("body");
     let b = three.get(query).await.text().await.expect("body");
     assert_eq!(a, b);
-    let c = three
-        .get("/api/randoms?cant=3500000&seed=12346")
-        .await
-        .text()
-        .await
-        .expect("body");
+    let c = three.get(other_seed).await.text().await.expect("body");
     assert_ne!(a, c, "another seed, another answer");
     one.stop().await;
     three.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_seed_gives_the_same_answer_whatever_the_thread_count() {
+    assert_the_seed_decides(
+        "/api/randoms?cant=3500000&seed=12345",
+        "/api/randoms?cant=3500000&seed=12346",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -239,21 +243,11 @@ async fn multinomial_edge_counts_sum_exactly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn multinomial_with_a_seed_is_deterministic_whatever_the_thread_count() {
-    let one = spawn_app_with(&["--threads", "1"]).await;
-    let three = spawn_app_with(&["--threads", "3"]).await;
-    let query = "/api/randoms?cant=1e12&method=multinomial&seed=77";
-    let a = one.get(query).await.text().await.expect("body");
-    let b = three.get(query).await.text().await.expect("body");
-    assert_eq!(a, b);
-    let c = one
-        .get("/api/randoms?cant=1e12&method=multinomial&seed=78")
-        .await
-        .text()
-        .await
-        .expect("body");
-    assert_ne!(a, c, "another seed, another answer");
-    one.stop().await;
-    three.stop().await;
+    assert_the_seed_decides(
+        "/api/randoms?cant=1e12&method=multinomial&seed=77",
+        "/api/randoms?cant=1e12&method=multinomial&seed=78",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -178,6 +178,35 @@ pub fn ticket(numbers: [i64; 6]) -> serde_json::Value {
     })
 }
 
+/// GETs the Mega page at `first` and asserts it lists exactly `first_ids`, in order;
+/// then follows its `next_after_id` with `limit={rest_limit}` and asserts that page
+/// holds `rest_len` tickets and is the last.
+pub async fn assert_two_pages(
+    app: &TestApp,
+    first: &str,
+    first_ids: &[i64],
+    rest_limit: u32,
+    rest_len: usize,
+) {
+    let page: serde_json::Value = app.get(first).await.json().await.expect("json");
+    let got: Vec<i64> = page["tickets"]
+        .as_array()
+        .expect("tickets")
+        .iter()
+        .map(|t| t["id"].as_i64().expect("id"))
+        .collect();
+    assert_eq!(got, first_ids);
+    let next = page["next_after_id"].as_i64().expect("a next page");
+    let rest: serde_json::Value = app
+        .get(&format!("/app/mega?after_id={next}&limit={rest_limit}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rest["tickets"].as_array().expect("tickets").len(), rest_len);
+    assert_eq!(rest["next_after_id"], serde_json::Value::Null);
+}
+
 /// Asserts `response` is a JSON error with `status`, returning its message.
 pub async fn expect_error(response: reqwest::Response, status: u16) -> String {
     assert_eq!(response.status().as_u16(), status, "status");
