@@ -1,6 +1,6 @@
 //! `cargo bench --bench loadtest`: the load-test harness (crate `loadlab-loadtest`)
 //! over the release build of this package's `loadlab` binary, which cargo builds
-//! for this target. Flags after `--`: see the README's "Load-test comparisons".
+//! for this target. Flags after `--`: see `docs/LOADTEST.md`.
 
 use std::path::Path;
 use std::process::ExitCode;

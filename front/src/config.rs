@@ -2,7 +2,7 @@
 //! (`--front-config` of `serve`, `--config` of `loadlab front`) or built in (one
 //! round-robin pool of all shards).
 //!
-//! The file format is documented, key by key, in the README ("The front config");
+//! The file format is documented, key by key, in `docs/OPERATIONS.md` ("The config file");
 //! `examples/front.toml` is the nginx set-up it replaces, and
 //! `examples/front-hosts.toml` a front over two hosts.
 //!

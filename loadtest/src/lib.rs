@@ -2,8 +2,8 @@
 //! `benches/loadtest.rs` builds loadlab in release and calls [`main`]): load-test
 //! comparisons of loadlab set-ups in one command. Starts each configuration on loopback
 //! ports, drives it with wrk, stops it, and writes `report.md`, `results.json` and SVG
-//! charts to a dated folder under `benches/results/`. The user's guide is the README's
-//! "Load-test comparisons" section.
+//! charts to a dated folder under `benches/results/`. The user's guide is
+//! `docs/LOADTEST.md`.
 //!
 //! Its own crate so its logic has ordinary `#[test]`s (`cargo test -p
 //! loadlab-loadtest`): a bench target with `harness = false` gets no libtest.

@@ -1,4 +1,4 @@
-//! The metric catalogue: the README's metric table and a real scrape agree both ways
+//! The metric catalogue: the metric table of `docs/METRICS.md` and a real scrape agree both ways
 //! (names, types, labels), every metric is described, and the process metrics are there.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,12 +19,14 @@ struct TableRow {
 /// The table's header cells, lowercased: how the table is found.
 const HEADER: [&str; 5] = ["name", "type", "labels", "unit", "meaning"];
 
-/// The README's metric table, and the path it was read from.
+/// The metric table of `docs/METRICS.md`, and the path it was read from.
 fn metric_table() -> (PathBuf, BTreeMap<String, TableRow>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
-    let text = std::fs::read_to_string(&path).expect("README.md is readable");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join("METRICS.md");
+    let text = std::fs::read_to_string(&path).expect("docs/METRICS.md is readable");
     let rows = parse_table(&text)
-        .expect("README.md has the metric table (| name | type | labels | unit | meaning |)");
+        .expect("docs/METRICS.md has the metric table (| name | type | labels | unit | meaning |)");
     (path, rows)
 }
 

@@ -6,8 +6,8 @@
 //! - a small fast PRNG (wyrand: one add and one 64x64->128 multiply per output), using
 //!   *both* 32-bit halves of each 64-bit output. It was measured against xoshiro256++
 //!   (from `rand_xoshiro`), the previous kernel, kept as [`DrawKernel::Xoshiro`] for
-//!   that comparison in `benches/kernel.rs`: wyrand wins (see the README's
-//!   performance table);
+//!   that comparison in `benches/kernel.rs`: wyrand wins (see `docs/PERFORMANCE.md`,
+//!   "The service's own figures");
 //! - Lemire's multiply-shift reduction to 0..1000, with its (rare: p = 296 / 2^32)
 //!   rejection step so that every number is exactly equally likely;
 //! - the work split into fixed chunks of [`CHUNK_LEN`] draws, each with its own
