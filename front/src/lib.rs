@@ -43,7 +43,6 @@ mod conns;
 mod failure;
 mod headers;
 mod health;
-mod inproc;
 mod leftover;
 mod proxy;
 mod upstream;

@@ -26,6 +26,8 @@
 //! answered here (400, 408), counted in `front_client_errors_total`, never retried,
 //! never held against the upstream.
 
+mod inproc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +46,6 @@ use super::body::RequestBody;
 use super::conns::{PooledBody, SendFailure};
 use super::failure::{ClientErrors, ClientFault};
 use super::headers::{prepare_request_headers, remove_hop_by_hop};
-use super::inproc;
 use super::upstream::FailureKind;
 use crate::config::UpstreamLimits;
 use crate::edge::request_timed_out;

@@ -8,7 +8,7 @@
 //! request it already parsed to the shard's [`Router`] (a tower service) and streams the
 //! router's response to the client.
 //!
-//! What stays as on the TCP path, because [`super::proxy::Proxy::forward`] does it
+//! What stays as on the TCP path, because [`super::Proxy::forward`] does it
 //! before dispatching here: the pick (round robin, weights, per-route pools,
 //! `max_conns`), the header rewriting (hop-by-hop headers out, `X-Forwarded-*` in),
 //! the one `--upstream-timeout` deadline, and the front's metrics. The shard's own
@@ -43,10 +43,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::balance::Member;
-use super::body::{RequestBody, UpstreamBody};
-use super::failure::ClientFault;
-use super::headers::remove_hop_by_hop;
+use crate::balance::Member;
+use crate::body::{RequestBody, UpstreamBody};
+use crate::failure::ClientFault;
+use crate::headers::remove_hop_by_hop;
 
 /// Why an in-process try gave no response for the client.
 pub(crate) enum Failed {
