@@ -19,13 +19,14 @@
 //! - `conns`: keep-alive connections to one upstream; `body`: request and response
 //!   bodies streamed through (a request body kept for a retry, a response body that
 //!   gives its connection back).
-//! - `proxy`: forwarding one request, failover, hop-by-hop headers, 502/504.
+//! - `proxy`: forwarding one request in named phases: the retry policy, one try per
+//!   member, the header policy, the front's own 502/504 answers; over one of two
+//!   transports, `proxy::inproc` (a member that is one of this process's shards: its
+//!   router called directly, no socket) or `proxy::tcp` (every other member).
 //! - [`server`]: accept loops, connection limits, the front's threads, graceful
 //!   shutdown, [`server::run_until_stopped`]; [`edge`]: the layers every listener puts
 //!   around its routes; [`error`]: the JSON error shape; [`metrics`]: what this crate
 //!   records.
-//! - `inproc`: the in-process path to a member that is one of this process's shards
-//!   (its router called directly, no socket); every other member goes over TCP.
 //!
 //! The front answers `/metrics` (when given a handler: [`Front::with_metrics`]) and
 //! `GET /front/status` itself; every other request is proxied, `/healthz` included
@@ -264,7 +265,7 @@ impl Front {
 
     /// Reaches the members listening on `addr` in-process, through `router` (one of
     /// this process's shards, which keeps `router` alive while it serves; see
-    /// `inproc`); returns how many members that is. Call before serving: a member's
+    /// `proxy::inproc`); returns how many members that is. Call before serving: a member's
     /// path is set once.
     pub fn attach_shard(&self, addr: SocketAddr, router: &Arc<Router>) -> usize {
         let mut attached = 0;

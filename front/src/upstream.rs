@@ -293,7 +293,7 @@ impl Upstream {
 /// A shard of this process, as a front member reaches it without a socket.
 #[derive(Debug)]
 pub(crate) struct LocalShard {
-    /// The shard's router; alive while the shard's thread serves (see `inproc`).
+    /// The shard's router; alive while the shard's thread serves (see `proxy::inproc`).
     router: Weak<Router>,
 }
 

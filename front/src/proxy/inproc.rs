@@ -8,7 +8,7 @@
 //! request it already parsed to the shard's [`Router`] (a tower service) and streams the
 //! router's response to the client.
 //!
-//! What stays as on the TCP path, because [`super::Proxy::forward`] does it
+//! What stays as on the TCP path, because the proxy ([`super::Proxy`]) does it
 //! before dispatching here: the pick (round robin, weights, per-route pools,
 //! `max_conns`), the header rewriting (hop-by-hop headers out, `X-Forwarded-*` in),
 //! the one `--upstream-timeout` deadline, and the front's metrics. The shard's own
@@ -39,46 +39,34 @@ use axum::body::Body;
 use axum::response::Response;
 use http_body_util::BodyExt as _;
 use hyper::body::Body as _;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::balance::Member;
-use crate::body::{RequestBody, UpstreamBody};
-use crate::failure::ClientFault;
+use super::attempt::{Attempt, Outcome};
 use crate::headers::remove_hop_by_hop;
 
-/// Why an in-process try gave no response for the client.
-pub(crate) enum Failed {
-    /// Reading the client's body failed: the proxy answers it, whatever the shard said
-    /// about the broken body.
-    Client(ClientFault, String),
-    /// The deadline passed; the proxy decides whose fault that was.
-    TimedOut,
-}
-
-/// Sends `request` (headers already prepared by the proxy) to the shard whose router
-/// is `router`, within `deadline`, and returns the client's response. `slot` (the
-/// member's `max_conns` permit) is held until the response body has been read. As on
-/// the TCP path, a failure reading the client's body (`client`) is the client's.
-pub(crate) async fn forward(
-    member: &Member,
-    router: Arc<Router>,
-    request: axum::http::Request<UpstreamBody>,
-    slot: Option<OwnedSemaphorePermit>,
-    deadline: Instant,
-    client: &RequestBody,
-) -> Result<Response, Failed> {
+/// Sends `attempt` (headers already prepared by the proxy) to the shard whose router
+/// is `router`, within its deadline. The member's `max_conns` slot is held until the
+/// response body has been read. As on the TCP path, a failure reading the client's
+/// body is the client's. Never [`Outcome::Failed`]: there is no connection to fail.
+pub(crate) async fn send(attempt: Attempt<'_>, router: Arc<Router>) -> Outcome {
+    let Attempt {
+        member,
+        request,
+        slot,
+        deadline,
+        client,
+    } = attempt;
     let started = Instant::now();
     // A clone of the router is a clone of one `Arc`: the shard's routes are shared.
     let call = Router::clone(&router).oneshot(request.map(Body::new));
     let Ok(response) = tokio::time::timeout_at(deadline, call).await else {
-        return Err(Failed::TimedOut);
+        return Outcome::TimedOut;
     };
     // A router's error type is `Infallible`.
     let response: Response = response.unwrap_or_else(|e| match e {});
     if let Some((fault, detail)) = client.client_fault() {
-        return Err(Failed::Client(fault, detail));
+        return Outcome::Client(fault, detail);
     }
     member.duration.record(started.elapsed().as_secs_f64());
     member.count_status(response.status().as_u16());
@@ -96,5 +84,5 @@ pub(crate) async fn forward(
             frame
         })),
     };
-    Ok(Response::from_parts(parts, body))
+    Outcome::Answered(Response::from_parts(parts, body))
 }

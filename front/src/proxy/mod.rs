@@ -25,34 +25,51 @@
 //! A failure reading the *client's* body is the client's ([`super::failure`]):
 //! answered here (400, 408), counted in `front_client_errors_total`, never retried,
 //! never held against the upstream.
+//!
+//! # Phases
+//! Each step of a forward is a named function (as pingora-proxy names a proxied
+//! request's phases):
+//! - [`Proxy::forward`]: the retry policy: which member next, and whether to go on.
+//! - `Outgoing::new` and `Outgoing::upstream_request`: the header policy
+//!   ([`crate::headers`]), once per request and once per try.
+//! - `Proxy::try_member`: one try: a `max_conns` slot, the member's `Transport`, and
+//!   what the try's [`attempt::Outcome`] means for the client and the member.
+//! - `Transport`: `InProcess` ([`inproc`]) or `Tcp` ([`tcp`]), each in its own file,
+//!   each turning an [`attempt::Attempt`] into an [`attempt::Outcome`].
+//! - The answers the front gives itself ([`answers`]): 504 when no `max_conns` slot
+//!   or no answer came in time, 502 when the last member failed or none was left, and
+//!   the client's faults (400, 408: [`crate::failure`]).
 
+mod answers;
+mod attempt;
 mod inproc;
+mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::Router;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::header::{self, HeaderValue};
+use axum::http::Method;
+use axum::http::header::{self, HeaderMap};
 use axum::http::uri::{PathAndQuery, Uri};
-use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use metrics::Counter;
 use tokio::time::Instant;
 
-use super::balance::{Member, Pool, requests_counter};
-use super::body::RequestBody;
-use super::conns::{PooledBody, SendFailure};
-use super::failure::{ClientErrors, ClientFault};
-use super::headers::{prepare_request_headers, remove_hop_by_hop};
-use super::upstream::FailureKind;
+use self::attempt::{Attempt, Outcome};
+use crate::balance::{Member, Pool};
+use crate::body::{RequestBody, UpstreamBody};
 use crate::config::UpstreamLimits;
+use crate::conns::UpstreamConns;
 use crate::edge::request_timed_out;
-use crate::error::{error_chain, json_error};
+use crate::failure::{ClientErrors, ClientFault};
+use crate::headers::prepare_request_headers;
+use crate::upstream::FailureKind;
 
 /// What forwarding needs besides the pools: the limits and the retry counter. The
-/// connections live with each upstream ([`super::conns::UpstreamConns`]).
+/// connections live with each upstream ([`crate::conns::UpstreamConns`]).
 #[derive(Debug)]
 pub(crate) struct Proxy {
     limits: UpstreamLimits,
@@ -62,6 +79,44 @@ pub(crate) struct Proxy {
     client_errors: ClientErrors,
     /// `front_response_stalls_total`: upstream response bodies cut for stalling.
     stalls: Counter,
+}
+
+/// The client's request as every try sends it: its headers rewritten once, its body
+/// kept for a retry while unread, and the forward's one deadline.
+struct Outgoing {
+    method: Method,
+    /// Origin form on the wire: the connection already says which upstream.
+    path_and_query: PathAndQuery,
+    headers: HeaderMap,
+    body: RequestBody,
+    /// The upstream timeout, or the request time limit where that is shorter: one
+    /// timer at a time for the whole forward.
+    deadline: Instant,
+    /// The edge's request time limit, which the front's edge leaves to the proxy.
+    request_limit: Duration,
+}
+
+/// What the retry policy does after one try.
+enum Next {
+    /// The client's answer: the forward ends with it.
+    Answer(Response),
+    /// The member failed (`message` says how); another may be tried if `retry`.
+    Failed { message: String, retry: bool },
+    /// The member could not be tried (its in-process shard stopped since the pick):
+    /// like a refused connect, the next is tried.
+    Skipped,
+}
+
+/// How a try reaches its member; each transport lives in its own file.
+enum Transport<'a> {
+    /// One of this process's shards: its router called on this thread ([`inproc`]).
+    InProcess(Arc<Router>),
+    /// Any other upstream: one of this front thread's keep-alive connections to it
+    /// ([`tcp`]); `stalls` counts response bodies cut for stalling.
+    Tcp {
+        connections: &'a Arc<UpstreamConns>,
+        stalls: &'a Counter,
+    },
 }
 
 impl Proxy {
@@ -79,16 +134,148 @@ impl Proxy {
         }
     }
 
-    /// Forwards `req` to a member of `pool` on front thread `worker`'s connections;
-    /// see the module docs for the rules. `request_limit` is the edge's request time
-    /// limit, which the front's edge leaves to the proxy ([`crate::edge::guard_proxy`]).
+    /// Forwards `req` to a member of `pool` on front thread `thread`'s connections:
+    /// the retry policy (see the module docs), one [`Proxy::try_member`] per member.
+    /// `request_limit` is the edge's request time limit, which the front's edge leaves
+    /// to the proxy ([`crate::edge::guard_proxy`]).
     pub(crate) async fn forward(
         &self,
         pool: &Pool,
-        worker: usize,
+        thread: usize,
         req: Request,
         request_limit: Duration,
     ) -> Response {
+        let deadline = Instant::now() + self.limits.response_timeout.min(request_limit);
+        let mut outgoing = Outgoing::new(req, deadline, request_limit);
+        let tries = pool.members().len();
+        let mut tried = Vec::new();
+        let mut last_failure: Option<(usize, String)> = None;
+        for attempt in 0..tries {
+            let Some(index) = pool.pick(&tried) else {
+                break;
+            };
+            let Some(body) = outgoing.body.for_try(attempt) else {
+                break;
+            };
+            if attempt > 0 {
+                self.retries.increment(1);
+            }
+            let member = &pool.members()[index];
+            let last = attempt + 1 == tries;
+            match self
+                .try_member(member, thread, &mut outgoing, body, last)
+                .await
+            {
+                Next::Answer(response) => return response,
+                Next::Skipped => {}
+                Next::Failed { message, retry } => {
+                    last_failure = Some((index, message));
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+            tried.push(index);
+        }
+        match last_failure {
+            Some((index, message)) => {
+                answers::upstream_failed(pool, &pool.members()[index], &message)
+            }
+            None => answers::no_upstream_available(pool),
+        }
+    }
+
+    /// One try at `member`: a `max_conns` slot within the deadline, the member's
+    /// transport, and what the try's outcome means for the client and the member.
+    /// `last`: no member is tried after this one.
+    async fn try_member(
+        &self,
+        member: &Member,
+        thread: usize,
+        outgoing: &mut Outgoing,
+        body: UpstreamBody,
+        last: bool,
+    ) -> Next {
+        let admitted = tokio::time::timeout_at(outgoing.deadline, member.upstream.admit()).await;
+        let Ok(slot) = admitted else {
+            return Next::Answer(self.no_slot_in_time(member, outgoing.request_limit));
+        };
+        let Some(transport) = Transport::of(member, thread, &self.stalls) else {
+            return Next::Skipped;
+        };
+        let keep_headers = !last && transport.may_fail_over();
+        let request = outgoing.upstream_request(member, body, keep_headers);
+        let attempt = Attempt {
+            member,
+            request,
+            slot,
+            deadline: outgoing.deadline,
+            client: &outgoing.body,
+        };
+        match transport.send(attempt).await {
+            Outcome::Answered(response) => Next::Answer(response),
+            Outcome::Client(fault, detail) => Next::Answer(self.client_fault(fault, &detail)),
+            Outcome::TimedOut => {
+                Next::Answer(self.timed_out(member, &outgoing.body, outgoing.request_limit))
+            }
+            Outcome::Failed(kind, message) => {
+                member.upstream.record_failure(kind);
+                let (label, error) = (member.upstream.label(), &message);
+                tracing::debug!(upstream = label, ?kind, %error, "upstream try failed");
+                // A request that may have reached the upstream is sent again only if
+                // repeating it is harmless.
+                let retry = kind == FailureKind::Connect || is_idempotent(&outgoing.method);
+                Next::Failed { message, retry }
+            }
+        }
+    }
+}
+
+/// What the front answers itself when a try gets no response; the answers' shapes are
+/// in [`answers`].
+impl Proxy {
+    /// Whether the request time limit `request_limit`, not the upstream timeout, sets
+    /// the deadline (a tie goes to the upstream timeout, whose answer says more).
+    fn request_limit_binds(&self, request_limit: Duration) -> bool {
+        request_limit < self.limits.response_timeout
+    }
+
+    /// No `max_conns` slot at `member` before the deadline: the edge's answer when it
+    /// was the request time limit, else a 504.
+    fn no_slot_in_time(&self, member: &Member, request_limit: Duration) -> Response {
+        if self.request_limit_binds(request_limit) {
+            return request_timed_out(request_limit);
+        }
+        answers::no_slot_in_time(member, self.limits.response_timeout)
+    }
+
+    /// The deadline passed during a try, on either transport: the edge's answer when it
+    /// was the request time limit; else the client's fault while its body was still
+    /// coming (the upstream was waiting for it), or a 504 held against the upstream.
+    fn timed_out(&self, member: &Member, body: &RequestBody, request_limit: Duration) -> Response {
+        if self.request_limit_binds(request_limit) {
+            return request_timed_out(request_limit);
+        }
+        if !body.is_finished() {
+            return self.client_fault(ClientFault::Timeout, "");
+        }
+        member.upstream.record_failure(FailureKind::Timeout);
+        answers::upstream_timed_out(member, self.limits.response_timeout)
+    }
+
+    /// The front's own answer to a fault on the client's side (400, 408), counted; the
+    /// upstream is not blamed and nothing is retried.
+    fn client_fault(&self, fault: ClientFault, detail: &str) -> Response {
+        self.client_errors.count(fault);
+        tracing::debug!(kind = fault.label(), error = detail, "client body failed");
+        fault.response(detail)
+    }
+}
+
+impl Outgoing {
+    /// The client's request, its headers rewritten for every try
+    /// ([`prepare_request_headers`]: hop-by-hop headers out, `X-Forwarded-*` in).
+    fn new(req: Request, deadline: Instant, request_limit: Duration) -> Self {
         let (mut parts, body) = req.into_parts();
         let peer = parts
             .extensions
@@ -100,190 +287,70 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let idempotent = is_idempotent(&parts.method);
-        let body = RequestBody::new(body);
-        // One deadline for the whole forward, and one timer at a time: the upstream
-        // timeout, or the request time limit where that is shorter.
-        let deadline = Instant::now() + self.limits.response_timeout.min(request_limit);
-        let tries = pool.members().len();
-        let mut tried = Vec::new();
-        let mut last_failure: Option<(usize, String)> = None;
-        for attempt in 0..tries {
-            let Some(index) = pool.pick(&tried) else {
-                break;
-            };
-            let Some(upstream_body) = body.for_try(attempt) else {
-                break;
-            };
-            if attempt > 0 {
-                self.retries.increment(1);
-            }
-            let member = &pool.members()[index];
-            let upstream = &member.upstream;
-            // A copy for each try but the last: the client consumes the request, and a
-            // failed try does not give it back. An in-process try gives them back.
-            let headers = if attempt + 1 < tries && member.local.get().is_none() {
-                parts.headers.clone()
-            } else {
-                std::mem::take(&mut parts.headers)
-            };
-            let mut request = axum::http::Request::new(upstream_body);
-            *request.method_mut() = parts.method.clone();
-            // Origin form on the wire: the connection already says which upstream.
-            *request.uri_mut() = Uri::from(path_and_query.clone());
-            *request.headers_mut() = headers;
-            request
-                .headers_mut()
-                .insert(header::HOST, upstream.host_header().clone());
-            let Ok(slot) = tokio::time::timeout_at(deadline, upstream.admit()).await else {
-                if self.request_limit_binds(request_limit) {
-                    return request_timed_out(request_limit);
-                }
-                member.count_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
-                return json_error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "upstream {} had its max_conns ({}) requests in flight and none finished \
-                            within the {}s upstream timeout",
-                        upstream.label(),
-                        upstream.max_conns(),
-                        self.limits.response_timeout.as_secs_f64()
-                    ),
-                );
-            };
-            if let Some(shard) = member.local.get() {
-                // One of our shards: call its router here, no socket (see `inproc`).
-                match shard.router() {
-                    Some(router) => {
-                        return match inproc::forward(member, router, request, slot, deadline, &body)
-                            .await
-                        {
-                            Ok(response) => response,
-                            Err(inproc::Failed::Client(fault, detail)) => {
-                                self.client_fault(fault, &detail)
-                            }
-                            Err(inproc::Failed::TimedOut) => {
-                                self.timed_out(member, &body, request_limit)
-                            }
-                        };
-                    }
-                    // It stopped since the pick: like a refused connect, try the next.
-                    None => {
-                        parts.headers = std::mem::take(request.headers_mut());
-                        tried.push(index);
-                        continue;
-                    }
-                }
-            }
-            let started = Instant::now();
-            let connections = upstream.connections(worker);
-            match tokio::time::timeout_at(deadline, connections.send(request)).await {
-                Ok(Ok((response, sender))) => {
-                    member.duration.record(started.elapsed().as_secs_f64());
-                    member.count_status(response.status().as_u16());
-                    let (mut parts, incoming) = response.into_parts();
-                    remove_hop_by_hop(&mut parts.headers);
-                    if !body.is_finished() {
-                        // An early answer: the client's body is not read to its end,
-                        // so this connection cannot carry another request.
-                        parts
-                            .headers
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    let pooled = PooledBody::new(
-                        incoming,
-                        sender,
-                        slot,
-                        Arc::clone(connections),
-                        body.watch(),
-                        self.stalls.clone(),
-                    );
-                    return Response::from_parts(parts, Body::new(pooled));
-                }
-                Ok(Err(failure)) => {
-                    if let Some((fault, detail)) = body.client_fault() {
-                        return self.client_fault(fault, &detail);
-                    }
-                    let (kind, message) = match &failure {
-                        SendFailure::Connect(e) => (FailureKind::Connect, error_chain(e)),
-                        SendFailure::Send(e) => (FailureKind::Send, error_chain(e)),
-                    };
-                    upstream.record_failure(kind);
-                    let label = upstream.label();
-                    let error = &message;
-                    tracing::debug!(upstream = label, ?kind, %error, "upstream try failed");
-                    last_failure = Some((index, message));
-                    if kind == FailureKind::Send && !idempotent {
-                        break;
-                    }
-                    tried.push(index);
-                }
-                Err(_) => return self.timed_out(member, &body, request_limit),
-            }
-        }
-        match last_failure {
-            Some((index, message)) => {
-                let member = &pool.members()[index];
-                member.count_status(StatusCode::BAD_GATEWAY.as_u16());
-                let panic = if pool.in_panic() {
-                    format!(
-                        "no upstream of pool `{}` is available (all held out, tried anyway); ",
-                        pool.name()
-                    )
-                } else {
-                    String::new()
-                };
-                json_error(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{panic}upstream {} failed: {message}", member.label),
-                )
-            }
-            None => {
-                requests_counter(pool.name(), "none", StatusCode::BAD_GATEWAY.as_u16())
-                    .increment(1);
-                json_error(
-                    StatusCode::BAD_GATEWAY,
-                    format!("no upstream of pool `{}` is available", pool.name()),
-                )
-            }
+        Self {
+            method: parts.method,
+            path_and_query,
+            headers: parts.headers,
+            body: RequestBody::new(body),
+            deadline,
+            request_limit,
         }
     }
 
-    /// Whether the request time limit `request_limit`, not the upstream timeout, sets
-    /// the deadline (a tie goes to the upstream timeout, whose answer says more).
-    fn request_limit_binds(&self, request_limit: Duration) -> bool {
-        request_limit < self.limits.response_timeout
+    /// The request for one try at `member`: origin form, the member's own `Host`.
+    /// `keep_headers`: another try may follow, so this one gets a copy of the
+    /// headers (a try consumes its request, and a failed one does not give it back).
+    fn upstream_request(
+        &mut self,
+        member: &Member,
+        body: UpstreamBody,
+        keep_headers: bool,
+    ) -> axum::http::Request<UpstreamBody> {
+        let headers = if keep_headers {
+            self.headers.clone()
+        } else {
+            std::mem::take(&mut self.headers)
+        };
+        let mut request = axum::http::Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = Uri::from(self.path_and_query.clone());
+        *request.headers_mut() = headers;
+        request
+            .headers_mut()
+            .insert(header::HOST, member.upstream.host_header().clone());
+        request
+    }
+}
+
+impl<'a> Transport<'a> {
+    /// `member`'s transport on front thread `thread`; `None` when `member` is one of
+    /// this process's shards and it has stopped since the pick.
+    fn of(member: &'a Member, thread: usize, stalls: &'a Counter) -> Option<Self> {
+        match member.local.get() {
+            None => Some(Self::Tcp {
+                connections: member.upstream.connections(thread),
+                stalls,
+            }),
+            Some(shard) => shard.router().map(Self::InProcess),
+        }
     }
 
-    /// The answer when the deadline passed during a try, on either path: the edge's
-    /// answer when it was the request time limit; else the client's fault while its
-    /// body was still coming (the upstream was waiting for it), or a timeout held
-    /// against the upstream.
-    fn timed_out(&self, member: &Member, body: &RequestBody, request_limit: Duration) -> Response {
-        if self.request_limit_binds(request_limit) {
-            return request_timed_out(request_limit);
-        }
-        if !body.is_finished() {
-            return self.client_fault(ClientFault::Timeout, "");
-        }
-        member.upstream.record_failure(FailureKind::Timeout);
-        member.count_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
-        json_error(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!(
-                "upstream {} did not answer within the {}s upstream timeout",
-                member.upstream.label(),
-                self.limits.response_timeout.as_secs_f64()
-            ),
-        )
+    /// Whether another member may be tried after a try on this transport: an
+    /// in-process try always ends the forward (answered, timed out, or the client's
+    /// fault), so it may have the request's only copy of the headers.
+    fn may_fail_over(&self) -> bool {
+        matches!(self, Self::Tcp { .. })
     }
 
-    /// The front's own answer to a fault on the client's side, counted; the upstream
-    /// is not blamed and nothing is retried.
-    fn client_fault(&self, fault: ClientFault, detail: &str) -> Response {
-        self.client_errors.count(fault);
-        tracing::debug!(kind = fault.label(), error = detail, "client body failed");
-        fault.response(detail)
+    /// Sends `attempt` on this transport.
+    async fn send(self, attempt: Attempt<'_>) -> Outcome {
+        match self {
+            Self::InProcess(router) => inproc::send(attempt, router).await,
+            Self::Tcp {
+                connections,
+                stalls,
+            } => tcp::send(attempt, connections, stalls).await,
+        }
     }
 }
 

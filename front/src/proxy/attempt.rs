@@ -1,0 +1,44 @@
+//! One try at one pool member, as both transports see it: what goes out ([`Attempt`])
+//! and how it ended ([`Outcome`]). The proxy ([`super::Proxy`]) builds the one and
+//! judges the other; each transport ([`super::inproc`], [`super::tcp`]) turns the one
+//! into the other.
+
+use axum::http::Request;
+use axum::response::Response;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::balance::Member;
+use crate::body::{RequestBody, UpstreamBody};
+use crate::failure::ClientFault;
+use crate::upstream::FailureKind;
+
+/// One try at one member: the request, already rewritten for that member, and what
+/// the transport needs to send it.
+pub(crate) struct Attempt<'a> {
+    /// The member tried: its latency and status metrics are recorded here.
+    pub(crate) member: &'a Member,
+    /// The request, with the front's headers and this member's `Host`.
+    pub(crate) request: Request<UpstreamBody>,
+    /// The member's `max_conns` permit, held until the response body has been read.
+    pub(crate) slot: Option<OwnedSemaphorePermit>,
+    /// The forward's one deadline (the upstream timeout or the request time limit).
+    pub(crate) deadline: Instant,
+    /// The client's body: a failure reading it is the client's, on either transport.
+    pub(crate) client: &'a RequestBody,
+}
+
+/// How a try ended, as the transport saw it; the proxy decides what the client gets.
+pub(crate) enum Outcome {
+    /// Response headers came back: the client's answer, whatever its status.
+    Answered(Response),
+    /// Reading the client's body failed: the proxy answers it, whatever the member
+    /// said about the broken body.
+    Client(ClientFault, String),
+    /// The deadline passed; the proxy decides whose fault that was.
+    TimedOut,
+    /// The member failed before response headers came back: no connection
+    /// ([`FailureKind::Connect`]), or a connection that broke after the request may
+    /// have left ([`FailureKind::Send`]); with the error's chain.
+    Failed(FailureKind, String),
+}

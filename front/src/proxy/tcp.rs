@@ -1,0 +1,70 @@
+//! The TCP transport: a member reached over one of this front thread's keep-alive
+//! HTTP/1.1 connections to it ([`crate::conns`]). Every member that is not one of
+//! this process's shards goes this way (those go in-process: [`super::inproc`]).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::header::{self, HeaderValue};
+use axum::response::Response;
+use metrics::Counter;
+use tokio::time::Instant;
+
+use super::attempt::{Attempt, Outcome};
+use crate::conns::{PooledBody, SendFailure, UpstreamConns};
+use crate::error::error_chain;
+use crate::headers::remove_hop_by_hop;
+use crate::upstream::FailureKind;
+
+/// Sends `attempt` on `connections` (an idle connection, or a new one) within its
+/// deadline. The response body streams back through a [`PooledBody`], which gives the
+/// connection back, then the member's `max_conns` slot, when it ends; `stalls` counts
+/// the response bodies it cuts for stalling.
+pub(crate) async fn send(
+    attempt: Attempt<'_>,
+    connections: &Arc<UpstreamConns>,
+    stalls: &Counter,
+) -> Outcome {
+    let Attempt {
+        member,
+        request,
+        slot,
+        deadline,
+        client,
+    } = attempt;
+    let started = Instant::now();
+    match tokio::time::timeout_at(deadline, connections.send(request)).await {
+        Ok(Ok((response, sender))) => {
+            member.duration.record(started.elapsed().as_secs_f64());
+            member.count_status(response.status().as_u16());
+            let (mut parts, incoming) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            if !client.is_finished() {
+                // An early answer: the client's body is not read to its end, so this
+                // connection cannot carry another request.
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            let pooled = PooledBody::new(
+                incoming,
+                sender,
+                slot,
+                Arc::clone(connections),
+                client.watch(),
+                stalls.clone(),
+            );
+            Outcome::Answered(Response::from_parts(parts, Body::new(pooled)))
+        }
+        Ok(Err(failure)) => {
+            if let Some((fault, detail)) = client.client_fault() {
+                return Outcome::Client(fault, detail);
+            }
+            match &failure {
+                SendFailure::Connect(e) => Outcome::Failed(FailureKind::Connect, error_chain(e)),
+                SendFailure::Send(e) => Outcome::Failed(FailureKind::Send, error_chain(e)),
+            }
+        }
+        Err(_) => Outcome::TimedOut,
+    }
+}
