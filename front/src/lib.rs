@@ -33,20 +33,16 @@
 //! (load tests measure the hop).
 
 pub mod config;
-pub mod edge;
-pub mod error;
+pub mod listen;
 pub mod metrics;
-pub mod server;
 
-mod balance;
-mod body;
-mod conns;
-mod failure;
-mod headers;
-mod health;
-mod leftover;
+mod pools;
 mod proxy;
-mod upstream;
+
+pub use self::listen::{edge, error, server};
+use self::listen::leftover;
+use self::pools::{balance, health, upstream};
+use self::proxy::{body, conns, failure, headers};
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -42,6 +42,10 @@
 
 mod answers;
 mod attempt;
+pub(crate) mod body;
+pub(crate) mod conns;
+pub(crate) mod failure;
+pub(crate) mod headers;
 mod inproc;
 mod tcp;
 

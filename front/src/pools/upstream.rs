@@ -16,8 +16,8 @@ use axum::http::uri::Authority;
 use metrics::{Counter, Gauge};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::config::HealthConfig;
-use super::conns::UpstreamConns;
+use crate::config::HealthConfig;
+use crate::conns::UpstreamConns;
 use crate::config::UpstreamLimits;
 
 /// Why a try at an upstream failed: the `kind` label of `front_upstream_errors_total`.

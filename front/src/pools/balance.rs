@@ -54,7 +54,7 @@ pub(crate) struct Member {
     statuses: Box<[OnceLock<Counter>]>,
     pool: String,
     /// Set when the member is one of this process's shards and the front reaches it
-    /// in-process ([`super::proxy::inproc`]); unset: over TCP. Set once, at start-up, before
+    /// in-process ([`crate::proxy::inproc`]); unset: over TCP. Set once, at start-up, before
     /// serving; a `OnceLock` because the shards' routers exist only after the front.
     pub(crate) local: OnceLock<LocalShard>,
 }
