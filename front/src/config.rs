@@ -17,6 +17,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+/// The listener limits live with the listener kit; reachable here as before.
+pub use crate::listen::limits::{ConnectionLimits, EdgeLimits};
+
 /// Health checks. Active checks flip an upstream only after `rise`/`fall` consecutive
 /// results (pingora); passive ones follow nginx's `max_fails`/`fail_timeout`.
 #[derive(Debug, Clone)]
@@ -53,28 +56,6 @@ impl Default for HealthConfig {
             fail_timeout: Duration::from_secs(10),
         }
     }
-}
-
-/// Per-listener connection limits.
-#[derive(Debug, Clone)]
-pub struct ConnectionLimits {
-    /// Time a client gets to send a request's headers before its connection is closed.
-    pub header_read_timeout: Duration,
-    /// Open connections at once; further clients wait to be accepted.
-    pub max_connections: usize,
-    /// How long shutdown waits for in-flight requests before dropping them.
-    pub shutdown_grace: Duration,
-}
-
-/// Limits applied at every listener (the front's and, in `loadlab serve`, each shard's).
-#[derive(Debug, Clone)]
-pub struct EdgeLimits {
-    /// CORS allow-list; empty: no CORS headers. `*` allows any origin.
-    pub cors_origins: Vec<String>,
-    /// Time to answer a request end to end (504 after).
-    pub request_timeout: Duration,
-    /// Connection-level limits.
-    pub connections: ConnectionLimits,
 }
 
 /// Front-to-upstream limits.

@@ -1,32 +1,44 @@
 //! loadlab's front: an HTTP/1.1 reverse proxy balancing requests over pools of
 //! upstreams (the shards of `loadlab serve`, or loadlab instances on other hosts with
-//! `loadlab front`), and the listeners it and the shards serve on.
+//! `loadlab front`), and the listener kit that it and the shards serve on.
 //!
 //! This crate knows nothing of loadlab's routes, database or compute threads: the service
 //! crate builds a [`Front`] over its shards (or from a config file) and serves it, and
-//! runs its shards with [`server`] and [`edge`]. Dependencies point one way: service
-//! -> front.
+//! runs its shards with the listener kit ([`listen`]). Dependencies point one way:
+//! service -> front.
 //!
 //! # Layout
-//! - [`config`]: [`FrontConfig`], the TOML file of pools, routes and health checks, and
-//!   the limits ([`EdgeLimits`], [`UpstreamLimits`]).
-//! - `balance`: picking a pool (longest route prefix) and a member (round robin, or
-//!   smooth weighted round robin), and panic mode when every member is held out.
-//! - `failure`: whose fault a failed forward is (a client's bad body is not the
-//!   upstream's).
-//! - `upstream`: one upstream address and its health (active verdict, passive holds).
-//! - `health`: the active check tasks.
-//! - `conns`: keep-alive connections to one upstream; `body`: request and response
-//!   bodies streamed through (a request body kept for a retry, a response body that
-//!   gives its connection back).
+//! Two houses under one roof, one folder each for the kit and the proxy, and one for
+//! the pools the proxy picks from:
+//! - [`listen`]: the listener kit, used by every listener (the front's and each
+//!   shard's) and knowing nothing of proxying: [`server`] (accept loops, connection
+//!   limits, the front's threads, graceful shutdown, [`server::run_until_stopped`]),
+//!   [`edge`] (the layers every listener puts around its routes), `leftover` (draining
+//!   what a handler left of a request body), [`error`] (the JSON error shape) and
+//!   [`listen::limits`] ([`EdgeLimits`], [`ConnectionLimits`]).
 //! - `proxy`: forwarding one request in named phases: the retry policy, one try per
-//!   member, the header policy, the front's own 502/504 answers; over one of two
-//!   transports, `proxy::inproc` (a member that is one of this process's shards: its
-//!   router called directly, no socket) or `proxy::tcp` (every other member).
-//! - [`server`]: accept loops, connection limits, the front's threads, graceful
-//!   shutdown, [`server::run_until_stopped`]; [`edge`]: the layers every listener puts
-//!   around its routes; [`error`]: the JSON error shape; [`metrics`]: what this crate
-//!   records.
+//!   member, the header policy, the front's own 502/504 answers (`proxy::answers`);
+//!   over one of two transports, `proxy::inproc` (a member that is one of this
+//!   process's shards: its router called directly, no socket) or `proxy::tcp` (every
+//!   other member, over `conns`: keep-alive connections to one upstream). With it:
+//!   `headers` (hop-by-hop out, `X-Forwarded-*` in), `body` (request and response
+//!   bodies streamed through: a request body kept for a retry, a response body that
+//!   gives its connection back) and `failure` (whose fault a failed forward is: a
+//!   client's bad body is not the upstream's).
+//! - `pools`: `balance` (picking a pool by longest route prefix and a member by round
+//!   robin or smooth weighted round robin; panic mode when every member is held out),
+//!   `upstream` (one upstream address and its health: active verdict, passive holds)
+//!   and `health` (the active check tasks).
+//! - [`config`]: [`FrontConfig`], the TOML file of pools, routes and health checks, and
+//!   the front's own limits ([`UpstreamLimits`]); [`metrics`]: what this crate records.
+//! - Here: [`Front`], which builds the pools from the config, serves on the kit and
+//!   hands each request to the proxy.
+//!
+//! Arrows: `listen` imports nothing from `proxy` or `pools`; `proxy` uses `pools` (the
+//! member it tries) and `listen` (the JSON error shape, the edge's timeout answer).
+//! The old paths `loadlab_front::{server, edge, error}` are the kit's modules,
+//! re-exported here; inside the crate `crate::upstream` and the like name the modules
+//! of the folders the same way.
 //!
 //! The front answers `/metrics` (when given a handler: [`Front::with_metrics`]) and
 //! `GET /front/status` itself; every other request is proxied, `/healthz` included
@@ -39,8 +51,8 @@ pub mod metrics;
 mod pools;
 mod proxy;
 
-pub use self::listen::{edge, error, server};
 use self::listen::leftover;
+pub use self::listen::{edge, error, server};
 use self::pools::{balance, health, upstream};
 use self::proxy::{body, conns, failure, headers};
 
@@ -63,10 +75,10 @@ use tower::ServiceExt as _;
 
 use self::balance::{Member, Pool, Routes};
 pub use self::config::{
-    ConnectionLimits, EdgeLimits, FrontConfig, HealthConfig, PoolConfig, RouteConfig,
-    UpstreamConfig, UpstreamLimits,
+    FrontConfig, HealthConfig, PoolConfig, RouteConfig, UpstreamConfig, UpstreamLimits,
 };
 pub use self::error::json_error;
+pub use self::listen::limits::{ConnectionLimits, EdgeLimits};
 use self::proxy::Proxy;
 use self::server::{Serving, ServingThread, ThreadSet};
 use self::upstream::Upstream;

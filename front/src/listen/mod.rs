@@ -9,8 +9,11 @@
 //! - `leftover`: draining what a handler left of a request body, so its answer is not
 //!   lost to a reset.
 //! - [`error`]: the JSON error shape, `{"error": "..."}`.
+//! - [`limits`]: [`EdgeLimits`](limits::EdgeLimits) and
+//!   [`ConnectionLimits`](limits::ConnectionLimits), what every listener is bounded by.
 
 pub mod edge;
 pub mod error;
 pub(crate) mod leftover;
+pub mod limits;
 pub mod server;

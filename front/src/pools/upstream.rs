@@ -17,8 +17,8 @@ use metrics::{Counter, Gauge};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::HealthConfig;
-use crate::conns::UpstreamConns;
 use crate::config::UpstreamLimits;
+use crate::conns::UpstreamConns;
 
 /// Why a try at an upstream failed: the `kind` label of `front_upstream_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
