@@ -250,26 +250,7 @@ pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<
             "front" | "front-tcp" => {
                 let base = ports.block(n)?;
                 let front = ports.block(1)?;
-                let mut argv = serve(settings, loadlab, pin, n, base, Some(front));
-                let threads = settings.proxy_threads;
-                let what = if name == "front" {
-                    format!(
-                        "`--shards {n}` behind loadlab's front ({threads} thread, in-process \
-                         path): wrk on the front"
-                    )
-                } else {
-                    // Before the user's --serve-arg flags, so they still win.
-                    let at = argv.len() - settings.serve_args.len();
-                    argv.splice(at..at, ["--front-path".to_owned(), "tcp".to_owned()]);
-                    format!(
-                        "`--shards {n}` behind loadlab's front ({threads} thread) over loopback \
-                         TCP (`--front-path tcp`): wrk on the front"
-                    )
-                };
-                let mut config = loadlab_config(name, &what, argv, base);
-                config.target = format!("http://127.0.0.1:{front}");
-                config.ready_urls = vec![format!("{}/readyz", config.target)];
-                config
+                front_config(name, settings, loadlab, pin, base, front)
             }
             "nginx" | "haproxy" => {
                 let base = ports.block(n)?;
@@ -278,95 +259,150 @@ pub(crate) fn plan(settings: &Settings, tools: &Tools, pin: bool) -> Result<Vec<
             }
             "pg1" => {
                 let base = ports.block(1)?;
-                let mut argv = serve(settings, loadlab, pin, 1, base, None);
-                let url = settings.postgres.clone();
-                // Last: a flag given twice takes the last value.
-                argv.extend(["--db".into(), url.clone().unwrap_or_default()]);
-                let mut config = loadlab_config(
-                    name,
-                    "`--shards 1`, no front, on PostgreSQL (`--postgres`): wrk on the only shard",
-                    argv,
-                    base,
-                );
-                if url.is_none() {
-                    config.unavailable =
-                        Some("pg1 needs a PostgreSQL database: --postgres URL".into());
-                }
-                config
+                pg1_config(name, settings, loadlab, pin, base)
             }
             "hosts2" => {
                 let bases = [ports.block(n)?, ports.block(n)?];
                 let listen = ports.block(1)?;
-                let url = settings.postgres_url();
-                let apps = bases.map(|base| {
-                    let mut argv = serve(settings, loadlab, pin, n, base, None);
-                    argv.extend(["--db".into(), url.clone().unwrap_or_default()]);
-                    argv
-                });
-                let what = format!(
-                    "two `loadlab serve --shards {n} --no-front` processes on one PostgreSQL, \
-                     behind `loadlab front`: wrk on the front"
-                );
-                let mut config = loadlab_config(name, &what, apps[0].clone(), bases[0]);
-                config.target = format!("http://127.0.0.1:{listen}");
-                config.ready_urls = bases
-                    .iter()
-                    .map(|base| format!("http://127.0.0.1:{base}/readyz"))
-                    .chain([format!("{}/readyz", config.target)])
-                    .collect();
-                let upstreams: Vec<String> = bases
-                    .iter()
-                    .flat_map(|&base| (0..n).map(move |i| usize::from(base) + i))
-                    .map(|port| format!("{{ addr = \"127.0.0.1:{port}\" }}"))
-                    .collect();
-                let conf = format!(
-                    "listen = \"127.0.0.1:{listen}\"\n\
-                     [[pools]]\nname = \"app\"\nupstreams = [{}]\n",
-                    upstreams.join(", ")
-                );
-                let mut front = pinned(pin, 0);
-                front.extend([
-                    loadlab.display().to_string(),
-                    "front".into(),
-                    "--config".into(),
-                    format!("{RUN_DIR}/front.toml"),
-                    "--upstream-idle".into(),
-                    settings.max_connections().to_string(),
-                ]);
-                config.setup = Setup::Hosts { apps, front, conf };
-                if url.is_none() {
-                    config.unavailable = Some(
-                        "hosts2 needs a store both processes share: --postgres URL \
-                         (or --serve-arg=--db=postgres://...)"
-                            .into(),
-                    );
-                }
-                config
+                hosts2_config(name, settings, loadlab, pin, bases, listen)
             }
-            extra => {
-                let extra = settings
-                    .extras
-                    .iter()
-                    .find(|e| e.name == extra)
-                    .ok_or_else(|| format!("unknown configuration {extra}"))?;
-                Config {
-                    name: extra.name.clone(),
-                    description: format!(
-                        "run by the user at {} (not started, stopped or pinned by the harness)",
-                        extra.url
-                    ),
-                    target: extra.url.clone(),
-                    direct: extra.url.clone(),
-                    ready_urls: Vec::new(),
-                    setup: Setup::External,
-                    unavailable: None,
-                    notes: Vec::new(),
-                }
-            }
+            extra => extra_config(settings, extra)?,
         };
         configs.push(config);
     }
     Ok(configs)
+}
+
+/// The `front` and `front-tcp` rows: `loadlab serve` on shard ports from `base`, its
+/// front on `front` (in-process path, or `--front-path tcp`).
+fn front_config(
+    name: &str,
+    settings: &Settings,
+    loadlab: &Path,
+    pin: bool,
+    base: u16,
+    front: u16,
+) -> Config {
+    let n = settings.shards;
+    let mut argv = serve(settings, loadlab, pin, n, base, Some(front));
+    let threads = settings.proxy_threads;
+    let what = if name == "front" {
+        format!(
+            "`--shards {n}` behind loadlab's front ({threads} thread, in-process \
+                 path): wrk on the front"
+        )
+    } else {
+        // Before the user's --serve-arg flags, so they still win.
+        let at = argv.len() - settings.serve_args.len();
+        argv.splice(at..at, ["--front-path".to_owned(), "tcp".to_owned()]);
+        format!(
+            "`--shards {n}` behind loadlab's front ({threads} thread) over loopback \
+                 TCP (`--front-path tcp`): wrk on the front"
+        )
+    };
+    let mut config = loadlab_config(name, &what, argv, base);
+    config.target = format!("http://127.0.0.1:{front}");
+    config.ready_urls = vec![format!("{}/readyz", config.target)];
+    config
+}
+
+/// The `pg1` row: one shard on `base`, on the PostgreSQL database of `--postgres`
+/// (unavailable without one).
+fn pg1_config(name: &str, settings: &Settings, loadlab: &Path, pin: bool, base: u16) -> Config {
+    let mut argv = serve(settings, loadlab, pin, 1, base, None);
+    let url = settings.postgres.clone();
+    // Last: a flag given twice takes the last value.
+    argv.extend(["--db".into(), url.clone().unwrap_or_default()]);
+    let mut config = loadlab_config(
+        name,
+        "`--shards 1`, no front, on PostgreSQL (`--postgres`): wrk on the only shard",
+        argv,
+        base,
+    );
+    if url.is_none() {
+        config.unavailable = Some("pg1 needs a PostgreSQL database: --postgres URL".into());
+    }
+    config
+}
+
+/// The `hosts2` row: two `loadlab serve --no-front` processes on shard ports from
+/// `bases`, sharing one PostgreSQL database, behind `loadlab front` on `listen`.
+fn hosts2_config(
+    name: &str,
+    settings: &Settings,
+    loadlab: &Path,
+    pin: bool,
+    bases: [u16; 2],
+    listen: u16,
+) -> Config {
+    let n = settings.shards;
+    let url = settings.postgres_url();
+    let apps = bases.map(|base| {
+        let mut argv = serve(settings, loadlab, pin, n, base, None);
+        argv.extend(["--db".into(), url.clone().unwrap_or_default()]);
+        argv
+    });
+    let what = format!(
+        "two `loadlab serve --shards {n} --no-front` processes on one PostgreSQL, \
+             behind `loadlab front`: wrk on the front"
+    );
+    let mut config = loadlab_config(name, &what, apps[0].clone(), bases[0]);
+    config.target = format!("http://127.0.0.1:{listen}");
+    config.ready_urls = bases
+        .iter()
+        .map(|base| format!("http://127.0.0.1:{base}/readyz"))
+        .chain([format!("{}/readyz", config.target)])
+        .collect();
+    let upstreams: Vec<String> = bases
+        .iter()
+        .flat_map(|&base| (0..n).map(move |i| usize::from(base) + i))
+        .map(|port| format!("{{ addr = \"127.0.0.1:{port}\" }}"))
+        .collect();
+    let conf = format!(
+        "listen = \"127.0.0.1:{listen}\"\n\
+             [[pools]]\nname = \"app\"\nupstreams = [{}]\n",
+        upstreams.join(", ")
+    );
+    let mut front = pinned(pin, 0);
+    front.extend([
+        loadlab.display().to_string(),
+        "front".into(),
+        "--config".into(),
+        format!("{RUN_DIR}/front.toml"),
+        "--upstream-idle".into(),
+        settings.max_connections().to_string(),
+    ]);
+    config.setup = Setup::Hosts { apps, front, conf };
+    if url.is_none() {
+        config.unavailable = Some(
+            "hosts2 needs a store both processes share: --postgres URL \
+                 (or --serve-arg=--db=postgres://...)"
+                .into(),
+        );
+    }
+    config
+}
+
+/// A row the user runs (`--extra name=url`): only measured, never started or stopped.
+fn extra_config(settings: &Settings, extra: &str) -> Result<Config, String> {
+    let extra = settings
+        .extras
+        .iter()
+        .find(|e| e.name == extra)
+        .ok_or_else(|| format!("unknown configuration {extra}"))?;
+    Ok(Config {
+        name: extra.name.clone(),
+        description: format!(
+            "run by the user at {} (not started, stopped or pinned by the harness)",
+            extra.url
+        ),
+        target: extra.url.clone(),
+        direct: extra.url.clone(),
+        ready_urls: Vec::new(),
+        setup: Setup::External,
+        unavailable: None,
+        notes: Vec::new(),
+    })
 }
 
 /// The `nginx` or `haproxy` row: `loadlab serve --no-front` on shard ports from `base`,
