@@ -110,6 +110,12 @@ pub struct ServeArgs {
     #[arg(long, env = "LOADLAB_DB_SYNC", value_enum, default_value_t = DbSync::Full)]
     pub db_sync: DbSync,
 
+    /// SQLite only: the largest the database file may grow (KiB, MiB or GiB suffixes).
+    /// Past it inserts are answered 507 as on a full disk, so the rest of the disk stays
+    /// free (for the WAL and the logs). Default: as large as the disk allows.
+    #[arg(long, env = "LOADLAB_DB_MAX_SIZE", value_parser = bytes)]
+    pub db_max_size: Option<usize>,
+
     /// Rows the writer aims to commit per transaction.
     #[arg(long, env = "LOADLAB_BATCH_MAX", default_value_t = 1024)]
     pub batch_max: usize,
@@ -265,14 +271,19 @@ pub fn bytes(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let value: usize = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size: use a whole number of bytes, KiB or MiB"))?;
+    let value: usize = digits.parse().map_err(|_| {
+        format!("`{s}` is not a size: use a whole number of bytes, KiB, MiB or GiB")
+    })?;
     let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
-        other => return Err(format!("unknown size unit `{other}`: use B, KiB or MiB")),
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}`: use B, KiB, MiB or GiB"
+            ));
+        }
     };
     value
         .checked_mul(multiplier)

@@ -106,6 +106,9 @@ impl Config {
             bail!("--read-connections must be at least 1");
         }
         let db: Database = args.db.parse().context("--db")?;
+        if args.db_max_size.is_some() && matches!(db, Database::Postgres(_)) {
+            bail!("--db-max-size caps a SQLite file: it has no effect on PostgreSQL");
+        }
         if let Some(path) = &args.front_config {
             if args.no_front {
                 bail!("--front-config has no effect with --no-front");
@@ -139,6 +142,7 @@ impl Config {
                 batch_max_rows: args.batch_max,
                 batch_linger: args.batch_linger,
                 queue_capacity: args.writer_queue,
+                max_size_bytes: args.db_max_size.map(|bytes| bytes as u64),
             },
             read_connections: args.read_connections,
             batch_request_max: args.batch_request_max,

@@ -9,6 +9,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use loadlab_workers::mega::StoreFault;
 use serde_json::json;
 
 /// The JSON error shape, for fallbacks and middleware (the front crate owns it: the
@@ -41,6 +42,16 @@ pub enum AppError {
     /// 503: the service is shutting down or a component has stopped.
     #[error("{0}")]
     Unavailable(String),
+    /// A fault of the store itself, never a 500 (see [`AppError::store_status`]): 507
+    /// when it is full or read-only, 503 with `Retry-After` when it is busy, out of
+    /// reach or failing I/O. The body names the fault (`"fault": "full"`).
+    #[error("{message}")]
+    Store {
+        /// Which fault.
+        fault: StoreFault,
+        /// What was not done and why, with the store's own message.
+        message: String,
+    },
     /// 500: a bug or an I/O failure on our side. Logged and counted; the client gets a
     /// generic message plus the cause.
     #[error("internal error: {0}")]
@@ -56,7 +67,28 @@ impl AppError {
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Busy { .. } | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store { fault, .. } => Self::store_status(*fault).0,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The status of a store fault, and the `Retry-After` seconds that go with it.
+    ///
+    /// Full and read-only get 507 Insufficient Storage (RFC 4918: the server cannot
+    /// store what the request needs) and no `Retry-After`: only an operator clears
+    /// them, so a client told to retry in a second would only hammer a store that
+    /// cannot take its row, and proxies that re-send 503s to another upstream would do
+    /// the same; 507 also tells dashboards and clients a full disk from an overload.
+    /// Busy, a lost connection and I/O errors get 503 with `Retry-After`: they clear by
+    /// themselves (a lock released, a server back, a transient EIO), and the same
+    /// request may then succeed.
+    pub fn store_status(fault: StoreFault) -> (StatusCode, Option<u32>) {
+        match fault {
+            StoreFault::Full | StoreFault::ReadOnly => (StatusCode::INSUFFICIENT_STORAGE, None),
+            StoreFault::Io => (StatusCode::SERVICE_UNAVAILABLE, Some(5)),
+            StoreFault::Busy | StoreFault::ConnectionLost => {
+                (StatusCode::SERVICE_UNAVAILABLE, Some(1))
+            }
         }
     }
 }
@@ -68,14 +100,24 @@ impl IntoResponse for AppError {
             tracing::error!(%cause, "request failed");
             metrics::counter!("http_internal_errors_total").increment(1);
         }
-        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if let AppError::Busy {
-            retry_after_secs, ..
-        } = self
-        {
+        let (body, retry_after) = match &self {
+            AppError::Store { fault, .. } => (
+                json!({ "error": self.to_string(), "fault": fault.label() }),
+                Self::store_status(*fault).1,
+            ),
+            AppError::Busy {
+                retry_after_secs, ..
+            } => (
+                json!({ "error": self.to_string() }),
+                Some(*retry_after_secs),
+            ),
+            _ => (json!({ "error": self.to_string() }), None),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

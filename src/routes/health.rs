@@ -19,8 +19,10 @@ pub async fn health_live() -> Response {
 }
 
 /// `GET /readyz`: ready to do all its work: the writer thread runs, is connected to its
-/// database (PostgreSQL) and accepts inserts, and the compute threads admit jobs. 503 with
-/// the reasons otherwise.
+/// database (PostgreSQL), its store commits (no fault since the last successful commit,
+/// see `loadlab_workers::mega::health`) and it accepts inserts, and the compute threads
+/// admit jobs. 503 with the reasons otherwise; a store fault also names its kind
+/// (`"fault": "full"`).
 pub async fn health_ready(State(state): State<AppState>) -> Response {
     let mut reasons = Vec::new();
     let writer = state.writer();
@@ -33,6 +35,10 @@ pub async fn health_ready(State(state): State<AppState>) -> Response {
     } else if writer.queue_depth() >= writer.queue_capacity() {
         reasons.push("the Mega write queue is full".to_owned());
     }
+    let fault = writer.store_fault();
+    if let Some(active) = &fault {
+        reasons.push(active.reason());
+    }
     let pool = state.pool();
     if pool.in_flight() >= pool.max_jobs() {
         reasons.push("the compute threads are full".to_owned());
@@ -42,8 +48,22 @@ pub async fn health_ready(State(state): State<AppState>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "error": reasons.join("; "), "reasons": reasons })),
+            Json(not_ready(
+                &reasons,
+                fault.map(|active| active.fault.label()),
+            )),
         )
             .into_response()
     }
+}
+
+/// The body of a 503: the reasons, joined as `error` like every error body, and listed;
+/// `fault` only when a store fault is one of them.
+fn not_ready(reasons: &[String], fault: Option<&'static str>) -> serde_json::Value {
+    let mut body =
+        json!({ "status": "not ready", "error": reasons.join("; "), "reasons": reasons });
+    if let Some(fault) = fault {
+        body["fault"] = fault.into();
+    }
+    body
 }

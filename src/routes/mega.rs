@@ -2,15 +2,18 @@
 //!
 //! Inserts go to the single writer thread and are answered only after commit; reads go
 //! to the read connections on tokio's blocking threads (SQLite and `postgres` calls block).
-//! A database out of reach (PostgreSQL) is a 503, as a full queue is: the same request
-//! may succeed later; a failed statement is a 500.
+//! A fault of the store (full, read-only, I/O error, busy, out of reach) is never a 500:
+//! 507 when only an operator can clear it, 503 with `Retry-After` when the same request
+//! may succeed later, as with a full queue ([`AppError::store_status`]). Nothing is
+//! acknowledged before it is committed. A failed statement is a 500.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use loadlab_workers::mega::{
-    MegaReader, MegaTicket, PendingInsert, ReadError, StoredTicket, SubmitError, WriteError,
+    MegaReader, MegaTicket, PendingInsert, ReadError, StoreFault, StoredTicket, SubmitError,
+    WriteError,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -245,9 +248,10 @@ async fn committed(pending: PendingInsert) -> Result<Vec<i64>, AppError> {
         WriteError::Commit(cause) => {
             AppError::Internal(format!("the ticket was not stored: {cause}"))
         }
-        WriteError::Unavailable(cause) => {
-            AppError::Unavailable(format!("the ticket was not stored: {cause}"))
-        }
+        error @ (WriteError::Unavailable(_) | WriteError::Store { .. }) => AppError::Store {
+            fault: error.fault().unwrap_or(StoreFault::ConnectionLost),
+            message: format!("the ticket was not stored: {error}"),
+        },
         WriteError::WriterGone => {
             AppError::Unavailable("the writer stopped: the ticket was not stored".into())
         }
@@ -263,12 +267,12 @@ async fn read<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(state.reader()))
         .await
         .map_err(|e| AppError::Internal(format!("the read task failed: {e}")))?
-        .map_err(|e| {
-            if e.is_unavailable() {
-                AppError::Unavailable(e.to_string())
-            } else {
-                AppError::Internal(e.to_string())
-            }
+        .map_err(|e| match e.fault() {
+            Some(fault) => AppError::Store {
+                fault,
+                message: e.to_string(),
+            },
+            None => AppError::Internal(e.to_string()),
         })
 }
 

@@ -77,7 +77,7 @@ fn spawn_load(
 }
 
 /// Every row of the table, read through the HTTP API of a running instance.
-async fn all_rows(base: &str) -> Vec<(i64, [i64; 6])> {
+pub(crate) async fn all_rows(base: &str) -> Vec<(i64, [i64; 6])> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()

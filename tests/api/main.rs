@@ -14,4 +14,5 @@ mod postgres_multihost;
 mod prometheus;
 mod randoms;
 mod scrape;
+mod store_faults;
 mod support;

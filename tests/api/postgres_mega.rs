@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::postgres::{fresh_database_async, query_i64};
+use crate::support::postgres::{fresh_database_async, private_server, query_i64};
 use crate::support::{assert_two_pages, expect_error, spawn_app_on_postgres, ticket};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -257,4 +257,77 @@ async fn postgres_lost_connection_is_503_then_the_writer_reconnects() {
         "{metrics}"
     );
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_reads_after_a_restart_all_succeed() {
+    // Arrange: a server of its own (the restart must not reach other tests), an app
+    // with four pooled read connections, all of them opened and idle.
+    let Some(server) = tokio::task::spawn_blocking(|| private_server("read_restart"))
+        .await
+        .expect("server")
+    else {
+        return;
+    };
+    let url = server.url("postgres");
+    let app = spawn_app_on_postgres(&url, &["--read-connections", "4"]);
+    let batch: Vec<Value> = (0..10).map(|i| ticket([1, 2, 3, 4, 5, 10 + i])).collect();
+    let inserted = app
+        .post_json("/app/insert/batch", &Value::Array(batch))
+        .await;
+    assert_eq!(inserted.status(), 201);
+    let ids: Vec<i64> = inserted.json::<Value>().await.expect("json")["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_i64().expect("id"))
+        .collect();
+    let readers = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loadlab-reader'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while query_i64(&url, readers).await != [4] {
+        // Reads make the pool open its connections.
+        assert_eq!(app.get("/app/mega/stats").await.status(), 200);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pool never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act: restart the server; `pg_ctl -w` returns once it accepts connections.
+    tokio::task::spawn_blocking(move || {
+        server.restart_fast();
+        server
+    })
+    .await
+    .expect("restart");
+    let reads = ids.iter().chain(&ids).map(|id| {
+        let (client, url) = (app.client.clone(), app.url(&format!("/app/mega/{id}")));
+        tokio::spawn(async move { client.get(url).send().await.expect("sent").status() })
+    });
+    let statuses = futures_join(reads.collect()).await;
+    let page = app.get("/app/mega?limit=5").await.status();
+    let stats = app.get("/app/mega/stats").await.status();
+
+    // Assert: every read after the restart succeeded; the dead pooled connections
+    // were retried on fresh ones.
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!((page.as_u16(), stats.as_u16()), (200, 200));
+    let metrics = app.get("/metrics").await.text().await.expect("text");
+    let retries: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mega_read_retries_total{store=\"postgres\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("mega_read_retries_total");
+    assert!(retries >= 1.0, "{metrics}");
+    app.stop().await;
+}
+
+/// Awaits every task, in order.
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.expect("task"));
+    }
+    out
 }

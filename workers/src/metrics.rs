@@ -105,6 +105,16 @@ pub fn describe() {
         "Failed final WAL checkpoints at writer shutdown (sqlite)"
     );
     describe_counter!(
+        "mega_store_faults_total",
+        "Failed commits and reads caused by the store itself, by kind: full, read_only, \
+         io, busy, connection_lost"
+    );
+    describe_counter!(
+        "mega_read_retries_total",
+        "Reads retried once on a fresh connection because their pooled one was dead \
+         (postgres)"
+    );
+    describe_counter!(
         "mega_read_connections_opened_total",
         "Read connections opened beyond the pool: every pooled one was busy (sqlite), \
          or a lost one was replaced (postgres)"

@@ -107,12 +107,21 @@ impl ChildProcess {
     }
 
     /// Waits (bounded, off the runtime's threads) for the child to exit.
-    pub async fn wait_exit(mut self) -> ExitStatus {
+    pub async fn wait_exit(self) -> ExitStatus {
+        self.wait_exit_with_log().await.0
+    }
+
+    /// Waits (bounded, off the runtime's threads) for the child to exit; its status and
+    /// everything it wrote.
+    pub async fn wait_exit_with_log(mut self) -> (ExitStatus, String) {
         tokio::task::spawn_blocking(move || {
             let deadline = std::time::Instant::now() + PATIENCE;
             loop {
                 if let Some(status) = self.child.try_wait().expect("wait") {
-                    return status;
+                    return (
+                        status,
+                        std::fs::read_to_string(&self.log).unwrap_or_default(),
+                    );
                 }
                 assert!(
                     std::time::Instant::now() < deadline,

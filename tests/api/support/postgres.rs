@@ -13,6 +13,9 @@
 //! stops it (`pg_ctl stop -m immediate`) and removes the temp dir once this test
 //! process has exited, however it ended.
 //!
+//! A test that restarts its server gets one of its own ([`private_server`]), so the
+//! tests sharing the other never see the restart.
+//!
 //! Without the binaries the PostgreSQL tests are skipped with a message, unless `CI` is
 //! set: then they fail, so CI cannot pass without running them.
 
@@ -26,6 +29,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[derive(Debug)]
 pub(crate) struct PgServer {
     port: u16,
+    /// Where `pg_ctl` is.
+    bin: PathBuf,
+    /// The cluster's data folder.
+    data: PathBuf,
+    /// The `pg_ctl -o` options it was started with (a restart must repeat them).
+    options: String,
+    /// Whether `pg_ctl` runs as the `postgres` user (this process is root).
+    as_postgres: bool,
+    /// The server's log file (a restart must name it again, or the server would
+    /// inherit `pg_ctl`'s output pipe and `pg_ctl` never be done).
+    log: PathBuf,
 }
 
 static SERVER: OnceLock<Option<PgServer>> = OnceLock::new();
@@ -136,6 +150,14 @@ impl PgServer {
             .arg(dir.join("server.log"))
             .args(["-w", "-t", "60", "start"]);
         run(pg_ctl, "pg_ctl start");
+        let server = Self {
+            port,
+            bin: bin.to_path_buf(),
+            data: data.clone(),
+            options,
+            as_postgres,
+            log: dir.join("server.log"),
+        };
         // The watchdog: waits for this process to end, then stops the server.
         let stop = {
             let runas = if as_postgres {
@@ -162,7 +184,20 @@ impl PgServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the watchdog");
-        Self { port }
+        server
+    }
+
+    /// `pg_ctl restart -m fast`: every session is terminated, the server stops and
+    /// starts again; returns once it accepts connections. Blocks.
+    pub(crate) fn restart_fast(&self) {
+        let mut pg_ctl = command(&self.bin, "pg_ctl", self.as_postgres);
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-o", &self.options, "-l"])
+            .arg(&self.log)
+            .args(["-m", "fast", "-w", "-t", "60", "restart"]);
+        run(pg_ctl, "pg_ctl restart -m fast");
     }
 
     /// A URL for `database` on this server.
@@ -184,6 +219,22 @@ pub(crate) fn server() -> Option<&'static PgServer> {
             None => None,
         })
         .as_ref()
+}
+
+/// A server of its own, for a test that restarts it; stopped when this test process
+/// exits. `None` (after printing a message) when PostgreSQL is not installed and `CI`
+/// is unset. Blocks: call it off the runtime's workers.
+pub(crate) fn private_server(test: &str) -> Option<PgServer> {
+    match bin_dir() {
+        Some(bin) => Some(PgServer::start(&bin)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but PostgreSQL's initdb/pg_ctl were not found")
+        }
+        None => {
+            eprintln!("skipping {test}: PostgreSQL (initdb, pg_ctl) is not installed");
+            None
+        }
+    }
 }
 
 /// A new, empty database on the shared server: its URL. `None` (after printing a

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::fault::StoreFault;
 use super::ticket::MegaTicket;
 
 /// Why a queued request was not committed. None of its rows were stored.
@@ -19,9 +20,40 @@ pub enum WriteError {
     /// same request may succeed once it is back.
     #[error("the database is unreachable, the insert was not committed: {0}")]
     Unavailable(String),
+    /// The store itself refused the write (full, read-only, I/O error, busy): not the
+    /// request's doing; the same request may succeed once the fault clears.
+    #[error("the insert was not committed: the store {}: {cause}", fault.describe())]
+    Store {
+        /// Which fault.
+        fault: StoreFault,
+        /// The store's own message.
+        cause: String,
+    },
     /// The writer stopped before answering (it panicked or the process is ending).
     #[error("the writer stopped before committing the insert")]
     WriterGone,
+}
+
+impl WriteError {
+    /// The store fault behind the error, if it is one: [`WriteError::Store`]'s, and
+    /// [`StoreFault::ConnectionLost`] for [`WriteError::Unavailable`].
+    pub fn fault(&self) -> Option<StoreFault> {
+        match self {
+            WriteError::Store { fault, .. } => Some(*fault),
+            WriteError::Unavailable(_) => Some(StoreFault::ConnectionLost),
+            WriteError::Commit(_) | WriteError::WriterGone => None,
+        }
+    }
+
+    /// The underlying cause, without the "not committed" preamble.
+    pub fn cause(&self) -> String {
+        match self {
+            WriteError::Commit(cause)
+            | WriteError::Unavailable(cause)
+            | WriteError::Store { cause, .. } => cause.clone(),
+            WriteError::WriterGone => self.to_string(),
+        }
+    }
 }
 
 /// The ids given to a request's rows, in the order the rows were submitted.

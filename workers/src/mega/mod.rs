@@ -8,6 +8,9 @@
 //! - [`writer`]: the only writer of the process: one thread fed by a bounded channel
 //!   that commits many requests per transaction and answers each only after its rows
 //!   are committed; the store-specific part is a backend (`sqlite`, `pg`).
+//! - [`fault`]: [`StoreFault`], the failures of a store itself (full, read-only, I/O
+//!   error, busy, out of reach), and how each store's errors map to them; [`health`]:
+//!   [`StoreHealth`], the writer's view of its store for readiness.
 //! - [`reader`]: a small pool of read connections for lookups, pages and stats;
 //!   [`records`]: what reads return.
 //!
@@ -16,6 +19,8 @@
 //! transaction: as many queued requests as fit in `batch_max_rows`.
 
 mod backend;
+pub mod fault;
+pub mod health;
 mod pg;
 mod pg_reader;
 pub mod reader;
@@ -27,6 +32,8 @@ pub mod ticket;
 pub mod writer;
 
 pub use backend::{InsertOutcome, WriteError};
+pub use fault::StoreFault;
+pub use health::{ActiveFault, StoreHealth};
 pub use reader::MegaReader;
 pub use records::{MegaStats, ReadError, StoredTicket};
 pub use schema::{SchemaError, SyncMode};

@@ -20,7 +20,10 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
 use postgres::{Client, NoTls, Statement};
 
+use loadlab_logs::{RepeatLog, Verdict};
+
 use super::backend::{Backend, Batch, WriteError};
+use super::fault::{StoreFault, classify_pg};
 use super::schema::{SchemaError, SyncMode};
 use super::store::PostgresUrl;
 
@@ -82,24 +85,6 @@ pub(super) fn connect(url: &PostgresUrl, application: &str) -> Result<Client, po
     config.connect(NoTls)
 }
 
-/// Whether `error` means the connection is gone (or the server is going away), as
-/// opposed to a statement that failed on a live connection.
-pub(super) fn is_connection_error(error: &postgres::Error) -> bool {
-    if error.is_closed() {
-        return true;
-    }
-    match error.code() {
-        // Class 08: connection exception; 57P01-03: the server is shutting down,
-        // crashed or not accepting connections yet.
-        Some(code) => {
-            let code = code.code();
-            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-        }
-        // No SQLSTATE: the error came from the socket or the protocol, not the server.
-        None => true,
-    }
-}
-
 /// `error` with its causes: the client's own `Display` often says only "db error".
 pub(super) fn describe(error: &postgres::Error) -> String {
     match error.as_db_error() {
@@ -124,6 +109,9 @@ pub(super) struct PgBackend {
     /// Ids taken from the sequence and not yet used, ascending. They stay valid across
     /// reconnections: the sequence never hands them out again.
     reserved: VecDeque<i64>,
+    /// Failed reconnection attempts: logged at most once a second (the backoff starts
+    /// at 100 ms), the count carried by the next line.
+    reconnect_failures: RepeatLog,
 }
 
 impl PgBackend {
@@ -143,6 +131,7 @@ impl PgBackend {
             retry_at: Instant::now(),
             backoff: BACKOFF_MIN,
             reserved: VecDeque::new(),
+            reconnect_failures: RepeatLog::per_second(),
         };
         Ok((backend, rows))
     }
@@ -287,12 +276,16 @@ impl Backend for PgBackend {
         match open(&self.url, self.sync).and_then(Session::prepare) {
             Ok(client) => {
                 metrics::counter!("mega_reconnects_total", "store" => "postgres").increment(1);
+                let failed_attempts = self.reconnect_failures.settle().unwrap_or(0);
+                tracing::warn!(url = %self.url, failed_attempts, "the Mega writer reconnected");
                 self.client = Some(client);
                 self.backoff = BACKOFF_MIN;
                 Ok(())
             }
             Err(e) => {
-                eprintln!("loadlab-mega-writer: reconnecting failed: {e}");
+                if let Verdict::Log { repeats } = self.reconnect_failures.occurred() {
+                    tracing::warn!(error = %e, repeats, "the Mega writer could not reconnect");
+                }
                 self.retry_at = Instant::now() + self.backoff;
                 let wait = self.backoff;
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -308,17 +301,26 @@ impl Backend for PgBackend {
         match write_batch(session, &mut self.reserved, batch) {
             Ok(ids) => Ok(ids),
             Err(BatchError::Ids(message)) => Err(WriteError::Commit(message)),
-            Err(BatchError::Postgres(e))
-                if is_connection_error(&e) || session.client.is_closed() =>
-            {
-                // Retry at once: the server may be back already (a restart), and if not
-                // the backoff starts from there.
-                self.client = None;
-                self.retry_at = Instant::now();
-                Err(WriteError::Unavailable(describe(&e)))
-            }
-            Err(BatchError::Postgres(e)) => Err(WriteError::Commit(describe(&e))),
+            Err(BatchError::Postgres(e)) => match classify_pg(&e) {
+                _ if session.client.is_closed() => Err(self.lost(&e)),
+                Some(StoreFault::ConnectionLost) => Err(self.lost(&e)),
+                Some(fault) => Err(WriteError::Store {
+                    fault,
+                    cause: describe(&e),
+                }),
+                None => Err(WriteError::Commit(describe(&e))),
+            },
         }
+    }
+}
+
+impl PgBackend {
+    /// The connection died: drops it, due for reconnection at once (the server may be
+    /// back already, after a restart; if not, the backoff starts from there).
+    fn lost(&mut self, error: &postgres::Error) -> WriteError {
+        self.client = None;
+        self.retry_at = Instant::now();
+        WriteError::Unavailable(describe(error))
     }
 }
 

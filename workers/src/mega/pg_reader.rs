@@ -4,6 +4,14 @@
 //! [`CHECKOUT_TIMEOUT`] for a client instead of opening connections without limit,
 //! since a PostgreSQL server allows only `max_connections` (100 by default) across every
 //! process that shares it.
+//!
+//! After a server restart (or `pg_terminate_backend`) every idle pooled client is dead,
+//! and nothing tells until it is used: r2d2 tests a client on checkout only at the price
+//! of a round trip per read. So a read whose pooled client turns out dead is retried
+//! once on a fresh connection (reads are idempotent): once the server accepts
+//! connections again, no read fails. The fresh connection is used once and closed
+//! (r2d2 cannot adopt it); the dead one is dropped by the pool when it comes back
+//! closed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,7 +20,8 @@ use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2;
 
-use super::pg::{describe, is_connection_error};
+use super::fault::{StoreFault, classify_pg};
+use super::pg::describe;
 use super::records::{MegaStats, ReadError, StoredTicket};
 use super::store::PostgresUrl;
 use super::ticket::MEGA_MAX;
@@ -39,6 +48,8 @@ pub(super) struct PgReader {
     /// `Some` until dropped (see the `Drop` impl).
     pool: Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
     url: PostgresUrl,
+    /// The pool's client configuration, for the fresh connection of a retried read.
+    config: postgres::Config,
 }
 
 /// Closing a `postgres` client blocks on its own runtime, which panics on a thread
@@ -93,7 +104,7 @@ impl PgReader {
         }
         config.application_name("loadlab-reader");
         config.keepalives(true);
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(size)
             .connection_timeout(CHECKOUT_TIMEOUT)
@@ -108,12 +119,16 @@ impl PgReader {
         Self {
             pool: Some(pool),
             url: url.clone(),
+            config,
         }
     }
 
+    /// Runs `f` on a pooled client; if that client turns out dead, once more on a fresh
+    /// connection. Blocks: callers are on a blocking thread (closing a `postgres`
+    /// client blocks on its own runtime).
     fn with_client<T>(
         &self,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+        mut f: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, ReadError> {
         let pool = self
             .pool
@@ -122,13 +137,23 @@ impl PgReader {
         let mut client = pool
             .get()
             .map_err(|e| ReadError::Unavailable(format!("{}: {e}", self.url)))?;
-        f(&mut client).map_err(|e| {
-            if is_connection_error(&e) {
-                ReadError::Unavailable(describe(&e))
-            } else {
-                ReadError::Postgres(describe(&e))
-            }
-        })
+        let error = match f(&mut client) {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let dead = client.is_closed() || classify_pg(&error) == Some(StoreFault::ConnectionLost);
+        // Back to the pool, which drops it if it is closed; a dead one not yet closed
+        // fails its next read, which is retried the same way.
+        drop(client);
+        if !dead {
+            return Err(read_error(&error));
+        }
+        metrics::counter!("mega_read_retries_total", "store" => "postgres").increment(1);
+        let mut fresh = self
+            .config
+            .connect(NoTls)
+            .map_err(|e| ReadError::Unavailable(format!("{}: {}", self.url, describe(&e))))?;
+        f(&mut fresh).map_err(|e| read_error(&e))
     }
 
     pub(super) fn get(&self, id: i64) -> Result<Option<StoredTicket>, ReadError> {
@@ -169,6 +194,19 @@ impl PgReader {
             }
             Ok(stats)
         })
+    }
+}
+
+/// A failed read as [`ReadError`]: a lost connection is `Unavailable`, another store
+/// fault `Store`, anything else `Postgres`.
+fn read_error(error: &postgres::Error) -> ReadError {
+    match classify_pg(error) {
+        Some(StoreFault::ConnectionLost) => ReadError::Unavailable(describe(error)),
+        Some(fault) => ReadError::Store {
+            fault,
+            cause: describe(error),
+        },
+        None => ReadError::Postgres(describe(error)),
     }
 }
 

@@ -36,6 +36,7 @@ impl MegaReader {
         // Registered at zero so dashboards see the counter before the first overflow.
         metrics::counter!("mega_read_connections_opened_total", "store" => db.store().label())
             .increment(0);
+        metrics::counter!("mega_read_retries_total", "store" => db.store().label()).increment(0);
         Ok(Self(match db {
             Database::Sqlite(path) => Pool::Sqlite(SqliteReader::open(path, connections)?),
             Database::Postgres(url) => Pool::Postgres(Box::new(PgReader::open(url, connections))),

@@ -2,6 +2,7 @@
 //! ([`ReadError`]), shared by the SQLite reader ([`super::reader`]) and the PostgreSQL
 //! one, which therefore do not import each other's module for them.
 
+use super::fault::{StoreFault, classify_sqlite};
 use super::schema::SchemaError;
 use super::ticket::MEGA_MAX;
 
@@ -21,6 +22,15 @@ pub enum ReadError {
     /// the connection died during the query); the same read may succeed later.
     #[error("the database is unreachable: {0}")]
     Unavailable(String),
+    /// PostgreSQL failed the read for a fault of its own (an I/O error, busy); the same
+    /// read may succeed later.
+    #[error("the store {}: {cause}", fault.describe())]
+    Store {
+        /// Which fault.
+        fault: StoreFault,
+        /// The server's message.
+        cause: String,
+    },
 }
 
 impl ReadError {
@@ -28,6 +38,17 @@ impl ReadError {
     /// rather than a failed query.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, ReadError::Unavailable(_))
+    }
+
+    /// The store fault behind the error, if it is one ([`StoreFault::ConnectionLost`]
+    /// for [`ReadError::Unavailable`]).
+    pub fn fault(&self) -> Option<StoreFault> {
+        match self {
+            ReadError::Sqlite(e) | ReadError::Open(SchemaError::Sqlite(e)) => classify_sqlite(e),
+            ReadError::Store { fault, .. } => Some(*fault),
+            ReadError::Unavailable(_) => Some(StoreFault::ConnectionLost),
+            ReadError::Open(_) | ReadError::Postgres(_) => None,
+        }
     }
 }
 

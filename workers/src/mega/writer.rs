@@ -19,6 +19,10 @@
 //!   goes on serving the next batch; a lost connection (PostgreSQL) is
 //!   [`WriteError::Unavailable`], reconnected with backoff, and while it is down queued
 //!   requests are answered `Unavailable` rather than left waiting;
+//! - a store fault (full, read-only, I/O error, busy) answers the batch with
+//!   [`WriteError::Store`], marks the store unready ([`WriterHandle::store_fault`]) until
+//!   a commit succeeds again, and is logged at most once a second with a count
+//!   ([`super::health`]);
 //! - the queue is bounded: [`WriterHandle::try_insert`] never blocks, it fails with
 //!   [`SubmitError::Full`] so async callers can answer 503.
 //!
@@ -35,6 +39,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use tokio::sync::oneshot;
 
 use super::backend::{Backend, InsertOutcome, WriteError};
+use super::health::{ActiveFault, FaultWatch, StoreHealth};
 use super::schema::{SchemaError, SyncMode};
 use super::store::Database;
 use super::ticket::MegaTicket;
@@ -61,6 +66,9 @@ pub struct WriterConfig {
     pub batch_linger: Duration,
     /// Requests that may wait in the queue; beyond this, submissions fail with `Full`.
     pub queue_capacity: usize,
+    /// SQLite only: the largest the database file may grow (`PRAGMA max_page_count`);
+    /// past it inserts fail as on a full disk. `None`: as large as the disk allows.
+    pub max_size_bytes: Option<u64>,
 }
 
 impl WriterConfig {
@@ -73,6 +81,7 @@ impl WriterConfig {
             batch_max_rows: 1024,
             batch_linger: Duration::ZERO,
             queue_capacity: 16_384,
+            max_size_bytes: None,
         }
     }
 }
@@ -122,6 +131,9 @@ pub struct WriterHandle {
     /// Cleared by the writer thread while its store is unreachable (PostgreSQL), set
     /// again once it reconnected: readiness reports it.
     connected: Arc<AtomicBool>,
+    /// The store's last fault while it is current, recorded by the writer thread:
+    /// readiness reports it.
+    health: Arc<StoreHealth>,
     /// The `store` label of the writer's metrics.
     store: &'static str,
 }
@@ -166,11 +178,13 @@ impl MegaWriter {
         let stopped = Arc::new(AtomicBool::new(false));
         let closing = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(true));
+        let health = Arc::new(StoreHealth::default());
         // The thread reports whether the store opened, then serves (or exits).
         let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
         let thread = {
             let stopped = Arc::clone(&stopped);
             let connected = Arc::clone(&connected);
+            let faults = FaultWatch::new(Arc::clone(&health), label);
             std::thread::Builder::new()
                 .name("loadlab-mega-writer".into())
                 .spawn(move || {
@@ -179,12 +193,16 @@ impl MegaWriter {
                     match &config.db {
                         Database::Sqlite(path) => {
                             let Some(backend) = opened.report(
-                                super::sqlite::SqliteBackend::open(path, config.sync),
+                                super::sqlite::SqliteBackend::open(
+                                    path,
+                                    config.sync,
+                                    config.max_size_bytes,
+                                ),
                                 label,
                             ) else {
                                 return;
                             };
-                            Worker::new(backend, rx, &config, label, connected).run();
+                            Worker::new(backend, rx, &config, label, connected, faults).run();
                         }
                         Database::Postgres(url) => {
                             let Some(backend) = opened
@@ -192,7 +210,7 @@ impl MegaWriter {
                             else {
                                 return;
                             };
-                            Worker::new(backend, rx, &config, label, connected).run();
+                            Worker::new(backend, rx, &config, label, connected, faults).run();
                         }
                     }
                 })
@@ -216,6 +234,7 @@ impl MegaWriter {
                 stopped,
                 closing,
                 connected,
+                health,
                 store: label,
             },
             thread: Some(thread),
@@ -309,6 +328,12 @@ impl WriterHandle {
         self.connected.load(Ordering::Acquire)
     }
 
+    /// The store fault that makes the writer unready, if any (see [`super::health`]):
+    /// set at the first failed commit, cleared by the next successful one.
+    pub fn store_fault(&self) -> Option<ActiveFault> {
+        self.health.current()
+    }
+
     /// The `store` label: `sqlite` or `postgres`.
     pub fn store(&self) -> &'static str {
         self.store
@@ -369,6 +394,8 @@ struct Worker<'a, B> {
     connected: Arc<AtomicBool>,
     /// Requests of the batch being gathered; reused between batches.
     batch: Vec<(Vec<MegaTicket>, oneshot::Sender<InsertOutcome>)>,
+    /// Readiness, metrics and aggregated logs of failed commits.
+    faults: FaultWatch,
 }
 
 impl<'a, B: Backend> Worker<'a, B> {
@@ -378,6 +405,7 @@ impl<'a, B: Backend> Worker<'a, B> {
         config: &'a WriterConfig,
         store: &'static str,
         connected: Arc<AtomicBool>,
+        faults: FaultWatch,
     ) -> Self {
         // Sized for the common case; grows if needed.
         let batch = Vec::with_capacity(config.batch_max_rows.min(4096));
@@ -388,6 +416,7 @@ impl<'a, B: Backend> Worker<'a, B> {
             store,
             connected,
             batch,
+            faults,
         }
     }
 
@@ -500,6 +529,7 @@ impl<'a, B: Backend> Worker<'a, B> {
                 metrics::histogram!("mega_batch_rows", "store" => store).record(rows as f64);
                 metrics::counter!("mega_inserts_total", "store" => store).increment(rows as u64);
                 metrics::gauge!("mega_rows", "store" => store).increment(rows as f64);
+                self.faults.committed();
                 for ((_, reply), ids) in self.batch.drain(..).zip(ids) {
                     // The caller may have gone away; the rows are stored all the same.
                     let _ = reply.send(Ok(ids));
@@ -508,6 +538,7 @@ impl<'a, B: Backend> Worker<'a, B> {
             Err(error) => {
                 metrics::counter!("mega_insert_errors_total", "store" => store)
                     .increment(rows as u64);
+                self.faults.failed(&error);
                 for (_, reply) in self.batch.drain(..) {
                     let _ = reply.send(Err(error.clone()));
                 }
@@ -533,6 +564,7 @@ mod tests {
             stopped: Arc::new(AtomicBool::new(false)),
             closing: Arc::new(AtomicBool::new(false)),
             connected: Arc::new(AtomicBool::new(true)),
+            health: Arc::new(StoreHealth::default()),
             store: "sqlite",
         };
         (handle, rx)
