@@ -305,7 +305,8 @@ mod tests {
         assert_eq!(bytes("65536"), Ok(65536));
         assert_eq!(bytes("64KiB"), Ok(65536));
         assert_eq!(bytes("4MiB"), Ok(4 << 20));
-        assert!(bytes("4GiB").is_err());
+        assert_eq!(bytes("2GiB"), Ok(2 << 30));
+        assert!(bytes("4TiB").is_err());
         assert!(bytes("lots").is_err());
     }
 }
