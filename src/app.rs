@@ -81,7 +81,7 @@ impl App {
             .with_context(|| format!("opening the database {}", config.writer.db))?;
         let reader = MegaReader::open(&config.writer.db, config.read_connections)
             .context("opening read connections")?;
-        let pool = Compute::new(config.threads, config.randoms.max_jobs)
+        let compute = Compute::new(config.threads, config.randoms.max_jobs)
             .context("starting the compute threads")?;
         let listeners = Listeners {
             front: front.as_ref().map(|(l, _)| l.local_addr()).transpose()?,
@@ -91,7 +91,7 @@ impl App {
         let front_path = config.front_path;
         let state = AppState::new(
             config,
-            pool,
+            compute,
             writer.handle(),
             reader,
             listeners,

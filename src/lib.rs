@@ -16,25 +16,13 @@
 //! listeners, edge layers and JSON errors every listener shares, in `loadlab-front`.
 //!
 //! # Glossary
-//! One word per idea, in code, flags, metrics and docs alike:
+//! One word per idea, in code, flags, metrics and docs alike. Each crate's `lib.rs`
+//! states the words it owns: the front's (front, pool, upstream, member, keep-alive
+//! connections, front threads) in `loadlab_front`, the work's (workers, compute,
+//! writer, readers, store) in `loadlab_workers`; `docs/ARCHITECTURE.md` mirrors them
+//! all, and `tests/glossary.rs` keeps the code to them. This crate's own:
 //! - **shard**: one listener of `loadlab serve`, serving the whole API on its own
 //!   thread and single-threaded runtime; shards share the data (compute, store).
-//! - **front**: the reverse proxy before the shards (or before other hosts).
-//! - **pool**: a named set of upstreams the front balances over (`[[pools]]` in the
-//!   front config). Nothing else is called a pool.
-//! - **upstream**: an address the front forwards to; a **member** is an upstream's
-//!   place in one pool, with its weight.
-//! - **keep-alive connections**: the front's idle connections to one upstream
-//!   (`--upstream-idle`).
-//! - **front threads**: the threads the front serves connections on
-//!   (`--front-threads`).
-//! - **compute**: the fixed rayon thread set that runs `/api/randoms` jobs
-//!   (`--threads`, `--randoms-queue`).
-//! - **writer**: the one thread that writes Mega tickets to the store; **readers**:
-//!   the store's read connections (`--read-connections`).
-//! - **store**: where Mega tickets live: SQLite (a path) or PostgreSQL (a URL).
-//! - **workers**: the `loadlab-workers` crate, the work without HTTP: compute and
-//!   stores.
 
 pub mod app;
 pub mod cli;

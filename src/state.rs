@@ -20,7 +20,7 @@ pub struct AppState(Arc<Shared>);
 #[derive(Debug)]
 struct Shared {
     config: Config,
-    pool: Compute,
+    compute: Compute,
     writer: WriterHandle,
     reader: MegaReader,
     started: Instant,
@@ -42,7 +42,7 @@ impl AppState {
     /// Bundles the parts.
     pub fn new(
         config: Config,
-        pool: Compute,
+        compute: Compute,
         writer: WriterHandle,
         reader: MegaReader,
         listeners: Listeners,
@@ -50,7 +50,7 @@ impl AppState {
     ) -> Self {
         Self(Arc::new(Shared {
             config,
-            pool,
+            compute,
             writer,
             reader,
             started: Instant::now(),
@@ -65,8 +65,8 @@ impl AppState {
     }
 
     /// The compute threads.
-    pub fn pool(&self) -> &Compute {
-        &self.0.pool
+    pub fn compute(&self) -> &Compute {
+        &self.0.compute
     }
 
     /// The Mega writer.

@@ -43,6 +43,18 @@
 //! The front answers `/metrics` (when given a handler: [`Front::with_metrics`]) and
 //! `GET /front/status` itself; every other request is proxied, `/healthz` included
 //! (load tests measure the hop).
+//!
+//! # Glossary
+//! The front's words (the service's `lib.rs` names the other crates' glossaries):
+//! - **front**: the reverse proxy before the shards (or before other hosts).
+//! - **pool**: a named set of upstreams the front balances over (`[[pools]]` in the
+//!   front config). Nothing else is called a pool.
+//! - **upstream**: an address the front forwards to; a **member** is an upstream's
+//!   place in one pool, with its weight.
+//! - **keep-alive connections**: the front's idle connections to one upstream
+//!   (`--upstream-idle`).
+//! - **front threads**: the threads the front serves connections on
+//!   (`--front-threads`); `thread` in code.
 
 pub mod config;
 pub mod listen;

@@ -39,8 +39,8 @@ pub async fn health_ready(State(state): State<AppState>) -> Response {
     if let Some(active) = &fault {
         reasons.push(active.reason());
     }
-    let pool = state.pool();
-    if pool.in_flight() >= pool.max_jobs() {
+    let compute = state.compute();
+    if compute.in_flight() >= compute.max_jobs() {
         reasons.push("the compute threads are full".to_owned());
     }
     if reasons.is_empty() {

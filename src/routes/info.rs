@@ -48,7 +48,7 @@ pub async fn info_show(State(state): State<AppState>, headers: HeaderMap) -> Res
 fn snapshot(state: &AppState) -> Value {
     let process = metrics_process::collector::collect();
     let config = state.config();
-    let pool = state.pool();
+    let compute = state.compute();
     let writer = state.writer();
     let listeners = state.listeners();
     // Facts about the process, shown as they are; the configuration itself comes from
@@ -109,9 +109,9 @@ fn snapshot(state: &AppState) -> Value {
             "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
         "compute": {
-            "threads": pool.threads(),
-            "jobs_in_flight": pool.in_flight(),
-            "jobs_max": pool.max_jobs(),
+            "threads": compute.threads(),
+            "jobs_in_flight": compute.in_flight(),
+            "jobs_max": compute.max_jobs(),
         },
         "shards": shards,
         "front": front,

@@ -79,7 +79,7 @@ pub async fn randoms_count(
         }
     };
     let job = state
-        .pool()
+        .compute()
         .try_count_randoms_then(count, seed, method, move |histogram| {
             render(&histogram, pretty)
         })

@@ -127,7 +127,10 @@ async fn a_full_queue_answers_503_at_once_with_retry_after() {
         tokio::spawn(async move { client.get(url).send().await })
     };
     let state = app.state.clone();
-    wait_until("the big job is admitted", || state.pool().in_flight() == 1).await;
+    wait_until("the big job is admitted", || {
+        state.compute().in_flight() == 1
+    })
+    .await;
     let response = app.get("/api/randoms?cant=10").await;
     assert_eq!(
         response.headers().get("retry-after").map(|v| v.as_bytes()),
@@ -136,12 +139,15 @@ async fn a_full_queue_answers_503_at_once_with_retry_after() {
     let message = expect_error(response, 503).await;
     assert!(message.contains("busy"), "{message}");
     big.abort();
-    wait_until("the pool is free again", || state.pool().in_flight() == 0).await;
+    wait_until("the compute threads are free again", || {
+        state.compute().in_flight() == 0
+    })
+    .await;
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_disconnected_client_frees_the_pool() {
+async fn a_disconnected_client_frees_the_compute_threads() {
     let app = spawn_app_with(&["--threads", "1"]).await;
     let cancelled_before = scrape_counter(&app, "randoms_cancelled_total").await;
     let big = {
@@ -149,11 +155,14 @@ async fn a_disconnected_client_frees_the_pool() {
         tokio::spawn(async move { client.get(url).send().await })
     };
     let state = app.state.clone();
-    wait_until("the big job is admitted", || state.pool().in_flight() == 1).await;
+    wait_until("the big job is admitted", || {
+        state.compute().in_flight() == 1
+    })
+    .await;
     // The client goes away: its connection closes, the handler future is dropped.
     big.abort();
     wait_until("the job is cancelled and its slot freed", || {
-        state.pool().in_flight() == 0
+        state.compute().in_flight() == 0
     })
     .await;
     let cancelled_after = scrape_counter(&app, "randoms_cancelled_total").await;
@@ -161,7 +170,7 @@ async fn a_disconnected_client_frees_the_pool() {
         cancelled_after > cancelled_before,
         "the job ended as cancelled, not completed"
     );
-    // And the pool serves the next job.
+    // And the compute threads serve the next job.
     assert_eq!(total(&counts(&app, "cant=1000").await), 1000);
     app.stop().await;
 }
@@ -174,7 +183,10 @@ async fn healthz_answers_while_a_huge_job_holds_every_compute_thread() {
         tokio::spawn(async move { client.get(url).send().await })
     };
     let state = app.state.clone();
-    wait_until("the big job is admitted", || state.pool().in_flight() == 1).await;
+    wait_until("the big job is admitted", || {
+        state.compute().in_flight() == 1
+    })
+    .await;
     let health = reqwest::Client::new()
         .get(app.url("/healthz"))
         .send()
@@ -182,9 +194,16 @@ async fn healthz_answers_while_a_huge_job_holds_every_compute_thread() {
         .expect("healthz");
     assert_eq!(health.status(), 200);
     // Answered while the job still runs: the runtime was never blocked by the count.
-    assert_eq!(state.pool().in_flight(), 1, "the huge job is still running");
+    assert_eq!(
+        state.compute().in_flight(),
+        1,
+        "the huge job is still running"
+    );
     big.abort();
-    wait_until("the pool is free again", || state.pool().in_flight() == 0).await;
+    wait_until("the compute threads are free again", || {
+        state.compute().in_flight() == 0
+    })
+    .await;
     app.stop().await;
 }
 

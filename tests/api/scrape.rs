@@ -190,7 +190,10 @@ pub(crate) async fn force_randoms_rejection(app: &TestApp) {
         })
     };
     let state = app.state.clone();
-    wait_until("the huge job is admitted", || state.pool().in_flight() == 1).await;
+    wait_until("the huge job is admitted", || {
+        state.compute().in_flight() == 1
+    })
+    .await;
     expect_status(
         app.client
             .get(format!("http://{shard}/api/randoms?cant=10")),
@@ -199,7 +202,7 @@ pub(crate) async fn force_randoms_rejection(app: &TestApp) {
     .await;
     big.abort();
     wait_until("the huge job is cancelled", || {
-        state.pool().in_flight() == 0
+        state.compute().in_flight() == 0
     })
     .await;
 }

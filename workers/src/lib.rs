@@ -12,7 +12,18 @@
 //! - [`compute`]: the compute threads: a fixed set of rayon threads with bounded admission and
 //!   cooperative cancellation, running the kernel off the caller's threads.
 //! - [`mega`]: the Mega-Sena ticket store: validation, the SQLite schema, the single
-//!   writer thread with group commit, and a pool of read-only connections.
+//!   writer thread with group commit, and the readers (read-only connections).
+//!
+//! # Glossary
+//! The words this crate owns (the service's `lib.rs` names the other crates'
+//! glossaries):
+//! - **workers**: this crate, the work without HTTP: compute and stores. Nothing in it
+//!   is called a worker.
+//! - **compute**: the fixed rayon thread set that runs `/api/randoms` jobs
+//!   (`--threads`, `--randoms-queue`).
+//! - **writer**: the one thread that writes Mega tickets to the store (its loop is a
+//!   `WriterLoop`); **readers**: the store's read connections (`--read-connections`).
+//! - **store**: where Mega tickets live: SQLite (a path) or PostgreSQL (a URL).
 
 pub mod compute;
 pub mod mega;

@@ -5,11 +5,11 @@
 //!   It also watches the client's side: an error reading it, or
 //!   [`BODY_IDLE_TIMEOUT`] without a byte, is recorded as a [`ClientFault`] so the
 //!   proxy does not blame the upstream; and whether it was read to its end, so a
-//!   connection whose request was not fully written never goes back to the pool
+//!   connection whose request was not fully written never goes back to the idle ones
 //!   (hyperium/hyper#4176).
 //!
-//! The response body, which gives its connection back, is the pool's:
-//! [`crate::conns::PooledBody`].
+//! The response body, which gives its connection back, is the keep-alive connections':
+//! [`crate::conns::KeepAliveBody`].
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ use super::failure::{BODY_IDLE_TIMEOUT, ClientFault};
 /// a pause in which nobody polled (the *other* side applying backpressure: an
 /// upstream slow to read the request, a client slow to read the response) is not
 /// held against the side being waited on. Used here for the client's body and by
-/// [`super::conns::PooledBody`] for the upstream's response.
+/// [`super::conns::KeepAliveBody`] for the upstream's response.
 pub(crate) struct IdleTimer {
     limit: Duration,
     /// Made on the first wait only: most bodies arrive whole, and never wait.
@@ -148,7 +148,7 @@ impl RequestBody {
     }
 
     /// A handle that tells whether the body has been read to its end, for the
-    /// response body to decide whether its connection may be pooled.
+    /// response body to decide whether its connection may be kept alive.
     pub(crate) fn watch(&self) -> BodyWatch {
         match self {
             RequestBody::Empty => BodyWatch(None),

@@ -1,11 +1,11 @@
 //! [`UpstreamConns`]: keep-alive HTTP/1.1 connections to one upstream address.
 //!
-//! A small pool on hyper's connection API rather than hyper-util's legacy client: the
-//! front knows its upstreams up front, so it needs no pool keyed by hashed authority,
-//! no boxed response future, and no task spawned per request to wait for the
-//! connection to become idle (the legacy client's cost on every HTTP/1.1 response
-//! with a body). A connection comes back through [`PooledBody`] when its response
-//! body ends.
+//! A small set of keep-alive connections on hyper's connection API rather than
+//! hyper-util's legacy client: the front knows its upstreams up front, so it needs no
+//! connection pool keyed by hashed authority, no boxed response future, and no task
+//! spawned per request to wait for the connection to become idle (the legacy client's
+//! cost on every HTTP/1.1 response with a body). A connection comes back through
+//! [`KeepAliveBody`] when its response body ends.
 //!
 //! Idle connections are kept last-in first-out, up to `--upstream-idle` per upstream
 //! (sized to the concurrency so connections are reused, not churned: nginx with
@@ -62,7 +62,7 @@ struct Idle {
 }
 
 impl UpstreamConns {
-    /// An empty pool; nothing connects until the first request.
+    /// No connections yet; nothing connects until the first request.
     pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration, max_idle: usize) -> Self {
         Self {
             addr,
@@ -99,7 +99,7 @@ impl UpstreamConns {
         }
     }
 
-    /// Puts a connection whose response has been read back in the pool.
+    /// Puts a connection whose response has been read back with the idle ones.
     pub(crate) fn checkin(&self, sender: SendRequest<UpstreamBody>) {
         if sender.is_closed() {
             return;
@@ -161,7 +161,7 @@ impl UpstreamConns {
 /// back, before the front cuts it (nginx's `proxy_read_timeout`, 60 s there too).
 pub(crate) const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// An upstream response body that returns its connection to `pool` when it ends,
+/// An upstream response body that returns its connection to `conns` when it ends,
 /// then frees its upstream's `max_conns` slot.
 ///
 /// A body dropped before its end (the client went away) drops the connection too:
@@ -169,9 +169,9 @@ pub(crate) const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// that came back before its request body was fully written (an early 413), and one
 /// that stalls for [`RESPONSE_IDLE_TIMEOUT`] (cut with an error: the client sees the
 /// connection close mid-body, as it would from nginx).
-pub(crate) struct PooledBody {
+pub(crate) struct KeepAliveBody {
     inner: Incoming,
-    /// The connection and its pool, until given back.
+    /// The connection and where it goes back, until given back.
     giveback: Option<(SendRequest<UpstreamBody>, Arc<UpstreamConns>)>,
     /// The request's `max_conns` slot, released after the connection is back (so the
     /// request it lets in finds the connection idle), or on drop.
@@ -184,21 +184,21 @@ pub(crate) struct PooledBody {
     stalls: metrics::Counter,
 }
 
-impl PooledBody {
+impl KeepAliveBody {
     /// Wraps `inner`; an already finished body (204, HEAD, `Content-Length: 0`) gives
     /// the connection back at once, as nothing would poll it to its end.
     pub(crate) fn new(
         inner: Incoming,
         sender: SendRequest<UpstreamBody>,
         slot: Option<OwnedSemaphorePermit>,
-        pool: Arc<UpstreamConns>,
+        conns: Arc<UpstreamConns>,
         request: BodyWatch,
         stalls: metrics::Counter,
     ) -> Self {
         use hyper::body::Body as _;
         let mut body = Self {
             inner,
-            giveback: Some((sender, pool)),
+            giveback: Some((sender, conns)),
             slot,
             request,
             idle: IdleTimer::new(RESPONSE_IDLE_TIMEOUT),
@@ -211,16 +211,16 @@ impl PooledBody {
     }
 
     fn give_back(&mut self) {
-        if let Some((sender, pool)) = self.giveback.take()
+        if let Some((sender, conns)) = self.giveback.take()
             && self.request.is_finished()
         {
-            pool.checkin(sender);
+            conns.checkin(sender);
         }
         self.slot = None;
     }
 }
 
-impl hyper::body::Body for PooledBody {
+impl hyper::body::Body for KeepAliveBody {
     type Data = Bytes;
     type Error = axum::Error;
 

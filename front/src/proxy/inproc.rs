@@ -78,7 +78,7 @@ pub(crate) async fn send(attempt: Attempt<'_>, router: Arc<Router>) -> Outcome {
         _ if body.is_end_stream() => body,
         None => body,
         // The permit lives in the closure: freed when the server drops the body, after
-        // its last byte (or unread), as the TCP path's pooled body frees its slot.
+        // its last byte (or unread), as the TCP path's keep-alive body frees its slot.
         Some(slot) => Body::new(body.map_frame(move |frame| {
             let _held = &slot;
             frame

@@ -11,13 +11,13 @@ use metrics::Counter;
 use tokio::time::Instant;
 
 use super::attempt::{Attempt, Outcome};
-use crate::conns::{PooledBody, SendFailure, UpstreamConns};
+use crate::conns::{KeepAliveBody, SendFailure, UpstreamConns};
 use crate::error::error_chain;
 use crate::headers::remove_hop_by_hop;
 use crate::upstream::FailureKind;
 
 /// Sends `attempt` on `connections` (an idle connection, or a new one) within its
-/// deadline. The response body streams back through a [`PooledBody`], which gives the
+/// deadline. The response body streams back through a [`KeepAliveBody`], which gives the
 /// connection back, then the member's `max_conns` slot, when it ends; `stalls` counts
 /// the response bodies it cuts for stalling.
 pub(crate) async fn send(
@@ -46,7 +46,7 @@ pub(crate) async fn send(
                     .headers
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            let pooled = PooledBody::new(
+            let body = KeepAliveBody::new(
                 incoming,
                 sender,
                 slot,
@@ -54,7 +54,7 @@ pub(crate) async fn send(
                 client.watch(),
                 stalls.clone(),
             );
-            Outcome::Answered(Response::from_parts(parts, Body::new(pooled)))
+            Outcome::Answered(Response::from_parts(parts, Body::new(body)))
         }
         Ok(Err(failure)) => {
             if let Some((fault, detail)) = client.client_fault() {

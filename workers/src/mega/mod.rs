@@ -11,7 +11,7 @@
 //! - [`fault`]: [`StoreFault`], the failures of a store itself (full, read-only, I/O
 //!   error, busy, out of reach), and how each store's errors map to them; [`health`]:
 //!   [`StoreHealth`], the writer's view of its store for readiness.
-//! - [`reader`]: a small pool of read connections for lookups, pages and stats;
+//! - [`reader`]: the readers, a few read connections for lookups, pages and stats;
 //!   [`records`]: what reads return.
 //!
 //! A *row* is one stored ticket; a *request* is what one caller submits to the writer:

@@ -1,4 +1,4 @@
-//! Reads of the `Mega` table, through a small pool of read connections: read-only
+//! Reads of the `Mega` table, through the readers, a few read connections: read-only
 //! SQLite connections here, PostgreSQL clients in [`super::pg_reader`].
 //!
 //! Reads never go through the writer: in WAL mode SQLite readers see the last committed
@@ -19,10 +19,11 @@ use super::ticket::MEGA_MAX;
 
 /// The read connections of whichever store holds `Mega`.
 #[derive(Debug)]
-pub struct MegaReader(Pool);
+pub struct MegaReader(Readers);
 
+/// The readers of one store (the glossary's **readers**).
 #[derive(Debug)]
-enum Pool {
+enum Readers {
     Sqlite(SqliteReader),
     /// Boxed: r2d2's pool is large, and the enum is built once.
     Postgres(Box<PgReader>),
@@ -38,24 +39,26 @@ impl MegaReader {
             .increment(0);
         metrics::counter!("mega_read_retries_total", "store" => db.store().label()).increment(0);
         Ok(Self(match db {
-            Database::Sqlite(path) => Pool::Sqlite(SqliteReader::open(path, connections)?),
-            Database::Postgres(url) => Pool::Postgres(Box::new(PgReader::open(url, connections))),
+            Database::Sqlite(path) => Readers::Sqlite(SqliteReader::open(path, connections)?),
+            Database::Postgres(url) => {
+                Readers::Postgres(Box::new(PgReader::open(url, connections)))
+            }
         }))
     }
 
     /// Which store the reads go to.
     pub fn store(&self) -> Store {
         match &self.0 {
-            Pool::Sqlite(_) => Store::Sqlite,
-            Pool::Postgres(_) => Store::Postgres,
+            Readers::Sqlite(_) => Store::Sqlite,
+            Readers::Postgres(_) => Store::Postgres,
         }
     }
 
     /// The ticket with this id, if any.
     pub fn get(&self, id: i64) -> Result<Option<StoredTicket>, ReadError> {
         match &self.0 {
-            Pool::Sqlite(pool) => pool.get(id),
-            Pool::Postgres(pool) => pool.get(id),
+            Readers::Sqlite(readers) => readers.get(id),
+            Readers::Postgres(readers) => readers.get(id),
         }
     }
 
@@ -63,8 +66,8 @@ impl MegaReader {
     /// pagination: pass the last id of a page to get the next).
     pub fn page(&self, after_id: i64, limit: u32) -> Result<Vec<StoredTicket>, ReadError> {
         match &self.0 {
-            Pool::Sqlite(pool) => pool.page(after_id, limit),
-            Pool::Postgres(pool) => pool.page(after_id, limit),
+            Readers::Sqlite(readers) => readers.page(after_id, limit),
+            Readers::Postgres(readers) => readers.page(after_id, limit),
         }
     }
 
@@ -72,13 +75,13 @@ impl MegaReader {
     /// of the table. Scans the whole table.
     pub fn stats(&self) -> Result<MegaStats, ReadError> {
         match &self.0 {
-            Pool::Sqlite(pool) => pool.stats(),
-            Pool::Postgres(pool) => pool.stats(),
+            Readers::Sqlite(readers) => readers.stats(),
+            Readers::Postgres(readers) => readers.stats(),
         }
     }
 }
 
-/// A fixed pool of read-only SQLite connections.
+/// The SQLite readers: a fixed set of read-only connections.
 struct SqliteReader {
     /// Idle connections. A `std` mutex held only to pop or push: never across a query.
     idle: Mutex<Vec<Connection>>,
@@ -109,7 +112,7 @@ impl SqliteReader {
     }
 
     /// Runs `f` on an idle connection, or on a fresh one when all are busy (so a burst of
-    /// reads never waits on the pool; the extra connection is closed after use).
+    /// reads never waits on the readers; the extra connection is closed after use).
     fn with_conn<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, ReadError>,
