@@ -25,7 +25,8 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 
 use anyhow::Context;
 use loadlab_front::server::{self, Serving};
-use loadlab_front::{Front, FrontConfig};
+use loadlab_front::tls::TlsAcceptor;
+use loadlab_front::{Front, FrontConfig, FrontListeners};
 use loadlab_workers::compute::Compute;
 use loadlab_workers::mega::{MegaReader, MegaWriter};
 use tokio_util::sync::CancellationToken;
@@ -43,8 +44,19 @@ pub struct App {
     /// [`App::stop_writer`] stopped it early.
     writer: Option<MegaWriter>,
     shards: Vec<Shard>,
-    front: Option<(StdListener, Front)>,
+    front: Option<FrontParts>,
     metrics: Option<StdListener>,
+}
+
+/// The front and its listeners, built and not yet serving.
+#[derive(Debug)]
+struct FrontParts {
+    front: Front,
+    /// `--bind`: TLS with `tls`, else cleartext.
+    listener: StdListener,
+    tls: Option<TlsAcceptor>,
+    /// `--plain-bind`.
+    plain: Option<StdListener>,
 }
 
 impl App {
@@ -67,9 +79,19 @@ impl App {
                 None => FrontConfig::round_robin(&shard_addrs),
             };
             let listener = bind(config.bind).context("front")?;
+            let plain = config
+                .plain_bind
+                .map(|addr| bind(addr).context("--plain-bind"))
+                .transpose()?;
+            let tls = config.tls.as_ref().map(TlsAcceptor::new).transpose()?;
             let front = Front::new(front_config, config.upstream)?
                 .with_metrics(axum::routing::get(crate::metrics::metrics_render));
-            Some((listener, front))
+            Some(FrontParts {
+                front,
+                listener,
+                tls,
+                plain,
+            })
         } else {
             None
         };
@@ -84,10 +106,18 @@ impl App {
         let compute = Compute::new(config.threads, config.randoms.max_jobs)
             .context("starting the compute threads")?;
         let listeners = Listeners {
-            front: front.as_ref().map(|(l, _)| l.local_addr()).transpose()?,
+            front: front
+                .as_ref()
+                .map(|f| f.listener.local_addr())
+                .transpose()?,
+            front_plain: front
+                .as_ref()
+                .and_then(|f| f.plain.as_ref())
+                .map(StdListener::local_addr)
+                .transpose()?,
             shards: shard_addrs,
         };
-        let front_handle = front.as_ref().map(|(_, f)| f.clone());
+        let front_handle = front.as_ref().map(|f| f.front.clone());
         let front_path = config.front_path;
         let state = AppState::new(
             config,
@@ -105,7 +135,7 @@ impl App {
                 Shard::new(index, listener, router)
             })
             .collect();
-        if let (Some((_, front)), FrontPath::Inproc) = (&front, front_path) {
+        if let (Some(FrontParts { front, .. }), FrontPath::Inproc) = (&front, front_path) {
             for (shard, addr) in shards.iter().zip(&state.listeners().shards) {
                 front.attach_shard(*addr, shard.router());
             }
@@ -122,6 +152,11 @@ impl App {
     /// Where the front listens, if it runs.
     pub fn front_addr(&self) -> Option<SocketAddr> {
         self.state.listeners().front
+    }
+
+    /// Where the front's cleartext listener beside its TLS one listens, if it has one.
+    pub fn front_plain_addr(&self) -> Option<SocketAddr> {
+        self.state.listeners().front_plain
     }
 
     /// Where each shard listens.
@@ -175,9 +210,19 @@ impl App {
         }
         // This runtime accepts for the front and deals the connections out to the
         // front's own threads; it also runs the health checks and the metrics listener.
-        if let Some((listener, front)) = front {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            front.serve(listener, &state.config().edge, &shutdown, &mut serving)?;
+        if let Some(parts) = front {
+            let listeners = FrontListeners {
+                bind: tokio::net::TcpListener::from_std(parts.listener)?,
+                tls: parts.tls,
+                plain: parts
+                    .plain
+                    .map(tokio::net::TcpListener::from_std)
+                    .transpose()?,
+            };
+            let edge = &state.config().edge;
+            parts
+                .front
+                .serve(listeners, edge, &shutdown, &mut serving)?;
         }
         if let Some(listener) = metrics {
             let listener = tokio::net::TcpListener::from_std(listener)?;

@@ -174,6 +174,9 @@ pub struct ServingArgs {
     #[command(flatten)]
     pub upstream: UpstreamArgs,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// Also serve /metrics on this address (it is always on every listener too).
     #[arg(long, env = "LOADLAB_METRICS_BIND")]
     pub metrics_bind: Option<SocketAddr>,
@@ -203,6 +206,30 @@ pub struct EdgeArgs {
     /// Open connections per listener; further clients wait in the accept queue.
     #[arg(long, env = "LOADLAB_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+}
+
+/// TLS on the front's listener (see docs/TLS.md). Each flag takes precedence over the
+/// same key in the front config (`tls_cert`, `tls_key`, `tls_handshake_timeout`,
+/// `plain_listen`).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Serve TLS (HTTP/1.1 and h2 by ALPN) on the front's --bind with this certificate:
+    /// a PEM file, the certificate first, then any intermediates. Reloaded on SIGHUP.
+    #[arg(long, env = "LOADLAB_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key: a PEM file (PKCS#8, RSA or EC).
+    #[arg(long, env = "LOADLAB_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Time a client gets to finish the TLS handshake [default: 10s].
+    #[arg(long, env = "LOADLAB_TLS_HANDSHAKE_TIMEOUT", value_parser = duration)]
+    pub tls_handshake_timeout: Option<Duration>,
+
+    /// A cleartext listener (HTTP/1.1 and h2c) beside the TLS one, e.g. for local
+    /// health checks; needs TLS. None by default.
+    #[arg(long, env = "LOADLAB_PLAIN_BIND")]
+    pub plain_bind: Option<SocketAddr>,
 }
 
 /// Front-to-upstream limits.

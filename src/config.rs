@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use loadlab_workers::mega::{Database, SyncMode, WriterConfig};
 
-use crate::cli::{DbSync, EdgeArgs, FrontPath, ServeArgs, UpstreamArgs};
+use crate::cli::{DbSync, EdgeArgs, FrontPath, ServeArgs, TlsArgs, UpstreamArgs};
 use crate::count::parse_count;
 use loadlab_front::ConnectionLimits;
+use loadlab_front::config::{DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig};
 use loadlab_front::{EdgeLimits, FrontConfig, UpstreamLimits};
 
 /// The validated configuration of `loadlab serve`.
@@ -25,6 +26,10 @@ pub struct Config {
     pub front: bool,
     /// Front config file; `None`: one round-robin pool of all shards.
     pub front_config: Option<PathBuf>,
+    /// TLS on the front's `bind`; `None`: cleartext.
+    pub tls: Option<TlsConfig>,
+    /// A cleartext front listener beside the TLS one; `None`: none.
+    pub plain_bind: Option<SocketAddr>,
     /// How the front reaches members that are this process's shards.
     pub front_path: FrontPath,
     /// Number of port-sharded listeners.
@@ -109,19 +114,26 @@ impl Config {
         if args.db_max_size.is_some() && matches!(db, Database::Postgres(_)) {
             bail!("--db-max-size caps a SQLite file: it has no effect on PostgreSQL");
         }
-        if let Some(path) = &args.front_config {
-            if args.no_front {
-                bail!("--front-config has no effect with --no-front");
-            }
+        let front_file = match &args.front_config {
+            Some(_) if args.no_front => bail!("--front-config has no effect with --no-front"),
             // Parsed and validated here so `check-config` reports a bad file; `App::build`
             // loads it again (cheap) so the addresses are resolved at start-up.
-            FrontConfig::load(path)
-                .with_context(|| format!("--front-config {}", path.display()))?;
+            Some(path) => Some(
+                FrontConfig::load(path)
+                    .with_context(|| format!("--front-config {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let (tls, plain_bind) = front_tls(&args.serving.tls, front_file.as_ref())?;
+        if args.no_front && tls.is_some() {
+            bail!("--tls-cert serves TLS on the front: it has no effect with --no-front");
         }
         Ok(Self {
             bind: args.bind,
             front: !args.no_front,
             front_config: args.front_config.clone(),
+            tls,
+            plain_bind,
             front_path: args.front_path,
             shards,
             shard_host: args.shard_host,
@@ -177,6 +189,39 @@ pub fn edge_limits(args: &EdgeArgs) -> anyhow::Result<EdgeLimits> {
             shutdown_grace: Duration::from_secs(30),
         },
     })
+}
+
+/// The front's TLS and its extra cleartext listener: the flags, else the keys of the
+/// front config `file` (shared by `serve` and `front`). The certificate is loaded once
+/// here, so a bad file is reported before anything is bound (and by `check-config`).
+pub fn front_tls(
+    args: &TlsArgs,
+    file: Option<&FrontConfig>,
+) -> anyhow::Result<(Option<TlsConfig>, Option<SocketAddr>)> {
+    let mut tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert_file), Some(key_file)) => Some(TlsConfig {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }),
+        (None, None) => file.and_then(|f| f.tls.clone()),
+        _ => bail!("--tls-cert and --tls-key go together: give both or neither"),
+    };
+    match (&mut tls, args.tls_handshake_timeout) {
+        (Some(tls), Some(timeout)) if !timeout.is_zero() => tls.handshake_timeout = timeout,
+        (_, Some(_)) => bail!("--tls-handshake-timeout needs TLS and a time longer than 0"),
+        _ => {}
+    }
+    let plain_bind = args.plain_bind.or(file.and_then(|f| f.plain_listen));
+    if plain_bind.is_some() && tls.is_none() {
+        bail!(
+            "--plain-bind is a cleartext listener beside a TLS one: give --tls-cert and --tls-key"
+        );
+    }
+    if let Some(tls) = &tls {
+        loadlab_front::tls::check(tls).context("--tls-cert/--tls-key")?;
+    }
+    Ok((tls, plain_bind))
 }
 
 /// Converts the upstream flags (shared by `serve` and `front`).

@@ -3,10 +3,11 @@
 
 use anyhow::Context;
 use loadlab_front::server::{self, Serving};
-use loadlab_front::{DEFAULT_LISTEN, Front, FrontConfig};
+use loadlab_front::tls::TlsAcceptor;
+use loadlab_front::{DEFAULT_LISTEN, Front, FrontConfig, FrontListeners};
 
 use crate::cli::FrontArgs;
-use crate::config::{edge_limits, upstream_limits};
+use crate::config::{edge_limits, front_tls, upstream_limits};
 
 /// Runs `loadlab front` on the current runtime (which accepts, checks health and
 /// serves `--metrics-bind`; the front's threads bring their own runtimes). Returns
@@ -15,6 +16,7 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
     let config = FrontConfig::load(&args.config)?;
     let edge = edge_limits(&args.serving.edge)?;
     let limits = upstream_limits(&args.serving.upstream);
+    let (tls, plain_bind) = front_tls(&args.serving.tls, Some(&config))?;
     let bind = match args.bind.or(config.listen) {
         Some(addr) => addr,
         None => DEFAULT_LISTEN
@@ -27,6 +29,15 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("could not listen on {bind}"))?;
+    let plain = match plain_bind {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--plain-bind: could not listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    let tls = tls.as_ref().map(TlsAcceptor::new).transpose()?;
     let metrics_listener = match args.serving.metrics_bind {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -39,10 +50,16 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
     let mut serving = Serving::new();
     tracing::info!(
         addr = %listener.local_addr()?,
+        tls = tls.is_some(),
         pools = front.pool_count(),
         "loadlab front is serving"
     );
-    front.serve(listener, &edge, &shutdown, &mut serving)?;
+    let listeners = FrontListeners {
+        bind: listener,
+        tls,
+        plain,
+    };
+    front.serve(listeners, &edge, &shutdown, &mut serving)?;
     if let Some(listener) = metrics_listener {
         let connections = edge.connections.clone();
         serving.spawn(crate::metrics::serve_metrics(

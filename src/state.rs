@@ -32,8 +32,10 @@ struct Shared {
 /// Where the process listens, for `/info`.
 #[derive(Debug, Clone, Default)]
 pub struct Listeners {
-    /// The front's address, if it runs.
+    /// The front's address, if it runs (TLS with `--tls-cert`).
     pub front: Option<SocketAddr>,
+    /// The front's cleartext listener beside a TLS one (`--plain-bind`), if any.
+    pub front_plain: Option<SocketAddr>,
     /// Each shard's address, in shard order.
     pub shards: Vec<SocketAddr>,
 }

@@ -11,14 +11,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// The listener limits live with the listener kit; reachable here as before.
-pub use crate::listen::limits::{ConnectionLimits, EdgeLimits};
+pub use crate::listen::limits::{
+    ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, EdgeLimits, TlsConfig,
+};
 
 /// Health checks. Active checks flip an upstream only after `rise`/`fall` consecutive
 /// results (pingora); passive ones follow nginx's `max_fails`/`fail_timeout`.
@@ -84,6 +86,12 @@ pub struct UpstreamLimits {
 pub struct FrontConfig {
     /// Where `loadlab front` listens when `--bind` is not given; `None`: 127.0.0.1:8080.
     pub listen: Option<SocketAddr>,
+    /// TLS on `listen` (`tls_cert`, `tls_key`, `tls_handshake_timeout`); `None`:
+    /// cleartext. The command line's `--tls-cert`/`--tls-key` take precedence.
+    pub tls: Option<TlsConfig>,
+    /// A cleartext listener beside a TLS `listen` (`plain_listen`, `--plain-bind`);
+    /// `None`: none.
+    pub plain_listen: Option<SocketAddr>,
     /// The pool for paths no route matches; `None`: the pool of the `/` route, or the
     /// only pool.
     pub default_pool: Option<String>,
@@ -192,8 +200,34 @@ impl FrontConfig {
                 pool: r.pool,
             })
             .collect();
+        let tls = match (raw.tls_cert, raw.tls_key) {
+            (Some(cert_file), Some(key_file)) => Some(TlsConfig {
+                cert_file,
+                key_file,
+                handshake_timeout: match raw.tls_handshake_timeout {
+                    None => DEFAULT_HANDSHAKE_TIMEOUT,
+                    Some(text) => humantime::parse_duration(&text).with_context(|| {
+                        format!(
+                            "tls_handshake_timeout = \"{text}\" is not a duration (e.g. \"10s\")"
+                        )
+                    })?,
+                },
+            }),
+            (None, None) if raw.tls_handshake_timeout.is_some() => {
+                bail!("tls_handshake_timeout needs tls_cert and tls_key")
+            }
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key go together: set both or neither"),
+        };
+        if raw.plain_listen.is_some() && tls.is_none() {
+            bail!(
+                "plain_listen is a cleartext listener beside a TLS one: set tls_cert and tls_key"
+            );
+        }
         let config = Self {
             listen: raw.listen,
+            tls,
+            plain_listen: raw.plain_listen,
             default_pool: raw.default_pool,
             health,
             pools,
@@ -207,6 +241,8 @@ impl FrontConfig {
     pub fn round_robin(upstreams: &[SocketAddr]) -> Self {
         Self {
             listen: None,
+            tls: None,
+            plain_listen: None,
             default_pool: None,
             health: HealthConfig::default(),
             pools: vec![PoolConfig {
@@ -345,6 +381,10 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_handshake_timeout: Option<String>,
+    plain_listen: Option<SocketAddr>,
     default_pool: Option<String>,
     health: Option<RawHealth>,
     #[serde(default)]
@@ -436,6 +476,19 @@ mod tests {
     }
 
     #[test]
+    fn tls_keys_are_read_with_their_default_timeout() {
+        let config = FrontConfig::parse(
+            "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nplain_listen = \"127.0.0.1:8081\"\n\
+                [[pools]]\nname = \"p\"\nupstreams = [{ addr = \"127.0.0.1:1\" }]\n",
+        )
+        .expect("valid");
+        let tls = config.tls.expect("tls");
+        assert_eq!(tls.cert_file, Path::new("c.pem"));
+        assert_eq!(tls.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
+        assert!(config.plain_listen.is_some());
+    }
+
+    #[test]
     fn max_conns_is_read_and_may_repeat_with_the_same_value() {
         let pool = |name: &str| {
             format!(
@@ -470,6 +523,8 @@ mod tests {
         let two = "[[pools]]\nname = \"q\"\nupstreams = [{ addr = \"127.0.0.1:2\" }]\n";
         assert!(error_of(&format!("{pool}{two}")).contains("default_pool"));
         assert!(error_of(&format!("{pool}colour = \"red\"\n")).contains("colour"));
+        assert!(error_of(&format!("tls_cert = \"c.pem\"\n{pool}")).contains("go together"));
+        assert!(error_of(&format!("plain_listen = \"127.0.0.1:1\"\n{pool}")).contains("tls_cert"));
         let twice = "[[pools]]\nname = \"p\"\nupstreams = [{ addr = \"127.0.0.1:1\" }, { addr = \
             \"127.0.0.1:1\" }]\n";
         assert!(error_of(twice).contains("twice"));

@@ -1,4 +1,5 @@
-//! loadlab's front: an HTTP/1.1 reverse proxy balancing requests over pools of
+//! loadlab's front: a reverse proxy (HTTP/1.1 and HTTP/2 to clients, over TLS or
+//! cleartext; HTTP/1.1 to upstreams) balancing requests over pools of
 //! upstreams (the shards of `loadlab serve`, or loadlab instances on other hosts with
 //! `loadlab front`), and the listener kit that it and the shards serve on.
 //!
@@ -14,8 +15,10 @@
 //!   shard's) and knowing nothing of proxying: [`server`] (accept loops, connection
 //!   limits, the front's threads, graceful shutdown, [`server::run_until_stopped`]),
 //!   [`edge`] (the layers every listener puts around its routes), `leftover` (draining
-//!   what a handler left of a request body), [`error`] (the JSON error shape) and
-//!   [`listen::limits`] ([`EdgeLimits`], [`ConnectionLimits`]).
+//!   what a handler left of a request body), [`error`] (the JSON error shape),
+//!   [`protocol`] (HTTP/1.1, h2 by ALPN, h2c by preface, and the HTTP/2 limits), [`tls`]
+//!   (the certificate, the handshake, reload on SIGHUP) and [`listen::limits`]
+//!   ([`EdgeLimits`], [`ConnectionLimits`]).
 //! - `proxy`: forwarding one request in named phases: the retry policy, one try per
 //!   member, the header policy, the front's own 502/504 answers (`proxy::answers`);
 //!   over one of two transports, `proxy::inproc` (a member that is one of this
@@ -64,7 +67,7 @@ mod pools;
 mod proxy;
 
 use self::listen::leftover;
-pub use self::listen::{edge, error, server};
+pub use self::listen::{edge, error, protocol, server, tls};
 use self::pools::{balance, health, upstream};
 use self::proxy::{body, conns, failure, headers};
 
@@ -72,7 +75,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -93,6 +96,7 @@ pub use self::error::json_error;
 pub use self::listen::limits::{ConnectionLimits, EdgeLimits};
 use self::proxy::Proxy;
 use self::server::{Serving, ServingThread, ThreadSet};
+use self::tls::{Certificates, TlsAcceptor};
 use self::upstream::Upstream;
 
 /// Where `loadlab front` listens without `--bind` or `listen`.
@@ -122,6 +126,58 @@ struct Inner {
     health: HealthConfig,
     /// Front threads, each with its own upstream connections.
     threads: usize,
+    /// Where the front listens, set once it serves ([`Front::serve`]).
+    listening: OnceLock<Listening>,
+}
+
+/// The listeners the front serves on.
+#[derive(Debug)]
+pub struct FrontListeners {
+    /// `--bind`: TLS when `tls` is given, else cleartext (HTTP/1.1 and h2c).
+    pub bind: tokio::net::TcpListener,
+    /// TLS on `bind`; `None`: cleartext.
+    pub tls: Option<TlsAcceptor>,
+    /// `--plain-bind`: a cleartext listener beside a TLS `bind`; `None`: none.
+    pub plain: Option<tokio::net::TcpListener>,
+}
+
+impl FrontListeners {
+    /// One cleartext listener.
+    pub fn plain(bind: tokio::net::TcpListener) -> Self {
+        Self {
+            bind,
+            tls: None,
+            plain: None,
+        }
+    }
+}
+
+/// What the status pages show of the front's listeners.
+#[derive(Debug)]
+struct Listening {
+    /// Each address, and whether it serves TLS.
+    addrs: Vec<(SocketAddr, bool)>,
+    /// The certificate the TLS listener presents.
+    certificates: Option<Arc<Certificates>>,
+}
+
+impl Listening {
+    fn to_json(&self) -> serde_json::Value {
+        let listeners: Vec<_> = self
+            .addrs
+            .iter()
+            .map(|(addr, tls)| {
+                let (scheme, protocols) = if *tls {
+                    ("https", ["h2", "http/1.1"])
+                } else {
+                    ("http", ["http/1.1", "h2c"])
+                };
+                json!({ "addr": addr.to_string(), "scheme": scheme, "protocols": protocols })
+            })
+            .collect();
+        let certificate = self.certificates.as_ref().map(|c| c.info().to_json());
+        json!({ "listeners": listeners, "certificate": certificate })
+    }
 }
 
 impl Front {
@@ -199,6 +255,7 @@ impl Front {
                 proxy: Proxy::new(limits),
                 health: config.health,
                 threads: limits.front_threads.max(1),
+                listening: OnceLock::new(),
             }),
             worker: 0,
             metrics: None,
@@ -231,8 +288,10 @@ impl Front {
         edge::guard_proxy(dispatch, edge)
     }
 
-    /// Pools, routes, each upstream's address, weight, health and `max_conns` use, and
-    /// the front's threads, as JSON (for `/info` and `GET /front/status`). `up`
+    /// Pools, routes, each upstream's address, weight, health and `max_conns` use, the
+    /// front's threads, its listeners (address, scheme, protocols) and the TLS
+    /// certificate's subject and expiry (`null` without TLS), as JSON (for `/info` and
+    /// `GET /front/status`). `up`
     /// is whether requests may go there now; a pool's `panic` is whether it is trying
     /// members held out by passive checks because none is up.
     pub fn status(&self) -> serde_json::Value {
@@ -275,11 +334,20 @@ impl Front {
             .iter()
             .map(|(prefix, pool)| json!({ "prefix": prefix, "pool": inner.pools[*pool].name() }))
             .collect();
+        let (listeners, certificate) = match inner.listening.get().map(Listening::to_json) {
+            Some(mut listening) => (
+                listening["listeners"].take(),
+                listening["certificate"].take(),
+            ),
+            None => (json!([]), serde_json::Value::Null),
+        };
         json!({
             "pools": pools,
             "routes": routes,
             "default_pool": inner.pools[inner.routes.fallback()].name(),
             "threads": inner.threads,
+            "listeners": listeners,
+            "certificate": certificate,
         })
     }
 
@@ -345,26 +413,51 @@ impl Front {
 }
 
 impl Front {
-    /// Serves the front on `listener`: its threads, its health checks, and on the
-    /// current runtime the accept loop that deals connections to the threads. All of
-    /// it joins `serving` and stops when `shutdown` is cancelled.
+    /// Serves the front on `listeners`: its threads, its health checks, the
+    /// certificate's reload on SIGHUP, and on the current runtime the accept loops that
+    /// deal connections to the threads. All of it joins `serving` and stops when
+    /// `shutdown` is cancelled.
     ///
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.
     pub fn serve(
         &self,
-        listener: tokio::net::TcpListener,
+        listeners: FrontListeners,
         edge: &EdgeLimits,
         shutdown: &CancellationToken,
         serving: &mut Serving,
     ) -> anyhow::Result<()> {
+        let FrontListeners { bind, tls, plain } = listeners;
+        let mut addrs = vec![(bind.local_addr()?, tls.is_some())];
+        if let Some(plain) = &plain {
+            addrs.push((plain.local_addr()?, false));
+        }
+        let certificates = tls.as_ref().map(|t| Arc::clone(t.certificates()));
+        // Set once: a front serves once.
+        let _ = self.inner.listening.set(Listening {
+            addrs,
+            certificates,
+        });
         let (threads, front_threads) = self.spawn_threads(edge, shutdown)?;
         serving.add_threads(front_threads);
         self.spawn_health_checks(shutdown.clone());
+        if let Some(tls) = &tls {
+            tls.spawn_reloads(shutdown.clone());
+        }
         let connections: ConnectionLimits = edge.connections.clone();
+        if let Some(plain) = plain {
+            serving.spawn(server::serve_on_threads(
+                plain,
+                threads.clone(),
+                None,
+                connections.clone(),
+                shutdown.clone(),
+            ));
+        }
         serving.spawn(server::serve_on_threads(
-            listener,
+            bind,
             threads,
+            tls,
             connections,
             shutdown.clone(),
         ));

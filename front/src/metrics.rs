@@ -5,7 +5,10 @@
 //! Recorded in: `balance` (`front_requests_total`, `front_upstream_duration_seconds`),
 //! `upstream` (`front_upstream_up`, `front_upstream_errors_total`,
 //! `front_upstream_queued_total`), `proxy` (`front_retries_total`), [`crate::edge`]
-//! (`http_request_timeouts_total`) and [`crate::server`] (`http_accept_errors_total`).
+//! (`http_request_timeouts_total`), [`crate::server`] (`http_accept_errors_total`),
+//! [`crate::protocol`] (`http_connections_total`) and [`crate::tls`]
+//! (`tls_handshakes_total`, `tls_certificate_expiry_days`,
+//! `tls_certificate_reloads_total`).
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
@@ -73,6 +76,25 @@ pub fn describe() {
     describe_counter!(
         "http_accept_errors_total",
         "Failed accepts on any listener (out of file descriptors and the like)"
+    );
+    describe_counter!(
+        "http_connections_total",
+        "Client connections served, on any listener, by protocol (http1; h2 over TLS; h2c, \
+            cleartext HTTP/2 with prior knowledge)"
+    );
+    describe_counter!(
+        "tls_handshakes_total",
+        "TLS handshakes on the front's listener, by result (ok, or why it failed: timeout, \
+            closed, alert, incompatible, protocol, io)"
+    );
+    describe_gauge!(
+        "tls_certificate_expiry_days",
+        "Days until the front's TLS certificate expires (negative once it has)"
+    );
+    describe_counter!(
+        "tls_certificate_reloads_total",
+        "Reloads of the TLS certificate files on SIGHUP, by result (ok, failed: the old \
+            certificate stays)"
     );
     for name in ["http_request_timeouts_total", "http_accept_errors_total"] {
         metrics::counter!(name).increment(0);

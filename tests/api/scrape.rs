@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::tls::TestCert;
 use crate::support::{TestApp, spawn_app_with_front, ticket};
 
 /// One `/metrics` scrape, parsed.
@@ -141,11 +142,21 @@ fn parse_sample(line: &str) -> (String, Vec<String>, f64) {
 }
 
 /// Starts an app whose traffic can reach every component: the front over two shards,
-/// randoms admitting one job at a time (so a rejection is easy to cause). The front
-/// registers its error and retry counters (for every upstream and kind of failure)
-/// when it is built, so they are exported at 0 without having to break an upstream.
+/// serving TLS with a cleartext listener beside it (`TestApp::addr` is that one, so
+/// plain clients reach the front), randoms admitting one job at a time (so a rejection
+/// is easy to cause). The front registers its error and retry counters (for every
+/// upstream and kind of failure) when it is built, so they are exported at 0 without
+/// having to break an upstream; its TLS counters and certificate gauge likewise.
 pub(crate) async fn spawn_observed_app() -> TestApp {
-    spawn_app_with_front(&["--randoms-queue", "1"]).await
+    // The certificate is read once, at build: its files may go afterwards.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), "front", "loadlab observed");
+    let owned = cert.flags();
+    let mut flags: Vec<&str> = owned.iter().map(String::as_str).collect();
+    flags.extend(["--randoms-queue", "1", "--plain-bind", "127.0.0.1:0"]);
+    let mut app = spawn_app_with_front(&flags).await;
+    app.addr = app.front_plain.expect("the cleartext listener");
+    app
 }
 
 /// One round of requests touching every component: each route through the front and

@@ -5,7 +5,7 @@
 //! refuse them), a time limit per request, and JSON answers for
 //! unknown routes and methods (405 with `Allow`). Body-size limits are per route (see
 //! [`crate::routes`]); connection limits, the header-read timeout and hyper's own
-//! header-buffer cap live in [`crate::server`].
+//! header-buffer cap live in [`crate::server`] and `protocol`.
 //!
 //! Hostile or clumsy requests are refused here with a JSON 4xx, counted in
 //! `http_refused_requests_total{reason}`: an HTTP/1.1 request without `Host`, or with
@@ -31,7 +31,8 @@ use crate::error::json_error;
 
 /// The largest header block (names, values, and 4 bytes of `: ` and CRLF per line)
 /// accepted: nginx's default `large_client_header_buffers 4 8k`. hyper's own buffer
-/// ([`crate::server`]) stops anything past twice this before it is parsed.
+/// (and the h2 header-list limit, both in `protocol`) stops anything past twice this
+/// before it is parsed.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// The `reason` labels of `http_refused_requests_total`.

@@ -9,6 +9,9 @@
 //! - `leftover`: draining what a handler left of a request body, so its answer is not
 //!   lost to a reset.
 //! - [`error`]: the JSON error shape, `{"error": "..."}`.
+//! - [`protocol`]: which HTTP a connection speaks (HTTP/1.1, h2 by ALPN, h2c by its
+//!   preface), served with hyper's builder for it, and the HTTP/2 limits.
+//! - [`tls`]: the front's certificate, the TLS handshake and its reload on SIGHUP.
 //! - [`limits`]: [`EdgeLimits`](limits::EdgeLimits) and
 //!   [`ConnectionLimits`](limits::ConnectionLimits), what every listener is bounded by.
 
@@ -16,4 +19,6 @@ pub mod edge;
 pub mod error;
 pub(crate) mod leftover;
 pub mod limits;
+pub mod protocol;
 pub mod server;
+pub mod tls;

@@ -6,8 +6,9 @@
 //! cap on open connections. So this is a small accept loop in the style of mini-redis's
 //! `Listener`: a semaphore bounds connections (a client over the cap waits in the
 //! kernel's accept queue rather than being served badly), each connection is served by
-//! hyper's HTTP/1.1 builder, and shutdown stops accepting, lets in-flight requests
-//! finish, closes idle keep-alive connections, then returns.
+//! hyper's builder for the HTTP version it speaks ([`crate::protocol`]: HTTP/1.1, h2
+//! over TLS, h2c), and shutdown stops accepting, lets in-flight requests finish,
+//! closes idle keep-alive connections, then returns.
 //!
 //! Two shapes:
 //! - [`serve`]: accept and serve on the current runtime (a shard, the metrics
@@ -29,20 +30,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::{ConnectInfo, Request};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
+use super::protocol::Protocols;
+use super::tls::TlsAcceptor;
 use crate::config::ConnectionLimits;
 use crate::edge::HttpService;
-
-/// hyper's read buffer per connection: the largest request head it will parse.
-const MAX_HEAD_BUFFER: usize = 2 * crate::edge::MAX_HEADER_BYTES;
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains.
 ///
@@ -56,7 +52,7 @@ pub async fn serve(
     let connections = Connections::new(service, &limits);
     accept_loop(&listener, &limits, &shutdown, |accepted| {
         let permit = accepted.permit;
-        connections.spawn(accepted.stream, accepted.peer, move || drop(permit));
+        connections.spawn(accepted.stream, accepted.peer, None, move || drop(permit));
     })
     .await;
     drop(listener);
@@ -71,6 +67,8 @@ struct Handoff {
     peer: SocketAddr,
     /// The connection's slot under `max_connections`, held until it closes.
     permit: OwnedSemaphorePermit,
+    /// How to run its TLS handshake, if its listener serves TLS.
+    tls: Option<TlsAcceptor>,
 }
 
 /// A worker's end of [`serve_on_threads`]: run it on the worker's own thread.
@@ -82,7 +80,7 @@ pub struct FrontThread {
 }
 
 /// The accept loop's handle on one worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct WorkerHandle {
     outbox: mpsc::UnboundedSender<Handoff>,
     open: Arc<AtomicUsize>,
@@ -106,19 +104,23 @@ pub fn front_threads(count: usize) -> (ThreadSet, Vec<FrontThread>) {
     (ThreadSet { handles }, workers)
 }
 
-/// The accept loop's side of a set of [`FrontThread`]s.
-#[derive(Debug)]
+/// The accept loop's side of a set of [`FrontThread`]s. Clone it to feed the same
+/// threads from several listeners (the front's TLS and cleartext ones): the threads
+/// stop once every clone has.
+#[derive(Debug, Clone)]
 pub struct ThreadSet {
     handles: Vec<WorkerHandle>,
 }
 
 /// Accepts on `listener` until `shutdown` is cancelled, handing each connection to
 /// the worker of `workers` with the fewest open connections (the first such after the
-/// last one picked, so equal workers take turns). Returns once accepting stopped; the
-/// workers then drain their connections.
+/// last one picked, so equal workers take turns). With `tls`, each connection's TLS
+/// handshake runs on its worker first. Returns once accepting stopped; the workers
+/// then drain their connections.
 pub async fn serve_on_threads(
     listener: TcpListener,
     workers: ThreadSet,
+    tls: Option<TlsAcceptor>,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
@@ -143,6 +145,7 @@ pub async fn serve_on_threads(
             stream,
             peer: accepted.peer,
             permit: accepted.permit,
+            tls: tls.clone(),
         };
         if handles[pick].outbox.send(handoff).is_err() {
             // That worker has stopped (its thread failed to start): the connection is
@@ -170,7 +173,7 @@ impl FrontThread {
             };
             let open = Arc::clone(&self.open);
             let permit = accepted.permit;
-            connections.spawn(stream, accepted.peer, move || {
+            connections.spawn(stream, accepted.peer, accepted.tls, move || {
                 open.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             });
@@ -230,40 +233,33 @@ async fn accept_loop(
 /// Serves connections on the current runtime and drains them on shutdown.
 struct Connections<S> {
     service: S,
-    http: hyper::server::conn::http1::Builder,
+    /// hyper's builders and the connection counters (see [`crate::protocol`]).
+    protocols: Arc<Protocols>,
     graceful: GracefulShutdown,
 }
 
 impl<S: HttpService> Connections<S> {
     fn new(service: S, limits: &ConnectionLimits) -> Self {
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            // hyper's default buffer (~400 KiB) takes a 100 KB header line; this stops
-            // a header block past twice the edge's limit with hyper's own (empty) 431,
-            // and the edge answers JSON 431 between the two.
-            .max_buf_size(MAX_HEAD_BUFFER)
-            .keep_alive(true);
         Self {
             service,
-            http,
+            protocols: Arc::new(Protocols::new(limits)),
             graceful: GracefulShutdown::new(),
         }
     }
 
-    /// Serves one connection in its own task, then calls `closed`.
-    fn spawn(&self, stream: TcpStream, peer: SocketAddr, closed: impl FnOnce() + Send + 'static) {
-        let service = self.service.clone();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            service.clone().oneshot(req.map(axum::body::Body::new))
-        });
-        let connection = self
-            .graceful
-            .watch(self.http.serve_connection(TokioIo::new(stream), service));
+    /// Serves one connection in its own task (its TLS handshake first, with `tls`),
+    /// then calls `closed`.
+    fn spawn(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<TlsAcceptor>,
+        closed: impl FnOnce() + Send + 'static,
+    ) {
+        let (service, protocols) = (self.service.clone(), Arc::clone(&self.protocols));
+        let watcher = self.graceful.watcher();
         tokio::spawn(async move {
-            // Errors here are the client's (reset, timeout): nothing to answer.
-            let _ = connection.await;
+            protocols.serve(stream, peer, tls, service, watcher).await;
             closed();
         });
     }
@@ -451,7 +447,13 @@ mod tests {
             );
             running.push(tokio::spawn(worker.run(router, limits.clone())));
         }
-        let accepting = tokio::spawn(serve_on_threads(listener, set, limits, shutdown.clone()));
+        let accepting = tokio::spawn(serve_on_threads(
+            listener,
+            set,
+            None,
+            limits,
+            shutdown.clone(),
+        ));
 
         // Equal workers take turns.
         let mut open = Vec::new();

@@ -27,16 +27,22 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Strips hop-by-hop headers; sets `X-Forwarded-For` (appending the peer to any list
-/// the client sent), `X-Forwarded-Proto` and `X-Forwarded-Host` (the client's `Host`,
-/// which is replaced by the upstream's own).
-pub(crate) fn prepare_request_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
+/// the client sent), `X-Forwarded-Proto` (`https` when the client came `over_tls`)
+/// and `X-Forwarded-Host` (the client's `Host`, which is replaced by the upstream's
+/// own).
+pub(crate) fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    peer: Option<IpAddr>,
+    over_tls: bool,
+) {
     remove_hop_by_hop(headers);
     // Room for the three added below: one growth of the map instead of several.
     headers.reserve(3);
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if over_tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(peer) = peer {
         let peer = peer_value(peer);
         let mut earlier = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
@@ -129,7 +135,11 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("front.example"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         headers.insert("x-kept", HeaderValue::from_static("yes"));
-        prepare_request_headers(&mut headers, Some("127.0.0.1".parse().expect("literal")));
+        prepare_request_headers(
+            &mut headers,
+            Some("127.0.0.1".parse().expect("literal")),
+            false,
+        );
         for gone in [
             "connection",
             "x-secret",
@@ -151,16 +161,17 @@ mod tests {
         for peer in ["127.0.0.1", "::1", "10.1.2.3", "127.0.0.1"] {
             let mut headers = HeaderMap::new();
             headers.insert(header::HOST, HeaderValue::from_static("front.example"));
-            prepare_request_headers(&mut headers, Some(peer.parse().expect("literal")));
+            prepare_request_headers(&mut headers, Some(peer.parse().expect("literal")), false);
             assert_eq!(headers["x-forwarded-for"], peer);
             let mut listed = HeaderMap::new();
             listed.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
             listed.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
-            prepare_request_headers(&mut listed, Some(peer.parse().expect("literal")));
+            prepare_request_headers(&mut listed, Some(peer.parse().expect("literal")), true);
             assert_eq!(
                 listed["x-forwarded-for"],
                 format!("10.0.0.1, 10.0.0.2, {peer}").as_str()
             );
+            assert_eq!(listed["x-forwarded-proto"], "https");
         }
     }
 

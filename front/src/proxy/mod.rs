@@ -55,9 +55,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::Method;
-use axum::http::header::{self, HeaderMap};
+use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::uri::{PathAndQuery, Uri};
+use axum::http::{Method, Version};
 use axum::response::Response;
 use metrics::Counter;
 use tokio::time::Instant;
@@ -70,6 +70,7 @@ use crate::conns::UpstreamConns;
 use crate::edge::request_timed_out;
 use crate::failure::{ClientErrors, ClientFault};
 use crate::headers::prepare_request_headers;
+use crate::protocol::OverTls;
 use crate::upstream::FailureKind;
 
 /// What forwarding needs besides the pools: the limits and the retry counter. The
@@ -89,6 +90,10 @@ pub(crate) struct Proxy {
 /// kept for a retry while unread, and the forward's one deadline.
 struct Outgoing {
     method: Method,
+    /// The client's HTTP version: a shard's router gets it as it came (h2
+    /// included); over TCP every request goes out as HTTP/1.1, the version of the
+    /// upstream connections.
+    version: Version,
     /// Origin form on the wire: the connection already says which upstream.
     path_and_query: PathAndQuery,
     headers: HeaderMap,
@@ -208,7 +213,11 @@ impl Proxy {
             return Next::Skipped;
         };
         let keep_headers = !last && transport.may_fail_over();
-        let request = outgoing.upstream_request(member, body, keep_headers);
+        let in_process = matches!(transport, Transport::InProcess(_));
+        let mut request = outgoing.upstream_request(member, body, keep_headers);
+        if in_process {
+            *request.version_mut() = outgoing.version;
+        }
         let attempt = Attempt {
             member,
             request,
@@ -285,7 +294,16 @@ impl Outgoing {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        prepare_request_headers(&mut parts.headers, peer);
+        let over_tls = parts.extensions.get::<OverTls>().is_some();
+        // An h2 request names its host in `:authority` (the URI), not in `Host`: the
+        // upstream gets it as `X-Forwarded-Host` all the same.
+        if let Some(authority) = parts.uri.authority()
+            && !parts.headers.contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
+        prepare_request_headers(&mut parts.headers, peer, over_tls);
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -293,6 +311,7 @@ impl Outgoing {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         Self {
             method: parts.method,
+            version: parts.version,
             path_and_query,
             headers: parts.headers,
             body: RequestBody::new(body),

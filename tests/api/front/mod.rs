@@ -9,8 +9,9 @@
 //! (where requests go, with which headers), `failover` (health, retries, 502/504),
 //! `serve` (the front inside `loadlab serve`, CORS, `loadlab front`), `hostile`
 //! (raw-TCP clients that break the rules: smuggling shapes, bad bodies, slow clients;
-//! their client is `raw`) and `inproc` (the front over its own shards, in-process and
-//! over TCP).
+//! their client is `raw`), `inproc` (the front over its own shards, in-process and
+//! over TCP) and `tls` (TLS termination, HTTP/2 and h2c, certificate reload, rapid
+//! reset).
 
 mod failover;
 mod hostile;
@@ -19,6 +20,7 @@ mod limits;
 mod raw;
 mod routing;
 mod serve;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};

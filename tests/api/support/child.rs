@@ -92,12 +92,14 @@ impl ChildProcess {
 
     /// Sends SIGTERM (a graceful stop: std's `Child::kill` only sends SIGKILL).
     pub fn sigterm(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Sends `signal`.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = i32::try_from(self.child.id()).expect("a pid fits an i32");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("SIGTERM sent");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .unwrap_or_else(|e| panic!("{signal} not sent: {e}"));
     }
 
     /// SIGKILL, then reaps it: no shutdown path runs.

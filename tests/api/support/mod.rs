@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod postgres;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub struct TestApp {
     pub shards: Vec<SocketAddr>,
     /// The front's address, if it runs.
     pub front: Option<SocketAddr>,
+    /// The front's cleartext listener beside its TLS one (`--plain-bind`), if any.
+    pub front_plain: Option<SocketAddr>,
     /// The database file (empty when the app runs on PostgreSQL).
     pub db_path: PathBuf,
     /// A client with no connection reuse surprises: keep-alive on, no proxy.
@@ -117,6 +120,7 @@ pub fn spawn_built(app: App) -> TestApp {
     let addr = app.public_addr();
     let shards = app.shard_addrs().to_vec();
     let front = app.front_addr();
+    let front_plain = app.front_plain_addr();
     let state = app.state().clone();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
@@ -124,6 +128,7 @@ pub fn spawn_built(app: App) -> TestApp {
         addr,
         shards,
         front,
+        front_plain,
         db_path,
         client: reqwest::Client::builder()
             .no_proxy()

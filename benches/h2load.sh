@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# HTTP/2 over TLS through a front: loadlab's against nginx's and HAProxy's, in one run,
+# to the same two shards, with h2load (Debian's nghttp2-client).
+#
+# One `loadlab serve --no-front --shards 2` process holds the shards; each front runs
+# on one thread (loadlab: `loadlab front --front-threads 1`, the TCP path; nginx:
+# `worker_processes 1`; HAProxy: `nbthread 1`), all with the same self-signed
+# certificate and keep-alive connections to the shards. `front-h2-inproc` is `loadlab
+# serve --front-threads 1` with its own two shards reached in-process (a process of its
+# own, so not the same shards: shown for the path, not the comparison).
+#
+# Each front gets a separate short warm-up run (h2load's own --warm-up-time reported
+# 0 req/s here), then the measured runs, interleaved: every front once per round.
+#
+# Usage: benches/h2load.sh [rounds=2] [duration=4] [path=/healthz]
+# Needs h2load, nginx (nginx-light has ssl and http_v2), haproxy, openssl, curl; builds
+# the release binary first. Writes benches/results/<UTC stamp>-h2/report.md.
+set -euo pipefail
+
+rounds=${1:-2}
+duration=${2:-4}
+path=${3:-/healthz}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+bin="$root/target/release/loadlab"
+stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
+out="$root/benches/results/$stamp-h2"
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+shard_base=4300
+declare -A port=([front-h2]=4310 [nginx-h2]=4311 [haproxy-h2]=4312 [front-h2-inproc]=4313)
+order=(front-h2 nginx-h2 haproxy-h2 front-h2-inproc)
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+cat "$dir/cert.pem" "$dir/key.pem" >"$dir/haproxy.pem"
+
+wait_for() { # url
+  for _ in $(seq 1 200); do
+    curl -ksf -o /dev/null "$1" && return 0
+    sleep 0.05
+  done
+  echo "not ready: $1" >&2
+  exit 1
+}
+
+"$bin" serve --no-front --shards 2 --shard-base-port $shard_base --db "$dir/mega.db" \
+  >"$dir/shards.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$shard_base/healthz"
+wait_for "http://127.0.0.1:$((shard_base + 1))/healthz"
+
+cat >"$dir/front.toml" <<EOF
+[[pools]]
+name = "shards"
+upstreams = [{ addr = "127.0.0.1:$shard_base" }, { addr = "127.0.0.1:$((shard_base + 1))" }]
+EOF
+"$bin" front --config "$dir/front.toml" --bind "127.0.0.1:${port[front-h2]}" --front-threads 1 \
+  --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem" >"$dir/front.log" 2>&1 &
+pids+=($!)
+
+"$bin" serve --shards 2 --shard-base-port $((shard_base + 20)) --front-threads 1 \
+  --bind "127.0.0.1:${port[front-h2-inproc]}" --db "$dir/mega-inproc.db" \
+  --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem" >"$dir/inproc.log" 2>&1 &
+pids+=($!)
+
+mkdir -p "$dir/nginx"
+cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/nginx;
+  proxy_temp_path $dir/nginx;
+  fastcgi_temp_path $dir/nginx;
+  uwsgi_temp_path $dir/nginx;
+  scgi_temp_path $dir/nginx;
+  upstream shards {
+    server 127.0.0.1:$shard_base;
+    server 127.0.0.1:$((shard_base + 1));
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port[nginx-h2]} ssl http2;
+    ssl_certificate $dir/cert.pem;
+    ssl_certificate_key $dir/key.pem;
+    # h2load keeps its connections: nginx's default (1000) would end them early.
+    keepalive_requests 10000000;
+    location / {
+      proxy_pass http://shards;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+nginx -c "$dir/nginx.conf" -p "$dir" &
+pids+=($!)
+
+cat >"$dir/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:${port[haproxy-h2]} ssl crt $dir/haproxy.pem alpn h2,http/1.1
+  default_backend shards
+backend shards
+  balance roundrobin
+  server s0 127.0.0.1:$shard_base
+  server s1 127.0.0.1:$((shard_base + 1))
+EOF
+haproxy -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 &
+pids+=($!)
+
+for name in "${order[@]}"; do
+  wait_for "https://127.0.0.1:${port[$name]}$path"
+done
+
+run() { # name seconds -> requests/s
+  h2load -c 16 -m 8 -D "$2" "https://127.0.0.1:${port[$1]}$path" 2>&1 |
+    awk '/^finished in/ { gsub(/,/, "", $4); print $4 }'
+}
+
+declare -A results
+for name in "${order[@]}"; do run "$name" 1 >/dev/null; done
+for round in $(seq 1 "$rounds"); do
+  for name in "${order[@]}"; do
+    rps=$(run "$name" "$duration")
+    results[$name]+="$rps "
+    echo "round $round: $name $rps req/s"
+  done
+done
+
+mkdir -p "$out"
+{
+  echo "# h2load over TLS through one-thread fronts, $stamp"
+  echo
+  echo "\`h2load -c 16 -m 8 -D $duration https://127.0.0.1:PORT$path\`, $rounds interleaved rounds"
+  echo "after a 1 s warm-up run each; every front has one thread and the same certificate"
+  echo "(ECDSA P-256), h2 by ALPN, HTTP/1.1 keep-alive to the same two loadlab shards"
+  echo "(\`front-h2-inproc\`: its own shards, in-process). Machine: $(nproc) cores,"
+  echo "$(uname -sr), h2load on the same machine; shared with other work while it ran."
+  echo
+  echo "| front | requests/s per round | mean |"
+  echo "|---|---|---|"
+  for name in "${order[@]}"; do
+    mean=$(echo "${results[$name]}" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF }')
+    echo "| $name | ${results[$name]% } | $mean |"
+  done
+  echo
+  echo "Versions: $("$bin" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(h2load --version | head -1)."
+  echo "Script: benches/h2load.sh $rounds $duration $path"
+} >"$out/report.md"
+cat "$out/report.md"
