@@ -167,13 +167,16 @@ async fn a_reset_h2_stream_cancels_its_compute_job() {
     // Hours of work: only a cancel ends it within the test's patience.
     let huge = tokio::spawn(async move { sender.send_request(request).await });
     let state = app.state.clone();
-    wait_until("the huge job is admitted", || state.pool().in_flight() == 1).await;
+    wait_until("the huge job is admitted", || {
+        state.compute().in_flight() == 1
+    })
+    .await;
 
     // Dropping the response future resets the stream (RST_STREAM CANCEL).
     huge.abort();
 
     wait_until("the reset stream's job is cancelled", || {
-        state.pool().in_flight() == 0
+        state.compute().in_flight() == 0
     })
     .await;
     assert_answer(&h2c_get(app.addr, "/healthz").await, Version::HTTP_2);
