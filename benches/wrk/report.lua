@@ -68,6 +68,7 @@ function done(summary, latency, requests)
     ',"p50_us":', num(latency:percentile(50)),
     ',"p90_us":', num(latency:percentile(90)),
     ',"p99_us":', num(latency:percentile(99)),
+    ',"p999_us":', num(latency:percentile(99.9)),
     ',"max_us":', num(latency.max),
     ',"mean_us":', num(latency.mean),
     ',"count_2xx":', counted and num(ok) or "null",

@@ -1,6 +1,8 @@
-//! The charts: one SVG per metric (throughput, p99 latency), one panel per scenario,
-//! bars grouped by connection count, one colour per configuration. Panels have their own
-//! scale because scenarios differ by orders of magnitude (healthz against randoms-1e6).
+//! The peak charts: one SVG per metric (throughput, p99 latency), one panel per scenario,
+//! bars grouped by connection count, one colour per configuration, whiskers from the
+//! lowest to the highest of the repeats. Panels have their own scale because scenarios
+//! differ by orders of magnitude (healthz against randoms-1e6). Rate mode's curves are in
+//! [`crate::curve`].
 
 use std::path::Path;
 
@@ -40,7 +42,7 @@ pub(crate) const METRICS: [Metric; 2] = [
 ];
 
 /// Distinct colours, in configuration order (colour-blind friendly: Okabe-Ito).
-const COLOURS: [RGBColor; 8] = [
+pub(crate) const COLOURS: [RGBColor; 8] = [
     RGBColor(0, 114, 178),
     RGBColor(230, 159, 0),
     RGBColor(0, 158, 115),
@@ -79,8 +81,8 @@ pub(crate) fn draw(
             (20, 10),
             ("sans-serif", 24).into_font(),
         ))?;
-        let subtitle =
-            "one panel per scenario, each with its own scale; bars grouped by wrk connections";
+        let subtitle = "one panel per scenario, each with its own scale; bars grouped by wrk connections; \
+             whiskers: lowest and highest of the repeats";
         header.draw(&Text::new(
             subtitle,
             (20, 38),
@@ -110,9 +112,28 @@ pub(crate) fn draw(
                     .and_then(Cell::median)
                     .map(metric.value)
             };
+            // The lowest and highest over the repeats, when there are several.
+            let whisker = |config: &str, conns: usize| {
+                let cell = cells.iter().find(|c| {
+                    c.scenario == scenario && c.connections == conns && c.config == config
+                })?;
+                let runs: Vec<f64> = cell
+                    .attempts
+                    .iter()
+                    .filter_map(|a| a.measurement.as_ref())
+                    .map(metric.value)
+                    .collect();
+                let lo = runs.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (runs.len() > 1).then_some((lo, hi))
+            };
             let top = configs
                 .iter()
-                .flat_map(|c| connections.iter().filter_map(move |&n| value(c, n)))
+                .flat_map(|c| {
+                    connections
+                        .iter()
+                        .filter_map(move |&n| whisker(c, n).map(|w| w.1).or(value(c, n)))
+                })
                 .fold(0.0f64, f64::max);
             let y_max = if top > 0.0 { top * 1.18 } else { 1.0 };
             // X in thousandths of a group, group g centred on g * SCALE: integer coordinates
@@ -159,9 +180,23 @@ pub(crate) fn draw(
                         [(left + width / 12, 0.0), (left + width * 11 / 12, v)],
                         colour.filled(),
                     )])?;
+                    let mid = left + width / 2;
+                    let mut label_at = v;
+                    if let Some((lo, hi)) = whisker(config, conns) {
+                        let cap = width / 6;
+                        let ink = RGBColor(60, 60, 60).stroke_width(1);
+                        for segment in [
+                            [(mid, lo), (mid, hi)],
+                            [(mid - cap, lo), (mid + cap, lo)],
+                            [(mid - cap, hi), (mid + cap, hi)],
+                        ] {
+                            chart.draw_series([PathElement::new(segment, ink)])?;
+                        }
+                        label_at = hi.max(v);
+                    }
                     let style = TextStyle::from(("sans-serif", 11).into_font())
                         .pos(Pos::new(HPos::Center, VPos::Bottom));
-                    chart.draw_series([Text::new(compact(v), (left + width / 2, v), style)])?;
+                    chart.draw_series([Text::new(compact(v), (mid, label_at), style)])?;
                 }
             }
         }
@@ -186,7 +221,7 @@ fn compact(v: f64) -> String {
 }
 
 /// An axis label, no trailing zeros: `20k`, `12.5k`, `500`, `0.5`.
-fn axis_label(v: f64) -> String {
+pub(crate) fn axis_label(v: f64) -> String {
     let trim = |s: String| s.trim_end_matches('0').trim_end_matches('.').to_owned();
     if v.abs() >= 1e3 {
         format!("{}k", trim(format!("{:.2}", v / 1e3)))

@@ -10,10 +10,6 @@ use clap::Parser;
 
 use crate::scenario::Scenario;
 
-/// Load-test comparisons of loadlab set-ups (and of anything else on this machine).
-///
-/// Starts each configuration on loopback ports, drives it with wrk, stops it, and writes
-/// report.md, results.json and SVG charts to a dated folder under benches/results/.
 /// Names of the built-in configurations, in report order (built by
 /// [`crate::target::plan`]).
 pub(crate) const BUILT_IN: [&str; 8] = [
@@ -27,9 +23,35 @@ pub(crate) const BUILT_IN: [&str; 8] = [
     "hosts2",
 ];
 
+/// Load-test comparisons of loadlab set-ups (and of anything else on this machine).
+///
+/// Starts each configuration on loopback ports, drives it, stops it, and writes report.md,
+/// report.html, results.json, results.csv and SVG charts to a dated folder under
+/// benches/results/. `--mode max` (the default) finds each set-up's peak throughput with
+/// wrk; `--mode rate` holds fixed request rates with an open-loop driver and measures the
+/// latency users would see at each rate (corrected for coordinated omission).
 #[derive(Debug, Parser)]
 #[command(name = "cargo bench --bench loadtest --", max_term_width = 100)]
 pub(crate) struct Flags {
+    /// `max`: peak throughput with wrk (closed loop); `rate`: latency at fixed request
+    /// rates with the open-loop driver (see --rates, --rate-steps, --slo).
+    #[arg(long, value_enum, default_value_t = Mode::Max)]
+    mode: Mode,
+
+    /// Rate mode: fixed rates to hold, requests/s, comma-separated, e.g. 1000,5000,20000.
+    #[arg(long, value_delimiter = ',', conflicts_with = "rate_steps")]
+    rates: Option<Vec<f64>>,
+
+    /// Rate mode: rates as fractions of each row's peak, measured with wrk in the same run
+    /// first [default: 0.25,0.5,0.75,0.9,1.0,1.1].
+    #[arg(long, value_delimiter = ',')]
+    rate_steps: Option<Vec<f64>>,
+
+    /// Rate mode: the p99 latency target of the headline table (the highest rate served
+    /// with p99 under it and no errors) [default: 10ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    slo: Option<Duration>,
+
     /// Measured time per run, whole seconds (wrk's unit) [default: 10s; --quick: 1s].
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -38,7 +60,8 @@ pub(crate) struct Flags {
     #[arg(long, value_parser = humantime::parse_duration)]
     warmup: Option<Duration>,
 
-    /// Concurrent connections, comma-separated [default: 64,256; --quick: 64].
+    /// Concurrent connections, comma-separated [default: 64,256; --quick and --mode rate:
+    /// 64].
     #[arg(long, value_delimiter = ',')]
     connections: Option<Vec<usize>>,
 
@@ -52,8 +75,8 @@ pub(crate) struct Flags {
     #[arg(long, value_delimiter = ',')]
     configs: Option<Vec<String>>,
 
-    /// Measured runs per configuration, scenario and connection count; the median is
-    /// reported [default: 3; --quick: 1].
+    /// Measured runs per configuration, scenario and connection count (and rate); the
+    /// median is reported [default: 3; --quick and --mode rate: 1].
     #[arg(long)]
     repeat: Option<usize>,
 
@@ -124,6 +147,12 @@ pub(crate) struct Extra {
 /// The validated settings of one harness run.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
+    /// What the run measures.
+    pub(crate) mode: Mode,
+    /// Rate mode: which rates each row is driven at.
+    pub(crate) ladder: Ladder,
+    /// Rate mode: the p99 target of the headline table.
+    pub(crate) slo: Duration,
     /// Measured time per run.
     pub(crate) duration: Duration,
     /// Warm-up per run; zero: none.
@@ -236,9 +265,11 @@ impl Settings {
             .unwrap_or(Duration::from_secs(if flags.quick { 1 } else { 2 }));
         whole_seconds("--duration", duration, 1)?;
         whole_seconds("--warmup", warmup, 0)?;
+        let (ladder, slo) = rate_settings(&flags)?;
+        let few = flags.quick || flags.mode == Mode::Rate;
         let connections = flags
             .connections
-            .unwrap_or_else(|| if flags.quick { vec![64] } else { vec![64, 256] });
+            .unwrap_or_else(|| if few { vec![64] } else { vec![64, 256] });
         if flags.wrk_threads == 0 {
             bail!("--wrk-threads must be at least 1");
         }
@@ -259,7 +290,7 @@ impl Settings {
         // Report order, whatever the order on the command line.
         scenarios.sort_by_key(|s| Scenario::ALL.iter().position(|a| a == s));
         scenarios.dedup();
-        let repeat = flags.repeat.unwrap_or(if flags.quick { 1 } else { 3 });
+        let repeat = flags.repeat.unwrap_or(if few { 1 } else { 3 });
         if repeat == 0 {
             bail!("--repeat must be at least 1");
         }
@@ -310,6 +341,9 @@ impl Settings {
             .out
             .unwrap_or_else(|| package_root.join("benches").join("results").join(now_stamp));
         Ok(Self {
+            mode: flags.mode,
+            ladder,
+            slo,
             duration,
             warmup,
             connections,
@@ -335,10 +369,95 @@ impl Settings {
         self.connections.iter().copied().max().unwrap_or(64)
     }
 
-    /// Measured runs in the whole plan.
-    pub(crate) fn cells(&self) -> usize {
-        self.scenarios.len() * self.connections.len() * self.repeat * self.configs.len()
+    /// Measured runs in the whole plan when `available` of the configurations can run
+    /// (the others are skipped at no cost): the peak runs with wrk, then in rate mode one
+    /// run per rate.
+    pub(crate) fn runs(&self, available: usize) -> usize {
+        let per_row = match (self.mode, &self.ladder) {
+            (Mode::Max, _) => 1,
+            (Mode::Rate, Ladder::Rates(rates)) => rates.len(),
+            (Mode::Rate, Ladder::Steps(steps)) => 1 + steps.len(),
+        };
+        self.scenarios.len() * self.connections.len() * self.repeat * available * per_row
     }
+
+    /// Whether the run measures peaks with wrk (max mode, and rate mode's `--rate-steps`).
+    pub(crate) fn needs_wrk(&self) -> bool {
+        !matches!((self.mode, &self.ladder), (Mode::Rate, Ladder::Rates(_)))
+    }
+}
+
+/// What a harness run measures (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Mode {
+    /// Peak throughput: wrk, closed loop.
+    Max,
+    /// Latency at fixed rates: the open-loop driver.
+    Rate,
+}
+
+/// The rates of rate mode.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Ladder {
+    /// `--rates`: the same requests/s for every row.
+    Rates(Vec<f64>),
+    /// `--rate-steps`: fractions of each row's peak.
+    Steps(Vec<f64>),
+}
+
+impl Ladder {
+    /// The default `--rate-steps`: from light load to past the peak, where the hockey
+    /// stick shows.
+    pub(crate) const DEFAULT_STEPS: [f64; 6] = [0.25, 0.5, 0.75, 0.9, 1.0, 1.1];
+}
+
+/// Validates the rate-mode flags: the ladder and the SLO.
+fn rate_settings(flags: &Flags) -> anyhow::Result<(Ladder, Duration)> {
+    if flags.mode == Mode::Max
+        && (flags.rates.is_some() || flags.rate_steps.is_some() || flags.slo.is_some())
+    {
+        bail!("--rates, --rate-steps and --slo apply to --mode rate only");
+    }
+    let ladder = match (&flags.rates, &flags.rate_steps) {
+        (Some(rates), _) => {
+            if let Some(bad) = rates
+                .iter()
+                .find(|r| !(r.is_finite() && **r >= 1.0 && **r <= 1e7))
+            {
+                bail!("--rates: each rate is requests/s between 1 and 10000000, got {bad}");
+            }
+            Ladder::Rates(sorted(rates))
+        }
+        (None, Some(steps)) => {
+            if let Some(bad) = steps
+                .iter()
+                .find(|s| !(s.is_finite() && **s > 0.0 && **s <= 10.0))
+            {
+                bail!(
+                    "--rate-steps: each step is a fraction of the peak above 0 and at most 10, got {bad}"
+                );
+            }
+            Ladder::Steps(sorted(steps))
+        }
+        (None, None) => Ladder::Steps(Ladder::DEFAULT_STEPS.to_vec()),
+    };
+    if matches!(&ladder, Ladder::Rates(v) | Ladder::Steps(v) if v.is_empty()) {
+        bail!("--rates and --rate-steps need at least one value");
+    }
+    let slo = flags.slo.unwrap_or(Duration::from_millis(10));
+    if slo.is_zero() {
+        bail!("--slo must be above zero, e.g. 10ms");
+    }
+    Ok((ladder, slo))
+}
+
+/// Ascending, without repeats: the curve is drawn left to right.
+fn sorted(values: &[f64]) -> Vec<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.dedup();
+    v
 }
 
 fn whole_seconds(flag: &str, d: Duration, min: u64) -> anyhow::Result<()> {

@@ -1,9 +1,12 @@
-//! `results.json`: the report's facts for machines (schema 1). Every measured run is
-//! kept, not only the medians, so a reader can recompute anything.
+//! `results.json`: the report's facts for machines (schema 2: schema 1 plus `mode`, the
+//! rate-mode settings, `rate_results` and `slo`). Every measured run is kept, not only the
+//! medians, so a reader can recompute anything.
 
 use serde::Serialize;
 
+use crate::cli::{Ladder, Mode};
 use crate::machine::{Machine, Versions};
+use crate::rate::{RateAttempt, RateCell, RateMeasurement, SloRow, slo_rows};
 use crate::report::{NotRun, RunInfo};
 use crate::target::randoms_queue;
 use crate::wrk::{Measurement, REQUEST_TIMEOUT};
@@ -21,11 +24,71 @@ struct Results<'a> {
     scenarios: Vec<ScenarioJson>,
     configs: Vec<ConfigJson<'a>>,
     results: Vec<RowJson<'a>>,
+    /// Rate mode: one row per configuration, scenario, connections and rate, its figures
+    /// from the median run (by p99) at the top level.
+    rate_results: Vec<RateRowJson<'a>>,
+    /// Rate mode: the highest rate within the SLO per configuration, scenario and
+    /// connections.
+    slo: Vec<SloRow<'a>>,
     not_run: Vec<NotRun>,
 }
 
 #[derive(Serialize)]
+struct RateRowJson<'a> {
+    scenario: &'static str,
+    connections: usize,
+    config: &'a str,
+    /// The fraction of the row's peak, for `--rate-steps`.
+    step: Option<f64>,
+    target_rate: f64,
+    achieved_rate: Option<f64>,
+    p50_us: Option<u64>,
+    p90_us: Option<u64>,
+    p99_us: Option<u64>,
+    p999_us: Option<u64>,
+    max_us: Option<u64>,
+    errors: Option<u64>,
+    non_2xx: Option<u64>,
+    driver_bound: Option<bool>,
+    meets_slo: bool,
+    rows_missing: bool,
+    median: Option<&'a RateMeasurement>,
+    runs: &'a [RateAttempt],
+}
+
+impl<'a> RateRowJson<'a> {
+    fn new(cell: &'a RateCell, slo: std::time::Duration) -> Self {
+        let m = cell.median();
+        Self {
+            scenario: cell.scenario.name(),
+            connections: cell.connections,
+            config: &cell.config,
+            step: cell.step,
+            target_rate: cell.target_rate,
+            achieved_rate: m.map(|m| m.achieved_rate),
+            p50_us: m.map(|m| m.p50_us),
+            p90_us: m.map(|m| m.p90_us),
+            p99_us: m.map(|m| m.p99_us),
+            p999_us: m.map(|m| m.p999_us),
+            max_us: m.map(|m| m.max_us),
+            errors: m.map(|m| m.errors.total()),
+            non_2xx: m.map(|m| m.non_2xx),
+            driver_bound: m.map(|m| m.driver_bound),
+            meets_slo: m.is_some_and(|m| m.meets(slo)),
+            rows_missing: cell.rows_missing(),
+            median: m,
+            runs: &cell.attempts,
+        }
+    }
+}
+
+#[derive(Serialize)]
 struct SettingsJson<'a> {
+    mode: Mode,
+    /// Rate mode: `--rates` (requests/s) or `--rate-steps` (fractions of the peak).
+    rates: Option<&'a [f64]>,
+    rate_steps: Option<&'a [f64]>,
+    slo_ms: f64,
     duration_s: u64,
     warmup_s: u64,
     connections: &'a [usize],
@@ -82,14 +145,25 @@ struct RowJson<'a> {
 /// Renders results.json.
 pub(crate) fn render(info: &RunInfo<'_>) -> Result<String, serde_json::Error> {
     let s = info.settings;
+    let names: Vec<String> = info.configs.iter().map(|c| c.name.clone()).collect();
     let results = Results {
-        schema: 1,
+        schema: 2,
         date: &info.date,
         command: &info.command,
         shares_machine: info.shares_machine(),
         machine: &info.machine,
         versions: &info.versions,
         settings: SettingsJson {
+            mode: s.mode,
+            rates: match (&s.mode, &s.ladder) {
+                (Mode::Rate, Ladder::Rates(r)) => Some(r),
+                _ => None,
+            },
+            rate_steps: match (&s.mode, &s.ladder) {
+                (Mode::Rate, Ladder::Steps(r)) => Some(r),
+                _ => None,
+            },
+            slo_ms: s.slo.as_secs_f64() * 1e3,
             duration_s: s.duration.as_secs(),
             warmup_s: s.warmup.as_secs(),
             connections: &s.connections,
@@ -159,6 +233,12 @@ pub(crate) fn render(info: &RunInfo<'_>) -> Result<String, serde_json::Error> {
                 runs: &cell.attempts,
             })
             .collect(),
+        rate_results: info
+            .rates
+            .iter()
+            .map(|cell| RateRowJson::new(cell, s.slo))
+            .collect(),
+        slo: slo_rows(info.rates, &names, &s.scenarios, &s.connections, s.slo),
         not_run: info.not_run(),
     };
     serde_json::to_string_pretty(&results)

@@ -1,9 +1,10 @@
 //! loadlab's load-test harness, run as `cargo bench --bench loadtest` (the bench target
 //! `benches/loadtest.rs` builds loadlab in release and calls [`main`]): load-test
 //! comparisons of loadlab set-ups in one command. Starts each configuration on loopback
-//! ports, drives it with wrk, stops it, and writes `report.md`, `results.json` and SVG
-//! charts to a dated folder under `benches/results/`. The user's guide is
-//! `docs/LOADTEST.md`.
+//! ports, drives it (wrk for the peak, `--mode max`; its own open-loop driver for latency
+//! at fixed rates, `--mode rate`), stops it, and writes `report.md`, `report.html`,
+//! `results.json`, `results.csv` and SVG charts to a dated folder under
+//! `benches/results/`. The user's guide is `docs/LOADTEST.md`.
 //!
 //! Its own crate so its logic has ordinary `#[test]`s (`cargo test -p
 //! loadlab-loadtest`): a bench target with `harness = false` gets no libtest.
@@ -15,24 +16,41 @@
 //!   ports and commands, starting and stopping them;
 //! - [`process`]: child processes with a kill-on-drop guard, readiness polling;
 //! - [`wrk`]: one wrk run and its parsed result;
+//! - [`driver`], [`pacer`], [`requests`]: the open-loop driver of rate mode, its precise
+//!   timer and the requests it sends;
+//! - [`rate`]: rate mode's rows and the SLO headline;
 //! - [`run`]: the interleaved, repeated measuring loop;
-//! - [`report`], [`json`], [`chart`]: the run folder;
+//! - [`report`], [`json`], [`csv`], [`html`], [`chart`], [`curve`]: the run folder;
+//! - [`stall`]: a server that stalls on purpose (the coordinated-omission test, and the
+//!   `stall-server` example);
 //! - [`machine`]: the machine, versions and date;
 //! - [`http`]: the few HTTP calls the harness makes itself (readiness, row counts).
 
 mod chart;
 mod cli;
+mod csv;
+mod curve;
+mod driver;
+mod html;
 mod http;
 mod json;
 mod machine;
+mod pacer;
 mod peers;
 mod process;
+mod rate;
+mod rate_report;
 mod report;
+mod requests;
+mod rows;
 mod run;
 mod scenario;
+pub mod stall;
 mod target;
 mod wrk;
 
+#[cfg(test)]
+mod rate_tests;
 #[cfg(test)]
 mod tests;
 
@@ -45,6 +63,10 @@ use anyhow::{Context, anyhow, bail};
 use crate::cli::Settings;
 use crate::machine::{Machine, Tools, Versions};
 use crate::report::RunInfo;
+
+/// What a measured run costs beyond its warm-up and duration: starting and stopping the
+/// configuration, the row counts, wrk's start. For the start-up estimate only.
+const RUN_OVERHEAD: Duration = Duration::from_secs(1);
 
 /// Runs the harness with the process's arguments: `loadlab` is the release binary to
 /// measure, `root` the workspace (where `benches/wrk/` scripts are and
@@ -77,11 +99,11 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
     let (date, stamp) = machine::utc_now();
     let settings = Settings::from_flags(flags, root, &stamp)?;
     let tools = Tools::find(loadlab);
-    if tools.wrk.is_none() {
+    if tools.wrk.is_none() && settings.needs_wrk() {
         bail!(
-            "wrk is not installed: install it with `sudo apt-get install -y wrk` (Debian, \
-                Ubuntu) or \
-             `brew install wrk` (macOS), then run again"
+            "wrk is not installed (it measures the peaks): install it with `sudo apt-get \
+             install -y wrk` (Debian, Ubuntu) or `brew install wrk` (macOS), then run again; \
+             `--mode rate --rates LIST` runs without it"
         );
     }
     let (pinned, pin_note) = match (settings.pin, &tools.taskset) {
@@ -99,17 +121,14 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
     let mut configs = target::plan(&settings, &tools, pinned).map_err(|e| anyhow!(e))?;
     std::fs::create_dir_all(&settings.out)
         .with_context(|| format!("creating {}", settings.out.display()))?;
-    let per_run = settings.warmup + settings.duration + Duration::from_secs(1);
+    let available = configs.iter().filter(|c| c.unavailable.is_none()).count();
+    let runs = settings.runs(available);
+    let per_run = settings.warmup + settings.duration + RUN_OVERHEAD;
     eprintln!(
-        "loadtest: {} runs ({} configurations x {} scenarios x {} connection counts x {} \
-            repeats), about {} min; \
+        "loadtest: {runs} runs ({available} of {} configurations can run), about {} min; \
          results in {}",
-        settings.cells(),
         configs.len(),
-        settings.scenarios.len(),
-        settings.connections.len(),
-        settings.repeat,
-        (per_run.as_secs_f64() * settings.cells() as f64 / 60.0).ceil(),
+        (per_run.as_secs_f64() * runs as f64 / 60.0).ceil(),
         settings.out.display()
     );
     if let Some(note) = &pin_note {
@@ -123,7 +142,7 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
         .tempdir()
         .context("creating a temporary folder")?;
     run::open_permissions(scratch.path()).map_err(|e| anyhow!(e))?;
-    let cells = run::run_all(&settings, &mut configs, root, scratch.path(), pinned);
+    let measured = run::run_all(&settings, &mut configs, root, scratch.path(), pinned);
 
     let info = RunInfo {
         date,
@@ -134,7 +153,8 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
         pinned,
         pin_note,
         configs: &configs,
-        cells: &cells,
+        cells: &measured.cells,
+        rates: &measured.rates,
         root,
     };
     write_folder(&info)?;
@@ -143,12 +163,23 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
         settings.out.join("report.md").display()
     );
 
-    let measured = cells.iter().filter(|c| c.median().is_some()).count();
-    if measured == 0 {
+    let rows = measured
+        .cells
+        .iter()
+        .filter(|c| c.median().is_some())
+        .count()
+        + measured
+            .rates
+            .iter()
+            .filter(|c| c.median().is_some())
+            .count();
+    if rows == 0 {
         eprintln!("loadtest: no row could be measured; see \"Rows not run\" in the report");
         return Ok(ExitCode::FAILURE);
     }
-    if cells.iter().any(run::Cell::rows_missing) {
+    if measured.cells.iter().any(run::Cell::rows_missing)
+        || measured.rates.iter().any(rate::RateCell::rows_missing)
+    {
         eprintln!(
             "loadtest: acknowledged inserts are missing from the table; see the insert tables"
         );
@@ -157,32 +188,50 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes report.md, results.json, the charts and the proxies' configurations
-/// (nginx.conf, haproxy.cfg) into the run folder.
+/// Writes the charts, report.md, report.html, results.json, results.csv and the proxies'
+/// configurations (nginx.conf, haproxy.cfg) into the run folder.
 fn write_folder(info: &RunInfo<'_>) -> anyhow::Result<()> {
     let out = &info.settings.out;
     let write = |name: &str, text: &str| {
         std::fs::write(out.join(name), text)
             .with_context(|| format!("writing {}", out.join(name).display()))
     };
-    write("report.md", &report::markdown(info))?;
+    let names: Vec<String> = info.configs.iter().map(|c| c.name.clone()).collect();
+    let s = info.settings;
+    if !info.cells.is_empty() {
+        for metric in &chart::METRICS {
+            chart::draw(
+                &out.join(metric.file),
+                metric,
+                &s.scenarios,
+                &s.connections,
+                &names,
+                info.cells,
+            )
+            .map_err(|e| anyhow!(e))?;
+        }
+    }
+    if s.mode == cli::Mode::Rate {
+        for &connections in &s.connections {
+            let file = curve::file_name(connections);
+            let plot = curve::Curves {
+                scenarios: &s.scenarios,
+                connections,
+                configs: &names,
+                cells: info.rates,
+                slo: s.slo,
+            };
+            plot.draw(&out.join(&file)).map_err(|e| anyhow!(e))?;
+        }
+    }
+    let markdown = report::markdown(info);
+    write("report.md", &markdown)?;
+    write("report.html", &html::render(&markdown, out, &info.date))?;
     write(
         "results.json",
         &json::render(info).context("rendering results.json")?,
     )?;
-    let names: Vec<String> = info.configs.iter().map(|c| c.name.clone()).collect();
-    for metric in &chart::METRICS {
-        let s = info.settings;
-        chart::draw(
-            &out.join(metric.file),
-            metric,
-            &s.scenarios,
-            &s.connections,
-            &names,
-            info.cells,
-        )
-        .map_err(|e| anyhow!(e))?;
-    }
+    write("results.csv", &csv::render(info))?;
     for (file, conf) in info.configs.iter().filter_map(target::Config::proxy_conf) {
         write(file, &conf)?;
     }

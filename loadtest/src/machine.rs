@@ -101,6 +101,9 @@ pub(crate) struct Versions {
     pub(crate) loadlab: String,
     /// The git commit of the checkout, `+dirty` with uncommitted changes.
     pub(crate) commit: String,
+    /// `rustc -V`: the compiler on `PATH`, which under `cargo bench` is the toolchain
+    /// cargo built the harness and loadlab with (rustup sets it for child processes).
+    pub(crate) rustc: String,
     /// `wrk -v`, up to its copyright.
     pub(crate) wrk: String,
     /// `nginx -v`, or "not installed".
@@ -139,6 +142,9 @@ impl Versions {
         Self {
             loadlab: first_line(&tools.loadlab, &["--version"]).unwrap_or_else(unknown),
             commit,
+            rustc: crate::process::find_program("rustc")
+                .and_then(|p| first_line(&p, &["-V"]))
+                .unwrap_or_else(unknown),
             wrk: wrk.unwrap_or_else(|| "not installed".into()),
             nginx: tools
                 .nginx

@@ -5,12 +5,14 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::cli::Mode;
 use crate::cli::Settings;
 use crate::machine::{Machine, Versions};
+use crate::rate::RateCell;
 use crate::run::Cell;
 use crate::scenario::Scenario;
 use crate::target::{Config, randoms_queue, shell_join};
-use crate::wrk::{Measurement, REQUEST_TIMEOUT, WrkCommand};
+use crate::wrk::{REQUEST_TIMEOUT, SocketErrors, WrkCommand};
 
 /// Everything a report is written from.
 #[derive(Debug)]
@@ -31,8 +33,10 @@ pub(crate) struct RunInfo<'a> {
     pub(crate) pin_note: Option<String>,
     /// The configurations, with their notes and unavailable reasons.
     pub(crate) configs: &'a [Config],
-    /// The measured rows.
+    /// The peak (wrk) rows.
     pub(crate) cells: &'a [Cell],
+    /// The fixed-rate rows (rate mode).
+    pub(crate) rates: &'a [RateCell],
     /// The package root, to show paths relative to it.
     pub(crate) root: &'a Path,
 }
@@ -99,7 +103,11 @@ impl RunInfo<'_> {
                 let ran = self
                     .cells
                     .iter()
-                    .any(|cell| cell.config == c.name && cell.median().is_some());
+                    .any(|cell| cell.config == c.name && cell.median().is_some())
+                    || self
+                        .rates
+                        .iter()
+                        .any(|cell| cell.config == c.name && cell.median().is_some());
                 let which = if ran {
                     "the runs after it failed to start"
                 } else {
@@ -121,6 +129,23 @@ impl RunInfo<'_> {
                             "{}, c={}, repeat {}",
                             cell.scenario.name(),
                             cell.connections,
+                            attempt.rep + 1
+                        ),
+                        reason: error.clone(),
+                    });
+                }
+            }
+        }
+        for cell in self.rates {
+            for attempt in &cell.attempts {
+                if let Some(error) = &attempt.error {
+                    rows.push(NotRun {
+                        config: cell.config.clone(),
+                        which: format!(
+                            "{}, c={}, {:.0} req/s, repeat {}",
+                            cell.scenario.name(),
+                            cell.connections,
+                            cell.target_rate,
                             attempt.rep + 1
                         ),
                         reason: error.clone(),
@@ -166,29 +191,13 @@ pub(crate) fn markdown(info: &RunInfo<'_>) -> String {
             are rough.\n\n",
         );
     }
-    let base = info.baseline().unwrap_or("none");
-    let _ = writeln!(
-        md,
-        "Each row is the median of {} measured run(s) of {} s by requests/s (all figures from \
-            that one run), \
-         after a {} s warm-up; *spread* is the slowest and fastest run. Latencies in milliseconds. \
-         *vs {base}*: requests/s over the `{base}` row's at the same connections. \
-         *errors*: socket errors (connect, read, write, timeouts over {} s); *non-2xx*: \
-             responses outside 2xx.\n",
-        s.repeat,
-        s.duration.as_secs(),
-        s.warmup.as_secs(),
-        REQUEST_TIMEOUT.as_secs(),
-    );
     let _ = writeln!(md, "**Store**: {}.\n", s.store_words());
-    md.push_str("## Results\n\n");
-    for &scenario in &s.scenarios {
-        let _ = writeln!(md, "### {}\n\n{}.\n", scenario.name(), scenario.describe());
-        md.push_str(&scenario_table(info, scenario));
-        md.push('\n');
+    if s.mode == Mode::Rate {
+        md.push_str(&crate::rate_report::sections(info));
     }
-    md.push_str("## Charts\n\n![Throughput per configuration and scenario](throughput.svg)\n\n");
-    md.push_str("![p99 latency per configuration and scenario](p99.svg)\n\n");
+    if !info.cells.is_empty() {
+        md.push_str(&peak_sections(info));
+    }
     md.push_str("## Rows not run\n\n");
     let not_run = info.not_run();
     if not_run.is_empty() {
@@ -214,6 +223,45 @@ pub(crate) fn markdown(info: &RunInfo<'_>) -> String {
     md
 }
 
+/// The peak (wrk) tables and their charts.
+fn peak_sections(info: &RunInfo<'_>) -> String {
+    let s = info.settings;
+    let mut md = String::new();
+    let base = info.baseline().unwrap_or("none");
+    if s.mode == Mode::Rate {
+        md.push_str(
+            "## Peaks (wrk, closed loop)\n\nThe peak of each row, measured first: the \
+             rates above are fractions of it.\n\n",
+        );
+    } else {
+        md.push_str("## Results\n\n");
+    }
+    let _ = writeln!(
+        md,
+        "Each row is the median of {} measured run(s) of {} s by requests/s (all figures from \
+         that one run), after a {} s warm-up; *spread* is the slowest and fastest run. \
+         Latencies in milliseconds, as wrk measures them (from the actual send: under a \
+         closed loop that is the latency of a queue wrk keeps full). *vs {base}*: requests/s \
+         over the `{base}` row's at the same connections. *errors*: socket errors (connect, \
+         read, write, timeouts over {} s); *non-2xx*: responses outside 2xx.\n",
+        s.repeat,
+        s.duration.as_secs(),
+        s.warmup.as_secs(),
+        REQUEST_TIMEOUT.as_secs(),
+    );
+    for &scenario in &s.scenarios {
+        let _ = writeln!(md, "### {}\n\n{}.\n", scenario.name(), scenario.describe());
+        md.push_str(&scenario_table(info, scenario));
+        md.push('\n');
+    }
+    md.push_str(
+        "### Peak charts\n\nBars: the median run; whiskers: the slowest and fastest of the \
+         repeats.\n\n![Throughput per configuration and scenario](throughput.svg)\n\n",
+    );
+    md.push_str("![p99 latency per configuration and scenario](p99.svg)\n\n");
+    md
+}
+
 fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
     let base = info.baseline().unwrap_or("baseline");
     let mut t = String::new();
@@ -225,12 +273,12 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
     let rows_sep = if scenario.inserts() { "---|" } else { "" };
     let _ = writeln!(
         t,
-        "| configuration | conns | req/s | spread | p50 | p90 | p99 | errors | non-2xx \
-            |{rows_col} vs {base} |"
+        "| configuration | conns | req/s | spread | p50 | p90 | p99 | p99.9 | max | errors \
+            | non-2xx |{rows_col} vs {base} |"
     );
     let _ = writeln!(
         t,
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|{rows_sep}---:|"
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|{rows_sep}---:|"
     );
     for &connections in &info.settings.connections {
         for config in info.configs {
@@ -248,7 +296,7 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
                 let rows = if scenario.inserts() { " |" } else { "" };
                 let _ = writeln!(
                     t,
-                    "| {} | {connections} | {why} (see below) | | | | | | |{rows} |",
+                    "| {} | {connections} | {why} (see below) | | | | | | | | |{rows} |",
                     config.name
                 );
                 continue;
@@ -260,7 +308,7 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
                     format!("{}–{}", thousands(lo), thousands(hi))
                 });
             let rows = if scenario.inserts() {
-                format!(" {} |", rows_cell(cell, m))
+                format!(" {} |", m.rows.cell(cell.rows_missing()))
             } else {
                 String::new()
             };
@@ -269,13 +317,16 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
                 .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
             let _ = writeln!(
                 t,
-                "| {} | {connections} | {} | {spread} | {} | {} | {} | {} | {} |{rows} {ratio} |",
+                "| {} | {connections} | {} | {spread} | {} | {} | {} | {} | {} | {} | {} |{rows} \
+                 {ratio} |",
                 config.name,
                 thousands(m.rps),
                 ms(m.p50_ms),
                 ms(m.p90_ms),
                 ms(m.p99_ms),
-                errors(m),
+                ms(m.p999_ms),
+                ms(m.max_ms),
+                errors(m.errors),
                 thousands(m.non_2xx as f64),
             );
         }
@@ -283,32 +334,8 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
     t
 }
 
-fn rows_cell(cell: &Cell, m: &Measurement) -> String {
-    let missing = if cell.rows_missing() {
-        " **ACKNOWLEDGED ROWS MISSING**"
-    } else {
-        ""
-    };
-    match (m.rows_found, m.inserts_acked) {
-        (Some(found), Some(acked)) => {
-            let mark = if found >= acked { "ok" } else { "MISSING" };
-            format!(
-                "{} / {} {mark}{missing}",
-                thousands(found as f64),
-                thousands(acked as f64)
-            )
-        }
-        (None, Some(acked)) => format!(
-            "? / {} ({})",
-            thousands(acked as f64),
-            m.rows_note.as_deref().unwrap_or("no count")
-        ),
-        _ => "?".to_owned(),
-    }
-}
-
-fn errors(m: &Measurement) -> String {
-    let e = m.errors;
+/// Socket errors in words: `0`, or `3 (read 2, timeout 1)`.
+pub(crate) fn errors(e: SocketErrors) -> String {
     if e.total() == 0 {
         return "0".to_owned();
     }
@@ -350,6 +377,9 @@ fn method(info: &RunInfo<'_>) -> String {
              rows of \
          similar throughput.\n",
     );
+    if s.mode == Mode::Rate {
+        md.push_str(&crate::rate_report::method(s));
+    }
     let _ = writeln!(
         md,
         "- Every `loadlab serve` runs with `--randoms-queue {}` (default 64): otherwise \
@@ -386,6 +416,7 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
     let _ = writeln!(md, "| kernel | {} |", m.kernel);
     let _ = writeln!(md, "| load average at start | {} |", m.load_average);
     let _ = writeln!(md, "| loadlab | {} (commit {}) |", v.loadlab, v.commit);
+    let _ = writeln!(md, "| rustc | {} |", v.rustc);
     let _ = writeln!(md, "| wrk | {} |", v.wrk);
     let _ = writeln!(md, "| nginx | {} |", v.nginx);
     let _ = writeln!(md, "| HAProxy | {} |\n", v.haproxy);

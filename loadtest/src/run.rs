@@ -1,14 +1,19 @@
 //! The measuring loop: for each scenario and connection count, `--repeat` rounds in
 //! which every configuration runs once (interleaved, so slow drift of the machine spreads
 //! over all of them), each run on a freshly started configuration with a warm-up first.
-//! Collects [`Cell`]s for the report.
+//! Max mode measures each row's peak with wrk ([`Cell`]s); rate mode then holds each rate
+//! of the ladder with the open-loop driver, every configuration at one rate before the
+//! next rate ([`RateCell`]s).
 
 use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::cli::Settings;
+use crate::cli::{Ladder, Mode, Settings};
+use crate::driver::{self, RatePlan};
+use crate::rate::{RateAttempt, RateCell, RateMeasurement};
+use crate::rows::HasRows;
 use crate::scenario::Scenario;
 use crate::target::Config;
 use crate::wrk::{Measurement, WrkCommand};
@@ -64,7 +69,7 @@ impl Cell {
 
     /// Whether any run lost an acknowledged insert.
     pub(crate) fn rows_missing(&self) -> bool {
-        self.measured().any(Measurement::rows_missing)
+        self.measured().any(|m| m.rows.missing())
     }
 }
 
@@ -74,6 +79,44 @@ enum Failure {
     Start(String),
     /// This run failed; later ones may still work.
     Run(String),
+}
+
+/// Everything the measuring loop produced.
+#[derive(Debug, Default)]
+pub(crate) struct Measured {
+    /// Peak (wrk) rows: every row in max mode, the peaks behind `--rate-steps` in rate mode.
+    pub(crate) cells: Vec<Cell>,
+    /// Fixed-rate rows (rate mode only).
+    pub(crate) rates: Vec<RateCell>,
+}
+
+/// The running count of measured runs, for the progress lines.
+struct Progress {
+    index: usize,
+    total: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn eta(&self) -> String {
+        let left = self.total.saturating_sub(self.index);
+        if self.index == 0 || left == 0 {
+            return String::new();
+        }
+        let per_run = self.started.elapsed().as_secs_f64() / self.index as f64;
+        format!(
+            " (about {:.0} min left)",
+            (per_run * left as f64 / 60.0).ceil()
+        )
+    }
+}
+
+/// The fixed parts of every run: settings, folders, pinning.
+struct Bench<'a> {
+    settings: &'a Settings,
+    root: &'a Path,
+    scratch: &'a Path,
+    pin: bool,
 }
 
 /// Runs the whole plan; `configs` gain their notes and unavailable reasons.
@@ -86,69 +129,73 @@ pub(crate) fn run_all(
     root: &Path,
     scratch: &Path,
     pin: bool,
-) -> Vec<Cell> {
-    let mut cells = Vec::new();
-    let total = settings.cells();
-    let started = Instant::now();
-    let mut index = 0;
+) -> Measured {
+    let available = configs.iter().filter(|c| c.unavailable.is_none()).count();
+    let mut progress = Progress {
+        index: 0,
+        total: settings.runs(available),
+        started: Instant::now(),
+    };
+    let bench = Bench {
+        settings,
+        root,
+        scratch,
+        pin,
+    };
+    let mut measured = Measured::default();
     for &scenario in &settings.scenarios {
         for &connections in &settings.connections {
-            let first = cells.len();
-            cells.extend(configs.iter().map(|c| Cell {
-                scenario,
-                connections,
-                config: c.name.clone(),
-                attempts: Vec::new(),
-            }));
-            for rep in 0..settings.repeat {
-                // Rotate the starting configuration each round: no configuration always
-                // runs right after the same neighbour.
-                for k in 0..configs.len() {
-                    let i = (k + rep) % configs.len();
-                    index += 1;
-                    let config = &mut configs[i];
-                    let label = format!(
-                        "[{index:>3}/{total}] {} c={connections} rep {}/{} {}",
-                        scenario.name(),
-                        rep + 1,
-                        settings.repeat,
-                        config.name
-                    );
-                    if let Some(why) = &config.unavailable {
-                        eprintln!("{label}: skipped ({})", crate::process::shorten(why, 120));
-                        continue;
-                    }
-                    let run_dir = scratch.join(format!("{index:04}-{}", config.name));
-                    let outcome = match make_run_dir(&run_dir) {
-                        Ok(()) => {
-                            measure(config, scenario, connections, settings, root, &run_dir, pin)
-                        }
-                        Err(e) => Err(Failure::Run(e)),
-                    };
-                    // The database of an insert run can be large: free it now.
-                    let _ = std::fs::remove_dir_all(&run_dir);
-                    let eta = eta(started, index, total);
-                    match outcome {
-                        Ok(m) => {
-                            eprintln!("{label}: {:.0} req/s, p99 {:.2} ms{eta}", m.rps, m.p99_ms);
-                            cells[first + i].attempts.push(Attempt {
-                                rep,
-                                measurement: Some(m),
-                                error: None,
-                            });
-                        }
-                        Err(Failure::Start(why)) => {
-                            eprintln!("{label}: could not start: {why}");
-                            config.unavailable = Some(format!("could not start: {why}"));
-                        }
-                        Err(Failure::Run(why)) => {
-                            eprintln!("{label}: failed: {why}");
-                            cells[first + i].attempts.push(Attempt {
-                                rep,
-                                measurement: None,
-                                error: Some(why),
-                            });
-                        }
+            let first = measured.cells.len();
+            if settings.needs_wrk() {
+                let peaks = bench.peaks(configs, scenario, connections, &mut progress);
+                measured.cells.extend(peaks);
+            }
+            if settings.mode == Mode::Rate {
+                let peaks = &measured.cells[first..];
+                let ladder = ladder(settings, configs, peaks, scenario, connections);
+                let rates = bench.rates(configs, ladder, &mut progress);
+                measured.rates.extend(rates);
+            }
+        }
+    }
+    measured
+}
+
+/// The rate cells of one scenario and connection count, in run order (rate, then
+/// configuration): each available configuration's rates, from `--rates` or its peak.
+fn ladder(
+    settings: &Settings,
+    configs: &[Config],
+    peaks: &[Cell],
+    scenario: Scenario,
+    connections: usize,
+) -> Vec<RateCell> {
+    let cell = |config: &Config, step: Option<f64>, target_rate: f64| RateCell {
+        scenario,
+        connections,
+        config: config.name.clone(),
+        step,
+        target_rate,
+        attempts: Vec::new(),
+    };
+    let mut cells = Vec::new();
+    let available = || configs.iter().filter(|c| c.unavailable.is_none());
+    match &settings.ladder {
+        Ladder::Rates(rates) => {
+            for &rate in rates {
+                cells.extend(available().map(|c| cell(c, None, rate)));
+            }
+        }
+        Ladder::Steps(steps) => {
+            for &step in steps {
+                for config in available() {
+                    let peak = peaks
+                        .iter()
+                        .find(|p| p.config == config.name)
+                        .and_then(Cell::median)
+                        .map(|m| m.rps);
+                    if let Some(peak) = peak.filter(|p| *p >= 1.0) {
+                        cells.push(cell(config, Some(step), (step * peak).round().max(1.0)));
                     }
                 }
             }
@@ -157,50 +204,254 @@ pub(crate) fn run_all(
     cells
 }
 
-/// Starts the configuration, drives it, stops it.
-fn measure(
-    config: &mut Config,
-    scenario: Scenario,
-    connections: usize,
-    settings: &Settings,
-    root: &Path,
-    run_dir: &Path,
-    pin: bool,
-) -> Result<Measurement, Failure> {
-    let running = config.start(run_dir, root).map_err(Failure::Start)?;
-    // Warm-up, row count, measured run, row count.
-    let drive = || -> Result<Measurement, String> {
-        let config = &*config;
+impl Bench<'_> {
+    /// The peak runs (wrk) of one scenario and connection count.
+    fn peaks(
+        &self,
+        configs: &mut [Config],
+        scenario: Scenario,
+        connections: usize,
+        progress: &mut Progress,
+    ) -> Vec<Cell> {
+        let s = self.settings;
+        let mut cells: Vec<Cell> = configs
+            .iter()
+            .map(|c| Cell {
+                scenario,
+                connections,
+                config: c.name.clone(),
+                attempts: Vec::new(),
+            })
+            .collect();
+        for rep in 0..s.repeat {
+            // Rotate the starting configuration each round: no configuration always runs
+            // right after the same neighbour.
+            for k in 0..configs.len() {
+                let i = (k + rep) % configs.len();
+                let what = format!(
+                    "{} c={connections} peak rep {}/{}",
+                    scenario.name(),
+                    rep + 1,
+                    s.repeat
+                );
+                let load = Load {
+                    warm_up: |config: &Config, run_dir: &Path| {
+                        self.wrk_run(config, scenario, connections, run_dir, None)
+                            .map(drop)
+                    },
+                    measure: |config: &Config, run_dir: &Path| {
+                        self.wrk_run(config, scenario, connections, run_dir, Some(s.duration))
+                    },
+                };
+                let Some(outcome) = self.one_run(&mut configs[i], scenario, &what, progress, load)
+                else {
+                    continue;
+                };
+                let (measurement, error) = match outcome {
+                    Ok(m) => {
+                        eprintln!(
+                            "{:.0} req/s, p99 {:.2} ms{}",
+                            m.rps,
+                            m.p99_ms,
+                            progress.eta()
+                        );
+                        (Some(m), None)
+                    }
+                    Err(why) => (None, Some(why)),
+                };
+                cells[i].attempts.push(Attempt {
+                    rep,
+                    measurement,
+                    error,
+                });
+            }
+        }
+        cells
+    }
+
+    /// The fixed-rate runs of `cells` (one scenario and connection count), rate by rate.
+    fn rates(
+        &self,
+        configs: &mut [Config],
+        mut cells: Vec<RateCell>,
+        progress: &mut Progress,
+    ) -> Vec<RateCell> {
+        let s = self.settings;
+        for rep in 0..s.repeat {
+            for cell in &mut cells {
+                let Some(config) = configs.iter_mut().find(|c| c.name == cell.config) else {
+                    continue;
+                };
+                let what = format!(
+                    "{} c={} {:.0} req/s rep {}/{}",
+                    cell.scenario.name(),
+                    cell.connections,
+                    cell.target_rate,
+                    rep + 1,
+                    s.repeat
+                );
+                let plan = |config: &Config, duration| RatePlan {
+                    base: config.target.clone(),
+                    scenario: cell.scenario,
+                    connections: cell.connections,
+                    rate: cell.target_rate,
+                    duration,
+                };
+                let inserts = cell.scenario.inserts();
+                let target_rate = cell.target_rate;
+                let load = Load {
+                    warm_up: |config: &Config, _: &Path| {
+                        if s.warmup.is_zero() {
+                            return Ok(());
+                        }
+                        driver::drive(&plan(config, s.warmup)).map(drop)
+                    },
+                    measure: |config: &Config, _: &Path| {
+                        let drive = driver::drive(&plan(config, s.duration))?;
+                        Ok(RateMeasurement::from_drive(target_rate, &drive, inserts))
+                    },
+                };
+                let Some(outcome) = self.one_run(config, cell.scenario, &what, progress, load)
+                else {
+                    continue;
+                };
+                let (measurement, error) = match outcome {
+                    Ok(m) => {
+                        let bound = if m.driver_bound { ", driver-bound" } else { "" };
+                        eprintln!(
+                            "{:.0} req/s, p99 {:.2} ms{bound}{}",
+                            m.achieved_rate,
+                            m.p99_us as f64 / 1e3,
+                            progress.eta()
+                        );
+                        (Some(m), None)
+                    }
+                    Err(why) => (None, Some(why)),
+                };
+                cell.attempts.push(RateAttempt {
+                    rep,
+                    measurement,
+                    error,
+                });
+            }
+        }
+        cells
+    }
+
+    /// One measured run of `config` with `load`: prints its progress label, skips an
+    /// unavailable configuration (`None`), marks one that fails to start unavailable,
+    /// and counts the table's rows around an insert run. `Some(Err)` is a failed run.
+    fn one_run<M: HasRows>(
+        &self,
+        config: &mut Config,
+        scenario: Scenario,
+        what: &str,
+        progress: &mut Progress,
+        load: Load<
+            impl FnOnce(&Config, &Path) -> Result<(), String>,
+            impl FnOnce(&Config, &Path) -> Result<M, String>,
+        >,
+    ) -> Option<Result<M, String>> {
+        if let Some(why) = &config.unavailable {
+            eprintln!(
+                "{what} {}: skipped ({})",
+                config.name,
+                crate::process::shorten(why, 120)
+            );
+            return None;
+        }
+        progress.index += 1;
+        eprint!(
+            "[{:>3}/{}] {what} {}: ",
+            progress.index, progress.total, config.name
+        );
+        let run_dir = self
+            .scratch
+            .join(format!("{:04}-{}", progress.index, config.name));
+        let outcome = match make_run_dir(&run_dir) {
+            Ok(()) => measure(config, scenario, self.root, &run_dir, load),
+            Err(e) => Err(Failure::Run(e)),
+        };
+        // The database of an insert run can be large: free it now.
+        let _ = std::fs::remove_dir_all(&run_dir);
+        match outcome {
+            Ok(m) => Some(Ok(m)),
+            Err(Failure::Start(why)) => {
+                eprintln!("could not start: {why}");
+                config.unavailable = Some(format!("could not start: {why}"));
+                None
+            }
+            Err(Failure::Run(why)) => {
+                eprintln!("failed: {why}");
+                Some(Err(why))
+            }
+        }
+    }
+
+    /// A wrk run: the measured one for `Some(duration)`, else the warm-up (nothing when
+    /// `--warmup 0s`).
+    fn wrk_run(
+        &self,
+        config: &Config,
+        scenario: Scenario,
+        connections: usize,
+        run_dir: &Path,
+        measured: Option<std::time::Duration>,
+    ) -> Result<Measurement, String> {
+        let s = self.settings;
         let url = format!("{}{}", config.target, scenario.path());
         let wrk = |duration| {
             WrkCommand::new(
-                pin,
-                settings.wrk_threads,
+                self.pin,
+                s.wrk_threads,
                 connections,
                 duration,
                 scenario.script(),
                 &url,
             )
         };
-        if !settings.warmup.is_zero() {
-            wrk(settings.warmup)
-                .run(root, &run_dir.join("warmup.txt"))
-                .map_err(|e| format!("warm-up: {e}"))?;
-        }
+        let (duration, log) = match measured {
+            Some(duration) => (duration, "wrk.txt"),
+            None if s.warmup.is_zero() => return Ok(Measurement::default()),
+            None => (s.warmup, "warmup.txt"),
+        };
+        let result = wrk(duration).run(self.root, &run_dir.join(log))?;
+        Ok(Measurement::from_wrk(&result))
+    }
+}
+
+/// The two halves of a run: the warm-up (not counted) and the measured load.
+struct Load<W, L> {
+    warm_up: W,
+    measure: L,
+}
+
+/// Starts the configuration, warms it up, measures, stops it; around an insert run,
+/// counts the rows the table gained.
+fn measure<M: HasRows>(
+    config: &mut Config,
+    scenario: Scenario,
+    root: &Path,
+    run_dir: &Path,
+    load: Load<
+        impl FnOnce(&Config, &Path) -> Result<(), String>,
+        impl FnOnce(&Config, &Path) -> Result<M, String>,
+    >,
+) -> Result<M, Failure> {
+    let running = config.start(run_dir, root).map_err(Failure::Start)?;
+    let drive = || -> Result<M, String> {
+        let config = &*config;
+        (load.warm_up)(config, run_dir).map_err(|e| format!("warm-up: {e}"))?;
         // Counted after the warm-up, so only the measured run's inserts (plus any of the
         // warm-up's still in flight) are compared with its acknowledgements.
         let before = scenario
             .inserts()
             .then(|| crate::http::mega_rows(&config.direct));
-        let result = wrk(settings.duration).run(root, &run_dir.join("wrk.txt"))?;
-        let mut m = Measurement::from_wrk(&result);
+        let mut m = (load.measure)(config, run_dir)?;
         if let Some(before) = before {
-            match before
-                .and_then(|b| crate::http::mega_rows(&config.direct).map(|a| a.saturating_sub(b)))
-            {
-                Ok(found) => m.rows_found = Some(found),
-                Err(e) => m.rows_note = Some(format!("row count unavailable: {e}")),
-            }
+            let after = crate::http::mega_rows(&config.direct);
+            m.rows_mut()
+                .record(before.and_then(|b| after.map(|a| a.saturating_sub(b))));
         }
         Ok(m)
     };
@@ -229,16 +480,4 @@ pub(crate) fn open_permissions(dir: &Path) -> Result<(), String> {
 #[cfg(not(unix))]
 pub(crate) fn open_permissions(_dir: &Path) -> Result<(), String> {
     Ok(())
-}
-
-fn eta(started: Instant, done: usize, total: usize) -> String {
-    let left = total.saturating_sub(done);
-    if done == 0 || left == 0 {
-        return String::new();
-    }
-    let per_run = started.elapsed().as_secs_f64() / done as f64;
-    format!(
-        " (about {:.0} min left)",
-        (per_run * left as f64 / 60.0).ceil()
-    )
 }

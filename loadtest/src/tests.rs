@@ -57,29 +57,30 @@ fn wrk_result_line() -> Result<(), String> {
     let plain = "Running 1s test\nLOADLAB_RESULT \
         {\"requests\":1000,\"duration_us\":2000000,\"bytes\":1,\"connect\":0,\
                  \"read\":2,\"write\":0,\"timeout\":1,\"status\":7,\"p50_us\":400,\"p90_us\":900,\
-                 \"p99_us\":1500,\"max_us\":9000,\"mean_us\":500,\"count_2xx\":null,\
+                 \"p99_us\":1500,\"p999_us\":4000,\"max_us\":9000,\"mean_us\":500,\"count_2xx\":null,\
                  \"count_non2xx\":null,\"count_201\":null}\n";
     let m = Measurement::from_wrk(&parse_result(plain)?);
     ensure(m.rps == 500.0 && m.p99_ms == 1.5 && m.non_2xx == 7, || {
         format!("{m:?}")
     })?;
-    ensure(m.errors.total() == 3 && m.inserts_acked.is_none(), || {
-        format!("{m:?}")
-    })?;
+    ensure(
+        m.errors.total() == 3 && m.rows.inserts_acked.is_none(),
+        || format!("{m:?}"),
+    )?;
     let counted = plain.replace(
         "\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null",
         "\"count_2xx\":990,\"count_non2xx\":10,\"count_201\":990",
     );
     let mut m = Measurement::from_wrk(&parse_result(&counted)?);
-    ensure(m.non_2xx == 10 && m.inserts_acked == Some(990), || {
+    ensure(m.non_2xx == 10 && m.rows.inserts_acked == Some(990), || {
         format!("{m:?}")
     })?;
-    m.rows_found = Some(989);
-    ensure(m.rows_missing(), || {
+    m.rows.rows_found = Some(989);
+    ensure(m.rows.missing(), || {
         "989 rows for 990 acks must count as missing".into()
     })?;
-    m.rows_found = Some(995);
-    ensure(!m.rows_missing(), || {
+    m.rows.rows_found = Some(995);
+    ensure(!m.rows.missing(), || {
         "995 rows for 990 acks are fine".into()
     })?;
     ensure(parse_result("wrk: connection refused").is_err(), || {
@@ -181,7 +182,7 @@ fn median() -> Result<(), String> {
         let mut m = Measurement::from_wrk(&parse_result(&format!(
             "LOADLAB_RESULT \
                 {{\"requests\":{rps},\"duration_us\":1000000,\"bytes\":0,\"connect\":0,\"read\":0,\
-             \"write\":0,\"timeout\":0,\"status\":0,\"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\
+             \"write\":0,\"timeout\":0,\"status\":0,\"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\"p999_us\":1,\
              \"max_us\":1,\
              \"mean_us\":1,\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null}}"
         ))?);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::process::{log_tail, wait_for};
+use crate::rows::{HasRows, RowCheck};
 
 /// wrk's per-request timeout: a request slower than this counts as a timeout error and
 /// leaves the latency figures. Generous, so slow configurations show as slow.
@@ -95,6 +96,7 @@ pub(crate) struct WrkResult {
     p50_us: u64,
     p90_us: u64,
     p99_us: u64,
+    p999_us: u64,
     max_us: u64,
     /// 2xx responses; `null` unless the script counted responses (insert, mixed).
     count_2xx: Option<u64>,
@@ -140,7 +142,7 @@ impl SocketErrors {
 }
 
 /// One measured run, in the report's units.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Measurement {
     /// Completed responses per second.
     pub(crate) rps: f64,
@@ -150,6 +152,8 @@ pub(crate) struct Measurement {
     pub(crate) p90_ms: f64,
     /// 99th percentile latency, milliseconds.
     pub(crate) p99_ms: f64,
+    /// 99.9th percentile latency, milliseconds.
+    pub(crate) p999_ms: f64,
     /// Slowest response, milliseconds.
     pub(crate) max_ms: f64,
     /// Completed responses.
@@ -161,13 +165,9 @@ pub(crate) struct Measurement {
     /// Responses outside 2xx. Where the script does not count responses (healthz,
     /// randoms), wrk's own status errors: 4xx and 5xx.
     pub(crate) non_2xx: u64,
-    /// Inserts acknowledged with 201 (insert and mixed only).
-    pub(crate) inserts_acked: Option<u64>,
-    /// Rows the table gained over the measured run (insert and mixed only, when the
-    /// target serves `/app/mega/stats`).
-    pub(crate) rows_found: Option<u64>,
-    /// Why `rows_found` is missing, when it is.
-    pub(crate) rows_note: Option<String>,
+    /// Acknowledged inserts against rows found (insert and mixed).
+    #[serde(flatten)]
+    pub(crate) rows: RowCheck,
 }
 
 impl Measurement {
@@ -184,6 +184,7 @@ impl Measurement {
             p50_ms: ms(r.p50_us),
             p90_ms: ms(r.p90_us),
             p99_ms: ms(r.p99_us),
+            p999_ms: ms(r.p999_us),
             max_ms: ms(r.max_us),
             requests: r.requests,
             seconds,
@@ -194,14 +195,16 @@ impl Measurement {
                 timeout: r.timeout,
             },
             non_2xx: r.count_non2xx.unwrap_or(r.status),
-            inserts_acked: r.count_2xx.and(r.count_201),
-            rows_found: None,
-            rows_note: None,
+            rows: RowCheck {
+                inserts_acked: r.count_2xx.and(r.count_201),
+                ..RowCheck::default()
+            },
         }
     }
+}
 
-    /// Whether an acknowledged insert is missing from the table.
-    pub(crate) fn rows_missing(&self) -> bool {
-        matches!((self.rows_found, self.inserts_acked), (Some(found), Some(acked)) if found < acked)
+impl HasRows for Measurement {
+    fn rows_mut(&mut self) -> &mut RowCheck {
+        &mut self.rows
     }
 }
