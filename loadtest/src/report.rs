@@ -445,6 +445,10 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
     for (file, _) in info.configs.iter().filter_map(Config::proxy_conf) {
         let _ = writeln!(md, "The generated `{file}` is in this folder.\n");
     }
+    if info.cells.is_empty() {
+        // `--rates`: no peak runs, so no wrk command to show.
+        return md;
+    }
     let _ = writeln!(
         md,
         "wrk, for each scenario (`-c` as in the table; warm-up: the same with `-d{}s`):\n\n```sh",
