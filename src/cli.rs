@@ -128,6 +128,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LOADLAB_WRITER_QUEUE", default_value_t = 16_384)]
     pub writer_queue: usize,
 
+    /// How long an `Idempotency-Key` of an insert is kept: a retry under it within this
+    /// time gets the first answer and stores nothing (e.g. 24h, 90min).
+    #[arg(long, env = "LOADLAB_IDEMPOTENCY_TTL", default_value = "24h", value_parser = duration)]
+    pub idempotency_ttl: Duration,
+
     /// Most tickets in one POST /app/insert/batch.
     #[arg(long, env = "LOADLAB_BATCH_REQUEST_MAX", default_value_t = 10_000)]
     pub batch_request_max: usize,

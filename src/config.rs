@@ -107,6 +107,12 @@ impl Config {
         if args.batch_max == 0 || args.writer_queue == 0 || args.batch_request_max == 0 {
             bail!("--batch-max, --writer-queue and --batch-request-max must be at least 1");
         }
+        if args.idempotency_ttl < Duration::from_secs(1) {
+            bail!(
+                "--idempotency-ttl must be at least 1s, got {}",
+                humantime::format_duration(args.idempotency_ttl)
+            );
+        }
         if args.read_connections == 0 {
             bail!("--read-connections must be at least 1");
         }
@@ -155,6 +161,7 @@ impl Config {
                 batch_linger: args.batch_linger,
                 queue_capacity: args.writer_queue,
                 max_size_bytes: args.db_max_size.map(|bytes| bytes as u64),
+                idempotency_ttl: args.idempotency_ttl,
             },
             read_connections: args.read_connections,
             batch_request_max: args.batch_request_max,

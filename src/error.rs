@@ -25,6 +25,14 @@ pub enum AppError {
     /// 404: no such resource.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request conflicts with one still running (the same `Idempotency-Key`);
+    /// the same request may succeed once that one is answered.
+    #[error("{0}")]
+    Conflict(String),
+    /// 422: the request is well-formed but contradicts an earlier one (an
+    /// `Idempotency-Key` reused for a different request).
+    #[error("{0}")]
+    Unprocessable(String),
     /// 413: the body is over the route's limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -64,6 +72,8 @@ impl AppError {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Busy { .. } | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

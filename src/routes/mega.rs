@@ -6,14 +6,19 @@
 //! 507 when only an operator can clear it, 503 with `Retry-After` when the same request
 //! may succeed later, as with a full queue ([`AppError::store_status`]). Nothing is
 //! acknowledged before it is committed. A failed statement is a 500.
+//!
+//! Both inserts take an optional `Idempotency-Key` header: the key is stored with the
+//! rows, and a retry under it gets the first answer (the same ids, header
+//! `Idempotent-Replayed: true`) and stores nothing; the same key with another body is a
+//! 422, a key whose first request is not answered yet a 409.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use loadlab_workers::mega::{
-    MegaReader, MegaTicket, PendingInsert, ReadError, StoreFault, StoredTicket, SubmitError,
-    WriteError,
+    Fingerprint, Idempotency, IdempotencyKey, Inserted, MegaReader, MegaTicket, PendingInsert,
+    ReadError, StoreFault, StoredTicket, SubmitError, WriteError,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -26,6 +31,11 @@ use crate::state::AppState;
 const FIELDS: [&str; 6] = ["num1", "num2", "num3", "num4", "num5", "num6"];
 /// Largest page of `GET /app/mega`.
 const PAGE_MAX: u32 = 1000;
+/// The request header that makes an insert safe to retry (IETF httpapi draft "The
+/// Idempotency-Key HTTP Header Field").
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on an answer replayed from the first request under the same key (as Stripe does).
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// `GET /app/`: a welcome that lists the routes.
 pub async fn app_index() -> Json<Value> {
@@ -49,28 +59,31 @@ pub async fn app_index() -> Json<Value> {
 /// `POST /app/insert`: one ticket -> `201 {"id": N, "message": ...}`.
 pub async fn mega_insert(
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
+    let key = idempotency_key(&headers)?;
     let ticket = ticket_from_json(&body).map_err(AppError::BadRequest)?;
-    let pending = submit(state.writer().try_insert(ticket))?;
-    let ids = committed(pending).await?;
-    let id = ids
+    let inserted = insert(&state, key, "insert", vec![ticket]).await?;
+    let id = inserted
+        .ids()
         .first()
         .copied()
         .ok_or_else(|| AppError::Internal("the writer returned no id".into()))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": id, "message": "ticket stored" })),
-    )
-        .into_response())
+    Ok(respond(
+        &inserted,
+        json!({ "id": id, "message": "ticket stored" }),
+    ))
 }
 
 /// `POST /app/insert/batch`: a JSON array of tickets -> `201 {"ids": [...], "count": N}`,
 /// all committed in one transaction or none.
 pub async fn mega_insert_batch(
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
+    let key = idempotency_key(&headers)?;
     let Value::Array(items) = body else {
         return Err(AppError::BadRequest(
             "the body must be a JSON array of tickets".into(),
@@ -95,13 +108,69 @@ pub async fn mega_insert_batch(
             ticket_from_json(item).map_err(|e| AppError::BadRequest(format!("ticket {i}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let pending = submit(state.writer().try_insert_many(tickets))?;
-    let ids = committed(pending).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "count": ids.len(), "ids": ids })),
-    )
-        .into_response())
+    let inserted = insert(&state, key, "batch", tickets).await?;
+    let ids = inserted.ids();
+    Ok(respond(
+        &inserted,
+        json!({ "count": ids.len(), "ids": ids }),
+    ))
+}
+
+/// The request's `Idempotency-Key`, if it sent one; a malformed or repeated header is a
+/// 400 that says what a key may hold.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, AppError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AppError::BadRequest(
+            "send one Idempotency-Key header, not several".into(),
+        ));
+    }
+    IdempotencyKey::parse(value.as_bytes())
+        .map(Some)
+        .map_err(|e| AppError::BadRequest(e.to_string()))
+}
+
+/// Submits `tickets` (under `key`, if given) and waits for the writer's answer.
+/// `route` names the route in the request's fingerprint.
+async fn insert(
+    state: &AppState,
+    key: Option<IdempotencyKey>,
+    route: &str,
+    tickets: Vec<MegaTicket>,
+) -> Result<Inserted, AppError> {
+    let writer = state.writer();
+    let submitted = match key {
+        None => writer.try_insert_many(tickets),
+        Some(key) => {
+            let fingerprint = Fingerprint::of(route, &tickets);
+            let key = Idempotency {
+                key,
+                fingerprint,
+                status: StatusCode::CREATED.as_u16(),
+            };
+            writer.try_insert_keyed(tickets, key)
+        }
+    };
+    committed(submit(submitted)?).await
+}
+
+/// The answer to an insert: 201, or for a replay the first answer's status, marked
+/// `Idempotent-Replayed: true`.
+fn respond(inserted: &Inserted, body: Value) -> Response {
+    match inserted {
+        Inserted::Stored(_) => (StatusCode::CREATED, Json(body)).into_response(),
+        Inserted::Replayed { status, .. } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::CREATED);
+            let mut response = (status, Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+    }
 }
 
 /// `GET /app/mega/{id}`: the stored ticket, or 404.
@@ -240,11 +309,18 @@ fn submit(result: Result<PendingInsert, SubmitError>) -> Result<PendingInsert, A
             AppError::Unavailable("the service is shutting down: the ticket was not stored".into())
         }
         SubmitError::Empty => AppError::BadRequest("nothing to insert".into()),
+        SubmitError::KeyInFlight => key_in_flight(),
     })
 }
 
-async fn committed(pending: PendingInsert) -> Result<Vec<i64>, AppError> {
-    pending.committed().await.map_err(|e| match e {
+fn key_in_flight() -> AppError {
+    AppError::Conflict(
+        "a request with this Idempotency-Key is still in flight: retry once it is answered".into(),
+    )
+}
+
+async fn committed(pending: PendingInsert) -> Result<Inserted, AppError> {
+    pending.answered().await.map_err(|e| match e {
         WriteError::Commit(cause) => {
             AppError::Internal(format!("the ticket was not stored: {cause}"))
         }
@@ -255,6 +331,12 @@ async fn committed(pending: PendingInsert) -> Result<Vec<i64>, AppError> {
         WriteError::WriterGone => {
             AppError::Unavailable("the writer stopped: the ticket was not stored".into())
         }
+        WriteError::KeyReused => AppError::Unprocessable(
+            "the Idempotency-Key was already used with a different request: \
+             send a new key for a new request"
+                .into(),
+        ),
+        WriteError::KeyInFlight => key_in_flight(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Acknowledged means committed: graceful shutdown under load and `kill -9` under load
 //! lose no acknowledged row, store no row that was answered with an error, and store
-//! nothing twice.
+//! nothing twice. Clients that retry under an `Idempotency-Key` across a `kill -9` and
+//! restart store each ticket exactly once.
 //!
 //! Each request carries a unique ticket (its sequence number written in base 10, one
 //! digit per column: `num_i = 10 * i + 1 + digit_i`, so the six numbers are always
@@ -17,7 +18,9 @@ use tokio::sync::Mutex;
 use crate::support::child::{
     ChildProcess, assert_sigterm_lets_a_slow_job_finish, free_port, loadlab,
 };
-use crate::support::{serve_args, spawn_app_on, ticket, unique_ticket};
+use crate::support::{
+    insert_each_until_acknowledged, serve_args, spawn_app_on, ticket, ticket_key, unique_ticket,
+};
 
 /// What the clients were told.
 #[derive(Default)]
@@ -184,7 +187,11 @@ struct Server {
 
 impl Server {
     async fn start(db: &std::path::Path) -> Self {
-        let port = free_port();
+        Self::start_on(db, free_port()).await
+    }
+
+    /// Starts on `port` (a restart keeps its clients' address).
+    async fn start_on(db: &std::path::Path, port: u16) -> Self {
         let mut command = loadlab();
         command
             .args(["serve", "--no-front", "--shards", "1", "--threads", "1"])
@@ -227,4 +234,67 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("loadlab.db")).await;
     assert_sigterm_lets_a_slow_job_finish(server.process, &server.base).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_then_idempotent_retries_store_each_ticket_once() {
+    const CLIENTS: u64 = 16;
+    const EACH: u64 = 150;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("loadlab.db");
+    let port = free_port();
+    let mut server = Server::start_on(&db, port).await;
+    let base = server.base.clone();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| tokio::spawn(insert_each_until_acknowledged(base.clone(), c * EACH, EACH)))
+        .collect();
+    // Kill once a third of the tickets are in: requests are in flight, some committed
+    // with their answers lost. Then restart on the same file and port.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while all_rows(&base).await.len() < (CLIENTS * EACH / 3) as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the load never got going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.process.kill();
+    drop(server);
+    let restarted = Server::start_on(&db, port).await;
+    let mut acked = Vec::new();
+    for client in clients {
+        acked.extend(client.await.expect("client task"));
+    }
+    let rows = all_rows(&restarted.base).await;
+    assert_eq!(
+        rows.len() as u64,
+        CLIENTS * EACH,
+        "one row per ticket, no more"
+    );
+    let ledger = Ledger {
+        acked: acked
+            .iter()
+            .map(|&(_, numbers, id)| (numbers, id))
+            .collect(),
+        refused: Vec::new(),
+    };
+    // No ticket twice, every one with the id its client was told.
+    assert_eq!(check(&rows, &ledger) as u64, CLIENTS * EACH);
+    // A retry now replays the first answer.
+    let (seq, numbers, id) = acked[0];
+    let replay: Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .post(format!("{}/app/insert", restarted.base))
+        .header("Idempotency-Key", ticket_key(seq))
+        .json(&ticket(numbers))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(replay["id"], id);
+    assert_eq!(all_rows(&restarted.base).await.len() as u64, CLIENTS * EACH);
 }

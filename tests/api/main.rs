@@ -6,6 +6,7 @@ mod docs;
 mod durability;
 mod front;
 mod health;
+mod idempotency;
 mod info;
 mod mega;
 mod metrics;

@@ -83,6 +83,10 @@ pub fn describe() {
         "mega_reconnects_total",
         "Times the writer re-established a lost database connection (postgres)"
     );
+    describe_counter!(
+        "mega_idempotent_replays_total",
+        "Insert retries under a committed Idempotency-Key, answered from it and stored nothing"
+    );
     describe_histogram!(
         "mega_batch_rows",
         "Rows per committed transaction, by store"

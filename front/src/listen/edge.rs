@@ -245,7 +245,12 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow_origin)
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([header::CONTENT_TYPE, header::ACCEPT])
+            // `Idempotency-Key`: browsers may retry inserts safely too.
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::HeaderName::from_static("idempotency-key"),
+            ])
             .expose_headers(Any)
             .max_age(Duration::from_secs(600)),
     )

@@ -234,3 +234,62 @@ pub fn unique_ticket(seq: u64) -> [i64; 6] {
     }
     numbers
 }
+
+/// The `Idempotency-Key` [`insert_each_until_acknowledged`] sends for ticket `seq`.
+pub fn ticket_key(seq: u64) -> String {
+    format!("ticket-{seq}")
+}
+
+/// Inserts the [`unique_ticket`]s `first..first + count` into `{base}/app/insert` one
+/// after another, each under its own key ([`ticket_key`]), retrying each until it is
+/// acknowledged: on no answer, 503 (the store or the server is away) or 409 (its first
+/// attempt is still in flight). Any other answer, or 180 s without progress, fails the
+/// test. Returns each ticket's `(seq, numbers, id)` as told.
+pub async fn insert_each_until_acknowledged(
+    base: String,
+    first: u64,
+    count: u64,
+) -> Vec<(u64, [i64; 6], i64)> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut acked = Vec::new();
+    for seq in first..first + count {
+        let numbers = unique_ticket(seq);
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ticket {seq} never stored"
+            );
+            let sent = client
+                .post(format!("{base}/app/insert"))
+                .header("Idempotency-Key", ticket_key(seq))
+                .json(&ticket(numbers))
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status() == 201 => {
+                    // A 201 whose body is cut off is retried: the retry replays it.
+                    if let Ok(body) = response.json::<serde_json::Value>().await {
+                        acked.push((seq, numbers, body["id"].as_i64().expect("an id")));
+                        break;
+                    }
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    assert!(
+                        status == 503 || status == 409,
+                        "ticket {seq}: {status} {:?}",
+                        response.text().await
+                    );
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    acked
+}

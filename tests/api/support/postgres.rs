@@ -18,6 +18,9 @@
 //!
 //! Without the binaries the PostgreSQL tests are skipped with a message, unless `CI` is
 //! set: then they fail, so CI cannot pass without running them.
+//!
+//! A test that restarts the server gets a private one ([`private_server`]), so the
+//! others sharing the first never see it go away.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -142,12 +145,13 @@ impl PgServer {
              -c max_connections=200",
             dir.display()
         );
+        let log = dir.join("server.log");
         let mut pg_ctl = command(bin, "pg_ctl", as_postgres);
         pg_ctl
             .arg("-D")
             .arg(&data)
             .args(["-o", &options, "-l"])
-            .arg(dir.join("server.log"))
+            .arg(&log)
             .args(["-w", "-t", "60", "start"]);
         run(pg_ctl, "pg_ctl start");
         let server = Self {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::fault::StoreFault;
+use super::idempotency::{Idempotency, Inserted};
 use super::ticket::MegaTicket;
 
 /// Why a queued request was not committed. None of its rows were stored.
@@ -32,6 +33,14 @@ pub enum WriteError {
     /// The writer stopped before answering (it panicked or the process is ending).
     #[error("the writer stopped before committing the insert")]
     WriterGone,
+    /// The request's idempotency key was committed earlier with a different request;
+    /// nothing was stored. Only this request fails: the rest of its batch commits.
+    #[error("the Idempotency-Key was already used with a different request")]
+    KeyReused,
+    /// An earlier request under the same idempotency key is in the same batch, not
+    /// committed yet; nothing was stored for this one.
+    #[error("a request with the same Idempotency-Key is still in flight")]
+    KeyInFlight,
 }
 
 impl WriteError {
@@ -41,7 +50,10 @@ impl WriteError {
         match self {
             WriteError::Store { fault, .. } => Some(*fault),
             WriteError::Unavailable(_) => Some(StoreFault::ConnectionLost),
-            WriteError::Commit(_) | WriteError::WriterGone => None,
+            WriteError::Commit(_)
+            | WriteError::WriterGone
+            | WriteError::KeyReused
+            | WriteError::KeyInFlight => None,
         }
     }
 
@@ -51,16 +63,27 @@ impl WriteError {
             WriteError::Commit(cause)
             | WriteError::Unavailable(cause)
             | WriteError::Store { cause, .. } => cause.clone(),
-            WriteError::WriterGone => self.to_string(),
+            WriteError::WriterGone | WriteError::KeyReused | WriteError::KeyInFlight => {
+                self.to_string()
+            }
         }
     }
 }
 
-/// The ids given to a request's rows, in the order the rows were submitted.
-pub type InsertOutcome = Result<Vec<i64>, WriteError>;
+/// What a request is answered with: its rows' ids (stored now or, for a retry under an
+/// idempotency key, replayed), in the order the rows were submitted.
+pub type InsertOutcome = Result<Inserted, WriteError>;
 
-/// The requests of one batch: each request's rows and where to answer it.
-pub(crate) type Batch = [(Vec<MegaTicket>, oneshot::Sender<InsertOutcome>)];
+/// One request of a batch: its rows, its idempotency key if any, and where to answer.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub rows: Vec<MegaTicket>,
+    pub key: Option<Idempotency>,
+    pub reply: oneshot::Sender<InsertOutcome>,
+}
+
+/// The requests of one batch.
+pub(crate) type Batch = [Request];
 
 /// How one store writes a batch: the part of the writer that differs between SQLite
 /// and PostgreSQL. Owned and called only by the writer thread.
@@ -72,10 +95,21 @@ pub(crate) trait Backend: Send + 'static {
         Ok(())
     }
 
-    /// Writes every request of `batch` in one transaction and commits; the ids per
-    /// request, in order. On error nothing of the batch is stored (or, when the
-    /// connection died during `COMMIT`, nothing of it was acknowledged).
-    fn insert_all(&mut self, batch: &Batch) -> Result<Vec<Vec<i64>>, WriteError>;
+    /// Writes every request of `batch` in one transaction and commits; each request's
+    /// answer, in order. A request under an idempotency key already committed (and not
+    /// older than `ttl`) stores nothing and is answered from the key's record, or with
+    /// [`WriteError::KeyReused`]: such answers never fail the rest of the batch. On
+    /// `Err` nothing of the batch is stored (or, when the connection died during
+    /// `COMMIT`, nothing of it was acknowledged).
+    fn insert_all(
+        &mut self,
+        batch: &Batch,
+        ttl: Duration,
+    ) -> Result<Vec<InsertOutcome>, WriteError>;
+
+    /// Deletes at most `limit` idempotency keys older than `ttl`, in a transaction of
+    /// its own; how many it deleted.
+    fn purge_keys(&mut self, ttl: Duration, limit: usize) -> Result<usize, WriteError>;
 
     /// Called once after the last batch (SQLite checkpoints its WAL).
     fn finish(&mut self) {}

@@ -11,6 +11,8 @@
 //! - [`fault`]: [`StoreFault`], the failures of a store itself (full, read-only, I/O
 //!   error, busy, out of reach), and how each store's errors map to them; [`health`]:
 //!   [`StoreHealth`], the writer's view of its store for readiness.
+//! - [`idempotency`]: inserts a client can retry safely: an `Idempotency-Key` stored
+//!   with the request's rows (`sqlite_keys`, `pg_keys`), a retry answered from it.
 //! - [`reader`]: the readers, a few read connections for lookups, pages and stats;
 //!   [`records`]: what reads return.
 //!
@@ -21,12 +23,15 @@
 mod backend;
 pub mod fault;
 pub mod health;
+pub mod idempotency;
 mod pg;
+mod pg_keys;
 mod pg_reader;
 pub mod reader;
 pub mod records;
 pub mod schema;
 mod sqlite;
+mod sqlite_keys;
 pub mod store;
 pub mod ticket;
 pub mod writer;
@@ -34,6 +39,7 @@ pub mod writer;
 pub use backend::{InsertOutcome, WriteError};
 pub use fault::StoreFault;
 pub use health::{ActiveFault, StoreHealth};
+pub use idempotency::{Fingerprint, Idempotency, IdempotencyKey, Inserted, KeyError};
 pub use reader::MegaReader;
 pub use records::{MegaStats, ReadError, StoredTicket};
 pub use schema::{SchemaError, SyncMode};

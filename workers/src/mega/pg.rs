@@ -11,7 +11,10 @@
 //!
 //! A lost connection fails the batch in flight with [`WriteError::Unavailable`]. When
 //! it died while the copy was committing, the rows may or may not be stored; either way
-//! none of them is acknowledged. The writer reconnects with exponential backoff.
+//! none of them is acknowledged. The writer reconnects with exponential backoff. A
+//! client that retries under an `Idempotency-Key` learns which (`pg_keys`): a batch
+//! holding keyed requests claims their keys and copies their rows in one explicit
+//! transaction.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -22,10 +25,13 @@ use postgres::{Client, NoTls, Statement};
 
 use loadlab_logs::{RepeatLog, Verdict};
 
-use super::backend::{Backend, Batch, WriteError};
+use super::backend::{Backend, Batch, InsertOutcome, WriteError};
 use super::fault::{StoreFault, classify_pg};
+use super::idempotency::{self, Idempotency, Inserted};
+use super::pg_keys::{self, Claim, Claimed, KeyStatements};
 use super::schema::{SchemaError, SyncMode};
 use super::store::PostgresUrl;
+use super::ticket::MegaTicket;
 
 /// Creates what loadlab needs, if absent. The table is `mega` (PostgreSQL folds the
 /// ancestor's unquoted `Mega` to lower case, so both spellings name it).
@@ -144,6 +150,7 @@ struct Session {
     client: Client,
     next_ids: Statement,
     copy: Statement,
+    keys: KeyStatements,
 }
 
 impl Session {
@@ -151,10 +158,12 @@ impl Session {
         let pg = |e: postgres::Error| SchemaError::Postgres(describe(&e));
         let next_ids = client.prepare(NEXT_IDS).map_err(pg)?;
         let copy = client.prepare(COPY).map_err(pg)?;
+        let keys = KeyStatements::prepare(&mut client).map_err(pg)?;
         Ok(Self {
             client,
             next_ids,
             copy,
+            keys,
         })
     }
 }
@@ -181,6 +190,7 @@ fn prepare_schema(client: &mut Client) -> Result<(), SchemaError> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_KEY])
         .map_err(pg)?;
     tx.batch_execute(CREATE).map_err(pg)?;
+    tx.batch_execute(pg_keys::CREATE).map_err(pg)?;
     tx.commit().map_err(pg)?;
     check_compatible(client)
 }
@@ -294,12 +304,45 @@ impl Backend for PgBackend {
         }
     }
 
-    fn insert_all(&mut self, batch: &Batch) -> Result<Vec<Vec<i64>>, WriteError> {
+    fn insert_all(
+        &mut self,
+        batch: &Batch,
+        ttl: Duration,
+    ) -> Result<Vec<InsertOutcome>, WriteError> {
         let Some(session) = self.client.as_mut() else {
             return Err(WriteError::Unavailable("not connected".into()));
         };
-        match write_batch(session, &mut self.reserved, batch) {
-            Ok(ids) => Ok(ids),
+        let written = if batch.iter().any(|r| r.key.is_some()) {
+            write_keyed_batch(session, &mut self.reserved, batch, ttl)
+        } else {
+            write_batch(session, &mut self.reserved, batch).map(|ids| {
+                ids.into_iter()
+                    .map(|ids| Ok(Inserted::Stored(ids)))
+                    .collect()
+            })
+        };
+        self.outcome(written)
+    }
+
+    fn purge_keys(&mut self, ttl: Duration, limit: usize) -> Result<usize, WriteError> {
+        let Some(session) = self.client.as_mut() else {
+            return Err(WriteError::Unavailable("not connected".into()));
+        };
+        let purged = pg_keys::purge(&mut session.client, &session.keys, ttl, limit)
+            .map_err(BatchError::Postgres);
+        self.outcome(purged)
+    }
+}
+
+impl PgBackend {
+    /// A write's result as the writer sees it: a lost connection is `Unavailable` (and
+    /// the next attempt reconnects at once), a failed statement a `Commit` error.
+    fn outcome<T>(&mut self, written: Result<T, BatchError>) -> Result<T, WriteError> {
+        let Some(session) = self.client.as_mut() else {
+            return Err(WriteError::Unavailable("not connected".into()));
+        };
+        match written {
+            Ok(done) => Ok(done),
             Err(BatchError::Ids(message)) => Err(WriteError::Commit(message)),
             Err(BatchError::Postgres(e)) => match classify_pg(&e) {
                 _ if session.client.is_closed() => Err(self.lost(&e)),
@@ -312,9 +355,7 @@ impl Backend for PgBackend {
             },
         }
     }
-}
 
-impl PgBackend {
     /// The connection died: drops it, due for reconnection at once (the server may be
     /// back already, after a restart; if not, the backoff starts from there).
     fn lost(&mut self, error: &postgres::Error) -> WriteError {
@@ -364,18 +405,99 @@ fn write_batch(
     reserved: &mut VecDeque<i64>,
     batch: &Batch,
 ) -> Result<Vec<Vec<i64>>, BatchError> {
-    let rows: usize = batch.iter().map(|(tickets, _)| tickets.len()).sum();
-    let mut next = take_ids(session, reserved, rows)?.into_iter();
+    let ids = ids_per_request(session, reserved, batch)?;
     let mut writer = BinaryCopyInWriter::new(session.client.copy_in(&session.copy)?, &COLUMN_TYPES);
-    let mut out = Vec::with_capacity(batch.len());
-    for (tickets, _) in batch {
-        let request_ids: Vec<i64> = next.by_ref().take(tickets.len()).collect();
-        for (ticket, id) in tickets.iter().zip(&request_ids) {
-            let [a, b, c, d, e, f] = ticket.numbers().map(i16::from);
-            writer.write(&[id, &a, &b, &c, &d, &e, &f])?;
-        }
-        out.push(request_ids);
+    for (request, request_ids) in batch.iter().zip(&ids) {
+        write_rows(&mut writer, &request.rows, request_ids)?;
     }
     writer.finish()?;
-    Ok(out)
+    Ok(ids)
+}
+
+/// A batch holding keyed requests, in one explicit transaction: ids reserved for every
+/// row, the keys claimed (with the ids their rows get), the rows copied of the requests
+/// that won their key or have none, then `COMMIT`. A request answered from its key's
+/// record leaves its reserved ids unused (a gap, as after a failed copy).
+fn write_keyed_batch(
+    session: &mut Session,
+    reserved: &mut VecDeque<i64>,
+    batch: &Batch,
+    ttl: Duration,
+) -> Result<Vec<InsertOutcome>, BatchError> {
+    let ids = ids_per_request(session, reserved, batch)?;
+    let repeats = idempotency::repeats_in(batch.iter().map(|r| r.key.as_ref()));
+    let mut answers: Vec<Option<InsertOutcome>> = repeats
+        .iter()
+        .map(|&repeat| repeat.then_some(Err(WriteError::KeyInFlight)))
+        .collect();
+    // The first request under each key, by index.
+    let keyed: Vec<(usize, &Idempotency)> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !repeats[*i])
+        .filter_map(|(i, r)| r.key.as_ref().map(|key| (i, key)))
+        .collect();
+    let claims: Vec<Claim<'_>> = keyed
+        .iter()
+        .map(|&(i, request)| Claim {
+            request,
+            ids: idempotency::encode_ids(&ids[i]),
+        })
+        .collect();
+    let mut tx = session.client.transaction()?;
+    let found = pg_keys::claim(&mut tx, &session.keys, &claims, ttl)?;
+    for (&(i, key), found) in keyed.iter().zip(found) {
+        answers[i] = match found {
+            Claimed::Won => None,
+            Claimed::Taken(stored) => Some(stored.answer(key)),
+            Claimed::Vanished => Some(Err(WriteError::KeyInFlight)),
+        };
+    }
+    let to_store = || {
+        batch
+            .iter()
+            .zip(&ids)
+            .zip(&answers)
+            .filter(|(_, a)| a.is_none())
+    };
+    if to_store().next().is_some() {
+        let mut writer = BinaryCopyInWriter::new(tx.copy_in(&session.copy)?, &COLUMN_TYPES);
+        for ((request, request_ids), _) in to_store() {
+            write_rows(&mut writer, &request.rows, request_ids)?;
+        }
+        writer.finish()?;
+    }
+    tx.commit()?;
+    Ok(answers
+        .into_iter()
+        .zip(ids)
+        .map(|(answer, ids)| answer.unwrap_or(Ok(Inserted::Stored(ids))))
+        .collect())
+}
+
+/// Reserved ids for every row of the batch, split per request, in order.
+fn ids_per_request(
+    session: &mut Session,
+    reserved: &mut VecDeque<i64>,
+    batch: &Batch,
+) -> Result<Vec<Vec<i64>>, BatchError> {
+    let rows: usize = batch.iter().map(|r| r.rows.len()).sum();
+    let mut next = take_ids(session, reserved, rows)?.into_iter();
+    Ok(batch
+        .iter()
+        .map(|r| next.by_ref().take(r.rows.len()).collect())
+        .collect())
+}
+
+/// Writes one request's rows with their ids into a running copy.
+fn write_rows(
+    writer: &mut BinaryCopyInWriter<'_>,
+    rows: &[MegaTicket],
+    ids: &[i64],
+) -> Result<(), postgres::Error> {
+    for (ticket, id) in rows.iter().zip(ids) {
+        let [a, b, c, d, e, f] = ticket.numbers().map(i16::from);
+        writer.write(&[id, &a, &b, &c, &d, &e, &f])?;
+    }
+    Ok(())
 }

@@ -77,7 +77,7 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS Mega (
 )";
 
 /// Opens (creating if needed) the database for writing: WAL journal, the given sync
-/// mode, and a compatible `Mega` table.
+/// mode, a compatible `Mega` table, and the idempotency keys' table.
 pub fn open_for_writing(path: &Path, sync: SyncMode) -> Result<Connection, SchemaError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| SchemaError::CreateDir {
@@ -97,6 +97,7 @@ pub fn open_for_writing(path: &Path, sync: SyncMode) -> Result<Connection, Schem
     conn.pragma_update(None, "synchronous", sync.pragma())?;
     conn.execute(CREATE_TABLE, [])?;
     check_compatible(&conn)?;
+    super::sqlite_keys::prepare_schema(&conn)?;
     Ok(conn)
 }
 

@@ -2,12 +2,15 @@
 //! prepared `INSERT` per row, one transaction per batch.
 
 use std::path::Path;
+use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
-use super::backend::{Backend, Batch, WriteError};
+use super::backend::{Backend, Batch, InsertOutcome, WriteError};
 use super::fault::classify_sqlite;
+use super::idempotency::{self, Inserted};
 use super::schema::{self, SchemaError, SyncMode};
+use super::sqlite_keys;
 
 const INSERT: &str =
     "INSERT INTO Mega (num1, num2, num3, num4, num5, num6) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
@@ -35,14 +38,16 @@ impl SqliteBackend {
 }
 
 impl Backend for SqliteBackend {
-    fn insert_all(&mut self, batch: &Batch) -> Result<Vec<Vec<i64>>, WriteError> {
-        insert_all(&mut self.conn, batch).map_err(|e| match classify_sqlite(&e) {
-            Some(fault) => WriteError::Store {
-                fault,
-                cause: format!("sqlite: {e}"),
-            },
-            None => WriteError::Commit(e.to_string()),
-        })
+    fn insert_all(
+        &mut self,
+        batch: &Batch,
+        ttl: Duration,
+    ) -> Result<Vec<InsertOutcome>, WriteError> {
+        insert_all(&mut self.conn, batch, ttl).map_err(write_error)
+    }
+
+    fn purge_keys(&mut self, ttl: Duration, limit: usize) -> Result<usize, WriteError> {
+        sqlite_keys::purge(&self.conn, ttl, limit).map_err(write_error)
     }
 
     fn finish(&mut self) {
@@ -71,23 +76,56 @@ fn cap_size(conn: &Connection, bytes: u64) -> Result<(), SchemaError> {
     Ok(())
 }
 
-/// One transaction for the whole batch; the ids per request. On any error the
-/// transaction is rolled back (by `Transaction`'s drop) and nothing is stored.
-fn insert_all(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<Vec<Vec<i64>>> {
-    let tx = conn.transaction()?;
-    let mut ids = Vec::with_capacity(batch.len());
+/// A failed statement as the writer reports it: a store fault (full, read-only, I/O,
+/// busy) as such, anything else as a failed commit.
+fn write_error(e: rusqlite::Error) -> WriteError {
+    match classify_sqlite(&e) {
+        Some(fault) => WriteError::Store {
+            fault,
+            cause: format!("sqlite: {e}"),
+        },
+        None => WriteError::Commit(e.to_string()),
+    }
+}
+
+/// One transaction for the whole batch; each request's answer. On any error the
+/// transaction is rolled back (by `Transaction`'s drop) and nothing is stored. A
+/// request under a live key stores nothing and is answered from the key's record.
+fn insert_all(
+    conn: &mut Connection,
+    batch: &Batch,
+    ttl: Duration,
+) -> rusqlite::Result<Vec<InsertOutcome>> {
+    // IMMEDIATE: the write lock from the start, so the keys read below stay current
+    // until the commit (see `sqlite_keys`).
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let repeats = idempotency::repeats_in(batch.iter().map(|r| r.key.as_ref()));
+    let mut out = Vec::with_capacity(batch.len());
     {
         let mut stmt = tx.prepare_cached(INSERT)?;
-        for (tickets, _) in batch {
-            let mut request_ids = Vec::with_capacity(tickets.len());
-            for ticket in tickets {
+        for (request, repeat) in batch.iter().zip(repeats) {
+            if repeat {
+                out.push(Err(WriteError::KeyInFlight));
+                continue;
+            }
+            if let Some(key) = &request.key
+                && let Some(stored) = sqlite_keys::lookup(&tx, key, ttl)?
+            {
+                out.push(stored.answer(key));
+                continue;
+            }
+            let mut request_ids = Vec::with_capacity(request.rows.len());
+            for ticket in &request.rows {
                 let [a, b, c, d, e, f] = ticket.numbers();
                 stmt.execute([a, b, c, d, e, f])?;
                 request_ids.push(tx.last_insert_rowid());
             }
-            ids.push(request_ids);
+            if let Some(key) = &request.key {
+                sqlite_keys::claim(&tx, key, &idempotency::encode_ids(&request_ids))?;
+            }
+            out.push(Ok(Inserted::Stored(request_ids)));
         }
     }
     tx.commit()?;
-    Ok(ids)
+    Ok(out)
 }

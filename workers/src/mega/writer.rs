@@ -24,7 +24,12 @@
 //!   a commit succeeds again, and is logged at most once a second with a count
 //!   ([`super::health`]);
 //! - the queue is bounded: [`WriterHandle::try_insert`] never blocks, it fails with
-//!   [`SubmitError::Full`] so async callers can answer 503.
+//!   [`SubmitError::Full`] so async callers can answer 503;
+//! - a request under an idempotency key ([`WriterHandle::try_insert_keyed`]) stores its
+//!   key with its rows in the same transaction; a retry under a committed key stores
+//!   nothing and gets the first answer, and neither it nor a refused one fails the
+//!   other requests of its batch (see [`super::idempotency`]). After a commit, when
+//!   due, the writer deletes a bounded number of expired keys.
 //!
 //! Shutdown: [`MegaWriter::shutdown`] (or dropping the [`MegaWriter`]) tells the thread to
 //! stop; it commits and answers everything already queued, lets the store finish (SQLite
@@ -38,8 +43,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
-use super::backend::{Backend, InsertOutcome, WriteError};
+use super::backend::{Backend, InsertOutcome, Request, WriteError};
 use super::health::{ActiveFault, FaultWatch, StoreHealth};
+use super::idempotency::{Idempotency, InFlight, Inserted, PURGE_LIMIT, PurgeSchedule};
 use super::schema::{SchemaError, SyncMode};
 use super::store::Database;
 use super::ticket::MegaTicket;
@@ -69,11 +75,14 @@ pub struct WriterConfig {
     /// SQLite only: the largest the database file may grow (`PRAGMA max_page_count`);
     /// past it inserts fail as on a full disk. `None`: as large as the disk allows.
     pub max_size_bytes: Option<u64>,
+    /// How long an idempotency key is kept: a retry under it within this time gets the
+    /// first answer; after it, the key is free again (and purged).
+    pub idempotency_ttl: Duration,
 }
 
 impl WriterConfig {
     /// Defaults for `db` (a SQLite path converts): FULL sync, 1024 rows per batch, no
-    /// linger, room for 16,384 queued requests.
+    /// linger, room for 16,384 queued requests, idempotency keys kept 24 hours.
     pub fn new(db: impl Into<Database>) -> Self {
         Self {
             db: db.into(),
@@ -82,6 +91,7 @@ impl WriterConfig {
             batch_linger: Duration::ZERO,
             queue_capacity: 16_384,
             max_size_bytes: None,
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -98,14 +108,15 @@ pub enum SubmitError {
     /// The request holds no rows.
     #[error("nothing to insert")]
     Empty,
+    /// A request under the same idempotency key was submitted to this writer and not
+    /// answered yet.
+    #[error("a request with the same Idempotency-Key is still in flight")]
+    KeyInFlight,
 }
 
 /// One request on the queue.
 enum Message {
-    Insert {
-        rows: Vec<MegaTicket>,
-        reply: oneshot::Sender<InsertOutcome>,
-    },
+    Insert(Request),
     /// Commit what is queued, checkpoint, exit.
     Stop,
 }
@@ -134,6 +145,9 @@ pub struct WriterHandle {
     /// The store's last fault while it is current, recorded by the writer thread:
     /// readiness reports it.
     health: Arc<StoreHealth>,
+    /// Idempotency keys submitted and not answered yet: claimed by submitters,
+    /// released by the writer thread once it has the request's outcome.
+    in_flight: Arc<InFlight>,
     /// The `store` label of the writer's metrics.
     store: &'static str,
 }
@@ -141,7 +155,7 @@ pub struct WriterHandle {
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Message::Insert { rows, .. } => write!(f, "Insert({} rows)", rows.len()),
+            Message::Insert(request) => write!(f, "Insert({} rows)", request.rows.len()),
             Message::Stop => f.write_str("Stop"),
         }
     }
@@ -172,6 +186,7 @@ impl MegaWriter {
             "mega_writer_panics_total",
             "mega_checkpoint_errors_total",
             "mega_reconnects_total",
+            "mega_idempotent_replays_total",
         ] {
             metrics::counter!(name, "store" => label).increment(0);
         }
@@ -179,12 +194,14 @@ impl MegaWriter {
         let closing = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(true));
         let health = Arc::new(StoreHealth::default());
+        let in_flight = Arc::new(InFlight::default());
         // The thread reports whether the store opened, then serves (or exits).
         let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
         let thread = {
             let stopped = Arc::clone(&stopped);
             let connected = Arc::clone(&connected);
             let faults = FaultWatch::new(Arc::clone(&health), label);
+            let in_flight = Arc::clone(&in_flight);
             std::thread::Builder::new()
                 .name("loadlab-mega-writer".into())
                 .spawn(move || {
@@ -202,7 +219,8 @@ impl MegaWriter {
                             ) else {
                                 return;
                             };
-                            Worker::new(backend, rx, &config, label, connected, faults).run();
+                            Worker::new(backend, rx, &config, label, connected, faults, in_flight)
+                                .run();
                         }
                         Database::Postgres(url) => {
                             let Some(backend) = opened
@@ -210,7 +228,8 @@ impl MegaWriter {
                             else {
                                 return;
                             };
-                            Worker::new(backend, rx, &config, label, connected, faults).run();
+                            Worker::new(backend, rx, &config, label, connected, faults, in_flight)
+                                .run();
                         }
                     }
                 })
@@ -235,6 +254,7 @@ impl MegaWriter {
                 closing,
                 connected,
                 health,
+                in_flight,
                 store: label,
             },
             thread: Some(thread),
@@ -283,23 +303,56 @@ impl WriterHandle {
 
     /// Queues tickets to be committed together, all or nothing. Never blocks.
     pub fn try_insert_many(&self, rows: Vec<MegaTicket>) -> Result<PendingInsert, SubmitError> {
+        self.try_submit(rows, None)
+    }
+
+    /// Queues tickets to be committed together under an idempotency key: stored with
+    /// the key, or, when the key was committed before, answered from it
+    /// ([`Inserted::Replayed`], or [`WriteError::KeyReused`] for another request).
+    /// Never blocks; [`SubmitError::KeyInFlight`] if a request under the same key was
+    /// submitted here and not answered yet.
+    pub fn try_insert_keyed(
+        &self,
+        rows: Vec<MegaTicket>,
+        key: Idempotency,
+    ) -> Result<PendingInsert, SubmitError> {
+        self.try_submit(rows, Some(key))
+    }
+
+    fn try_submit(
+        &self,
+        rows: Vec<MegaTicket>,
+        key: Option<Idempotency>,
+    ) -> Result<PendingInsert, SubmitError> {
         if rows.is_empty() {
             return Err(SubmitError::Empty);
         }
         if self.closing.load(Ordering::Acquire) || self.is_stopped() {
             return Err(SubmitError::Closed);
         }
-        let (reply, outcome) = oneshot::channel();
-        match self.tx.try_send(Message::Insert { rows, reply }) {
-            // The queue-depth gauge is set by the writer once per batch, not here: racing
-            // submitters would overwrite each other's values on every request for nothing.
-            Ok(()) => Ok(PendingInsert { outcome }),
-            Err(TrySendError::Full(_)) => {
-                metrics::counter!("mega_rejected_total", "store" => self.store).increment(1);
-                Err(SubmitError::Full)
-            }
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        if let Some(key) = &key
+            && !self.in_flight.claim(&key.key)
+        {
+            return Err(SubmitError::KeyInFlight);
         }
+        let (reply, outcome) = oneshot::channel();
+        let request = Request { rows, key, reply };
+        // The queue-depth gauge is set by the writer once per batch, not here: racing
+        // submitters would overwrite each other's values on every request for nothing.
+        let refused = match self.tx.try_send(Message::Insert(request)) {
+            Ok(()) => return Ok(PendingInsert { outcome }),
+            Err(TrySendError::Full(message)) => {
+                metrics::counter!("mega_rejected_total", "store" => self.store).increment(1);
+                (message, SubmitError::Full)
+            }
+            Err(TrySendError::Disconnected(message)) => (message, SubmitError::Closed),
+        };
+        if let (Message::Insert(request), _) = &refused
+            && let Some(key) = &request.key
+        {
+            self.in_flight.release(&key.key);
+        }
+        Err(refused.1)
     }
 
     /// Requests waiting in the queue now.
@@ -348,8 +401,15 @@ pub struct PendingInsert {
 }
 
 impl PendingInsert {
-    /// Resolves once the request's transaction committed (its ids) or failed.
-    pub async fn committed(self) -> InsertOutcome {
+    /// Resolves once the request's transaction committed (its ids, stored now or
+    /// replayed) or failed.
+    pub async fn committed(self) -> Result<Vec<i64>, WriteError> {
+        self.answered().await.map(Inserted::into_ids)
+    }
+
+    /// Resolves once the request's transaction committed or failed, telling rows
+    /// stored now from a replayed answer.
+    pub async fn answered(self) -> InsertOutcome {
         self.outcome.await.unwrap_or(Err(WriteError::WriterGone))
     }
 }
@@ -392,8 +452,12 @@ struct Worker<'a, B> {
     /// Shared with the handles: whether the store is reachable (see
     /// [`WriterHandle::is_connected`]).
     connected: Arc<AtomicBool>,
+    /// Shared with the handles: the keys of requests not answered yet.
+    in_flight: Arc<InFlight>,
+    /// When expired idempotency keys are next deleted.
+    purge: PurgeSchedule,
     /// Requests of the batch being gathered; reused between batches.
-    batch: Vec<(Vec<MegaTicket>, oneshot::Sender<InsertOutcome>)>,
+    batch: Vec<Request>,
     /// Readiness, metrics and aggregated logs of failed commits.
     faults: FaultWatch,
 }
@@ -406,6 +470,7 @@ impl<'a, B: Backend> Worker<'a, B> {
         store: &'static str,
         connected: Arc<AtomicBool>,
         faults: FaultWatch,
+        in_flight: Arc<InFlight>,
     ) -> Self {
         // Sized for the common case; grows if needed.
         let batch = Vec::with_capacity(config.batch_max_rows.min(4096));
@@ -415,6 +480,8 @@ impl<'a, B: Backend> Worker<'a, B> {
             config,
             store,
             connected,
+            in_flight,
+            purge: PurgeSchedule::new(),
             batch,
             faults,
         }
@@ -476,12 +543,9 @@ impl<'a, B: Backend> Worker<'a, B> {
         let mut next = Some(first);
         loop {
             match next.take() {
-                Some(Message::Insert {
-                    rows: tickets,
-                    reply,
-                }) => {
-                    rows += tickets.len();
-                    self.batch.push((tickets, reply));
+                Some(Message::Insert(request)) => {
+                    rows += request.rows.len();
+                    self.batch.push(request);
                 }
                 Some(Message::Stop) => return true,
                 None => {}
@@ -515,32 +579,30 @@ impl<'a, B: Backend> Worker<'a, B> {
         let store = self.store;
         metrics::gauge!("mega_writer_queue_depth", "store" => store).set(self.rx.len() as f64);
         let started = Instant::now();
-        let rows: usize = self.batch.iter().map(|(tickets, _)| tickets.len()).sum();
+        let rows: usize = self.batch.iter().map(|r| r.rows.len()).sum();
         let outcome = match self.check_connection() {
-            Ok(()) => self.backend.insert_all(&self.batch),
+            Ok(()) => self
+                .backend
+                .insert_all(&self.batch, self.config.idempotency_ttl),
             Err(_) => Err(WriteError::Unavailable(
                 "the writer is reconnecting to the database".into(),
             )),
         };
         match outcome {
-            Ok(ids) => {
-                metrics::histogram!("mega_commit_duration_seconds", "store" => store)
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!("mega_batch_rows", "store" => store).record(rows as f64);
-                metrics::counter!("mega_inserts_total", "store" => store).increment(rows as u64);
-                metrics::gauge!("mega_rows", "store" => store).increment(rows as f64);
+            Ok(answers) => {
+                self.record_commit(started, &answers);
                 self.faults.committed();
-                for ((_, reply), ids) in self.batch.drain(..).zip(ids) {
-                    // The caller may have gone away; the rows are stored all the same.
-                    let _ = reply.send(Ok(ids));
+                for (request, answer) in self.batch.drain(..).zip(answers) {
+                    answer_request(&self.in_flight, request, answer);
                 }
+                self.purge_if_due();
             }
             Err(error) => {
                 metrics::counter!("mega_insert_errors_total", "store" => store)
                     .increment(rows as u64);
                 self.faults.failed(&error);
-                for (_, reply) in self.batch.drain(..) {
-                    let _ = reply.send(Err(error.clone()));
+                for request in self.batch.drain(..) {
+                    answer_request(&self.in_flight, request, Err(error.clone()));
                 }
                 // A lost connection shows at once in readiness, not at the next batch.
                 if matches!(error, WriteError::Unavailable(_)) {
@@ -549,6 +611,53 @@ impl<'a, B: Backend> Worker<'a, B> {
             }
         }
     }
+
+    /// The metrics of a committed batch: only rows stored now count as inserted.
+    fn record_commit(&self, started: Instant, answers: &[InsertOutcome]) {
+        let store = self.store;
+        let stored: usize = answers
+            .iter()
+            .map(|a| match a {
+                Ok(Inserted::Stored(ids)) => ids.len(),
+                _ => 0,
+            })
+            .sum();
+        let replays = answers
+            .iter()
+            .filter(|a| matches!(a, Ok(Inserted::Replayed { .. })))
+            .count();
+        metrics::histogram!("mega_commit_duration_seconds", "store" => store)
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("mega_batch_rows", "store" => store).record(stored as f64);
+        metrics::counter!("mega_inserts_total", "store" => store).increment(stored as u64);
+        metrics::counter!("mega_idempotent_replays_total", "store" => store)
+            .increment(replays as u64);
+        metrics::gauge!("mega_rows", "store" => store).increment(stored as f64);
+    }
+
+    /// Deletes a bounded number of expired idempotency keys, when due. A failure is
+    /// retried at the next due time: expired keys only take space, and a lookup
+    /// already treats them as absent.
+    fn purge_if_due(&mut self) {
+        if !self.purge.due() {
+            return;
+        }
+        let purged = self
+            .backend
+            .purge_keys(self.config.idempotency_ttl, PURGE_LIMIT)
+            .ok();
+        self.purge.done(purged);
+    }
+}
+
+/// Answers one request; first marks its key answered, so a client that retries the
+/// moment it hears back finds the key committed rather than in flight.
+fn answer_request(in_flight: &InFlight, request: Request, answer: InsertOutcome) {
+    if let Some(key) = &request.key {
+        in_flight.release(&key.key);
+    }
+    // The caller may have gone away; the rows are stored all the same.
+    let _ = request.reply.send(answer);
 }
 
 #[cfg(test)]
@@ -565,6 +674,7 @@ mod tests {
             closing: Arc::new(AtomicBool::new(false)),
             connected: Arc::new(AtomicBool::new(true)),
             health: Arc::new(StoreHealth::default()),
+            in_flight: Arc::new(InFlight::default()),
             store: "sqlite",
         };
         (handle, rx)
@@ -596,6 +706,78 @@ mod tests {
         let ticket = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
         assert_eq!(handle.try_insert(ticket).err(), Some(SubmitError::Closed));
         assert!(!handle.is_accepting());
+    }
+
+    fn keyed(key: &str, ticket: MegaTicket) -> Idempotency {
+        Idempotency {
+            key: super::super::IdempotencyKey::parse(key.as_bytes()).expect("key"),
+            fingerprint: super::super::Fingerprint::of("insert", &[ticket]),
+            status: 201,
+        }
+    }
+
+    #[test]
+    fn a_key_is_in_flight_until_answered_and_free_after_a_refusal() {
+        let (handle, rx) = undrained(1);
+        let ticket = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
+        let first = handle
+            .try_insert_keyed(vec![ticket], keyed("k", ticket))
+            .expect("queued");
+        assert_eq!(
+            handle
+                .try_insert_keyed(vec![ticket], keyed("k", ticket))
+                .err(),
+            Some(SubmitError::KeyInFlight)
+        );
+        // A full queue refuses another key, and does not leave it in flight.
+        assert_eq!(
+            handle
+                .try_insert_keyed(vec![ticket], keyed("other", ticket))
+                .err(),
+            Some(SubmitError::Full)
+        );
+        assert!(handle.in_flight.claim(&keyed("other", ticket).key));
+        // Answering the first releases its key.
+        let Ok(Message::Insert(request)) = rx.try_recv() else {
+            panic!("queued");
+        };
+        answer_request(&handle.in_flight, request, Ok(Inserted::Stored(vec![1])));
+        assert_eq!(block_on(first.committed()), Ok(vec![1]));
+        assert!(handle.in_flight.claim(&keyed("k", ticket).key));
+    }
+
+    #[test]
+    fn a_retry_through_the_writer_is_replayed_and_counted_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = MegaWriter::start(WriterConfig::new(dir.path().join("t.db"))).expect("writer");
+        let handle = writer.handle();
+        let ticket = MegaTicket::new([1, 2, 3, 4, 5, 6]).expect("ticket");
+        let submit = |t: MegaTicket| {
+            block_on(
+                handle
+                    .try_insert_keyed(vec![t], keyed("retry-1", ticket))
+                    .expect("queued")
+                    .answered(),
+            )
+        };
+        let first = submit(ticket).expect("stored");
+        assert!(matches!(first, Inserted::Stored(_)), "{first:?}");
+        assert_eq!(
+            submit(ticket),
+            Ok(Inserted::Replayed {
+                ids: first.ids().to_vec(),
+                status: 201
+            })
+        );
+        let other = MegaTicket::new([1, 2, 3, 4, 5, 7]).expect("ticket");
+        let reused = block_on(
+            handle
+                .try_insert_keyed(vec![other], keyed("retry-1", other))
+                .expect("queued")
+                .answered(),
+        );
+        assert_eq!(reused, Err(WriteError::KeyReused));
+        writer.shutdown();
     }
 
     #[test]
