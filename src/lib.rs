@@ -9,7 +9,8 @@
 //!   handlers share; [`extract`] and [`error`]: JSON in, JSON errors out; [`count`]:
 //!   parsing `cant`.
 //! - [`standalone`]: `loadlab front`, the front alone over other hosts.
-//! - [`metrics`] and [`telemetry`]: Prometheus metrics and logging.
+//! - [`metrics`] and [`telemetry`]: Prometheus metrics and logging; `process_metrics`:
+//!   the `process_*` metrics, read at each scrape.
 //!
 //! The work itself (the random-histogram kernel, the compute threads, the SQLite writer)
 //! lives in the `loadlab-workers` crate; the reverse proxy before the shards, and the
@@ -31,6 +32,7 @@ pub mod count;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+mod process_metrics;
 pub mod routes;
 pub mod shard;
 pub mod standalone;

@@ -59,7 +59,7 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// Publishes the descriptions (the `# HELP` lines) every crate gives of the metrics it
-/// records: this crate's (`shard`, `error`), the front's and the workers'.
+/// records: this crate's (`shard`, `error`, the process's), the front's and the workers'.
 ///
 /// Also sets `loadlab_build_info`.
 fn describe() {
@@ -72,24 +72,22 @@ fn describe() {
     crate::shard::describe();
     loadlab_front::metrics::describe();
     loadlab_workers::metrics::describe();
+    crate::process_metrics::describe();
 }
 
 /// `GET /metrics`: the Prometheus text exposition, with process metrics refreshed.
 pub async fn metrics_render() -> Response {
-    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
-    let collector = PROCESS.get_or_init(|| {
-        let collector = metrics_process::Collector::default();
-        collector.describe();
-        collector
-    });
-    collector.collect();
+    let handle = handle();
+    let cpu = crate::process_metrics::collect();
+    let mut body = handle.render();
+    body.push_str(&cpu);
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        handle().render(),
+        body,
     )
         .into_response()
 }

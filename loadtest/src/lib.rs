@@ -10,21 +10,21 @@
 //! loadlab-loadtest`): a bench target with `harness = false` gets no libtest.
 //!
 //! # Layout
-//! - [`cli`]: the flags, validated into [`cli::Settings`];
-//! - [`scenario`]: the loads (healthz, insert, randoms, mixed) and their Lua scripts;
-//! - [`target`]: the configurations (one process, sharded, front, nginx, extras), their
+//! - `cli`: the flags, validated into `cli::Settings`;
+//! - `scenario`: the loads (healthz, insert, randoms, mixed) and their Lua scripts;
+//! - `target`: the configurations (one process, sharded, front, nginx, extras), their
 //!   ports and commands, starting and stopping them;
-//! - [`process`]: child processes with a kill-on-drop guard, readiness polling;
-//! - [`wrk`]: one wrk run and its parsed result;
-//! - [`driver`], [`pacer`], [`requests`]: the open-loop driver of rate mode, its precise
+//! - `process`: child processes with a kill-on-drop guard, readiness polling;
+//! - `wrk`: one wrk run and its parsed result;
+//! - `driver`, `pacer`, `requests`: the open-loop driver of rate mode, its precise
 //!   timer and the requests it sends;
-//! - [`rate`]: rate mode's rows and the SLO headline;
-//! - [`run`]: the interleaved, repeated measuring loop;
-//! - [`report`], [`json`], [`csv`], [`html`], [`chart`], [`curve`]: the run folder;
-//! - [`stall`]: a server that stalls on purpose (the coordinated-omission test, and the
+//! - `rate`: rate mode's rows and the SLO headline;
+//! - `run`: the interleaved, repeated measuring loop;
+//! - `report`, `json`, `csv`, `html`, `chart`, `curve`: the run folder;
+//! - `stall`: a server that stalls on purpose (the coordinated-omission test, and the
 //!   `stall-server` example);
-//! - [`machine`]: the machine, versions and date;
-//! - [`http`]: the few HTTP calls the harness makes itself (readiness, row counts).
+//! - `machine`: the machine, versions and date;
+//! - `http`: the few HTTP calls the harness makes itself (readiness, row counts).
 
 mod chart;
 mod cli;

@@ -2,8 +2,11 @@
 //! (names, types, labels), every metric is described, and the process metrics are there.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
+use crate::prometheus::binary_or_skip;
 use crate::scrape::{
     Exposition, drive_every_component, force_randoms_rejection, spawn_observed_app,
 };
@@ -177,8 +180,57 @@ async fn process_metrics_are_exported_with_live_values() {
             .types
             .get("process_cpu_seconds_total")
             .map(String::as_str),
-        Some("gauge"),
-        "a gauge: as a counter it would be truncated to whole seconds"
+        Some("counter"),
+        "a counter (promtool rejects a `_total` gauge), rendered with fractional seconds"
+    );
+    app.stop().await;
+}
+
+/// `promtool check metrics` (Prometheus's own linter) on a live scrape: types that fit
+/// the names (`_total` counters), valid exposition, no lint. Skipped without `promtool`
+/// (Debian package `prometheus`), unless `CI` is set.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_scrape_passes_promtool() {
+    let Some(promtool) = binary_or_skip("promtool", "a_live_scrape_passes_promtool") else {
+        return;
+    };
+    // Arrange: every component has recorded something.
+    let app = spawn_observed_app().await;
+    drive_every_component(&app).await;
+    force_randoms_rejection(&app).await;
+    let text = app
+        .client
+        .get(format!("http://{}/metrics", app.shards[0]))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape text");
+
+    // Act
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text.as_bytes())
+        .expect("the scrape goes to promtool");
+    let output = child.wait_with_output().expect("promtool ends");
+
+    // Assert
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
     app.stop().await;
 }

@@ -3,15 +3,15 @@
 //! CORS with an allow-list (preflights answered here; a preflight from an origin not
 //! on the list gets 403 JSON, other requests from it get no CORS headers, so browsers
 //! refuse them), a time limit per request, and JSON answers for
-//! unknown routes and methods (405 with `Allow`). Body-size limits are per route (see
-//! [`crate::routes`]); connection limits, the header-read timeout and hyper's own
+//! unknown routes and methods (405 with `Allow`). Body-size limits are per route (the
+//! service's `routes`); connection limits, the header-read timeout and hyper's own
 //! header-buffer cap live in [`crate::server`] and `protocol`.
 //!
 //! Hostile or clumsy requests are refused here with a JSON 4xx, counted in
 //! `http_refused_requests_total{reason}`: an HTTP/1.1 request without `Host`, or with
 //! more than one (400: which host is meant is ambiguous, a smuggling shape); a header
 //! block over [`MAX_HEADER_BYTES`] (431, nginx's 4 x 8 KiB). Bodies a handler leaves
-//! unread are drained ([`crate::leftover`]) so its answer is not lost to a reset.
+//! unread are drained (`leftover`) so its answer is not lost to a reset.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -84,7 +84,7 @@ pub fn fallbacks(router: Router) -> Router {
 }
 
 /// The layers a listener puts around a router: the refusals and leftover drain
-/// ([`guard_request`]), the request time limit and CORS. The front's in-process path
+/// (`guard_request`), the request time limit and CORS. The front's in-process path
 /// calls a shard's router without them: the front's own listener has applied the same
 /// ones to the request already, and doing them twice costs a boxed future each.
 pub fn guard(router: Router, limits: &EdgeLimits) -> Router {

@@ -1,5 +1,5 @@
 //! Reads of the `Mega` table, through the readers, a few read connections: read-only
-//! SQLite connections here, PostgreSQL clients in [`super::pg_reader`].
+//! SQLite connections here, PostgreSQL clients in `pg_reader`.
 //!
 //! Reads never go through the writer: in WAL mode SQLite readers see the last committed
 //! state without blocking the writer or each other, as PostgreSQL's do. Every method

@@ -8,7 +8,7 @@
 //! more), writes them all in one transaction, commits, and only then answers each
 //! request with its ids. Under load the batch grows with the queue, so throughput rises
 //! with concurrency (group commit). How a batch is written is the store's business: a
-//! [`Backend`] (SQLite: [`super::sqlite`], PostgreSQL: [`super::pg`]).
+//! `Backend` (SQLite: `mega::sqlite`, PostgreSQL: `mega::pg`).
 //!
 //! Guarantees:
 //! - a request is answered `Ok` only after the transaction holding its rows committed
