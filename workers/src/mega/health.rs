@@ -1,6 +1,6 @@
 //! The writer's view of its store's health, for readiness ([`StoreHealth`], shared
 //! with every [`super::WriterHandle`]), and the writer's bookkeeping of failed commits
-//! ([`FaultWatch`]: metrics, aggregated log lines, the shared state).
+//! (`FaultWatch`: metrics, aggregated log lines, the shared state).
 //!
 //! A store fault (full, read-only, I/O error, busy) marks the store unhealthy at the
 //! first failed commit, and a successful commit marks it healthy again at once. Without
