@@ -202,7 +202,7 @@ impl MegaWriter {
                             ) else {
                                 return;
                             };
-                            Worker::new(backend, rx, &config, label, connected, faults).run();
+                            WriterLoop::new(backend, rx, &config, label, connected, faults).run();
                         }
                         Database::Postgres(url) => {
                             let Some(backend) = opened
@@ -210,7 +210,7 @@ impl MegaWriter {
                             else {
                                 return;
                             };
-                            Worker::new(backend, rx, &config, label, connected, faults).run();
+                            WriterLoop::new(backend, rx, &config, label, connected, faults).run();
                         }
                     }
                 })
@@ -383,7 +383,7 @@ impl Drop for SetOnDrop {
 }
 
 /// The state owned by the writer thread.
-struct Worker<'a, B> {
+struct WriterLoop<'a, B> {
     backend: B,
     rx: Receiver<Message>,
     config: &'a WriterConfig,
@@ -398,7 +398,7 @@ struct Worker<'a, B> {
     faults: FaultWatch,
 }
 
-impl<'a, B: Backend> Worker<'a, B> {
+impl<'a, B: Backend> WriterLoop<'a, B> {
     fn new(
         backend: B,
         rx: Receiver<Message>,
