@@ -106,11 +106,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// to clone (one `Arc`); every clone shares the same state.
 ///
 /// A handle belongs to one front thread (see [`Front::spawn_threads`]) and uses
-/// that worker's upstream connections; [`Front::new`] gives worker 0's.
+/// that thread's upstream connections; [`Front::new`] gives thread 0's.
 #[derive(Debug, Clone)]
 pub struct Front {
     inner: Arc<Inner>,
-    worker: usize,
+    thread: usize,
     /// The `/metrics` handler (the binary owns the exporter); `None`: the front has no
     /// `/metrics` of its own and proxies that path like any other.
     metrics: Option<MethodRouter>,
@@ -257,7 +257,7 @@ impl Front {
                 threads: limits.front_threads.max(1),
                 listening: OnceLock::new(),
             }),
-            worker: 0,
+            thread: 0,
             metrics: None,
         })
     }
@@ -268,7 +268,7 @@ impl Front {
         self
     }
 
-    /// The front's service on front thread `worker`'s connections: `/metrics` and
+    /// The front's service on front thread `thread`'s connections: `/metrics` and
     /// `GET /front/status` answered here, the proxy for every other path and method,
     /// inside the edge layers (refusals, request timeout, CORS).
     pub fn service(&self, edge: &EdgeLimits) -> impl edge::HttpService {
@@ -280,7 +280,7 @@ impl Front {
         }
         let dispatch = Dispatch {
             inner: Arc::clone(&self.inner),
-            worker: self.worker,
+            thread: self.thread,
             own: edge::time_limit(edge::fallbacks(own), edge.request_timeout),
             metrics: self.metrics.is_some(),
             request_limit: edge.request_timeout,
@@ -386,14 +386,14 @@ impl Front {
         edge: &EdgeLimits,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<(ThreadSet, Vec<ServingThread>)> {
-        let (set, workers) = server::front_threads(self.inner.threads);
-        let threads = workers
+        let (set, ends) = server::front_threads(self.inner.threads);
+        let threads = ends
             .into_iter()
             .enumerate()
-            .map(|(index, worker)| {
+            .map(|(index, end)| {
                 let handle = Front {
                     inner: Arc::clone(&self.inner),
-                    worker: index,
+                    thread: index,
                     metrics: self.metrics.clone(),
                 };
                 let service = handle.service(edge);
@@ -402,7 +402,7 @@ impl Front {
                     format!("loadlab-front-{index}"),
                     shutdown.clone(),
                     async move {
-                        worker.run(service, limits).await;
+                        end.run(service, limits).await;
                         Ok(())
                     },
                 )
@@ -482,7 +482,7 @@ impl Front {
 struct Dispatch {
     inner: Arc<Inner>,
     /// The front thread whose upstream connections this service uses.
-    worker: usize,
+    thread: usize,
     /// `GET /front/status` and `/metrics`, with the edge's JSON 404 and 405.
     own: Router,
     /// Whether `/metrics` is the front's own (else it is proxied).
@@ -512,10 +512,10 @@ impl tower::Service<Request> for Dispatch {
         if self.is_own(req.uri().path()) {
             return Box::pin(Router::clone(&self.own).oneshot(req));
         }
-        let (inner, worker, limit) = (Arc::clone(&self.inner), self.worker, self.request_limit);
+        let (inner, thread, limit) = (Arc::clone(&self.inner), self.thread, self.request_limit);
         Box::pin(async move {
             let pool = &inner.pools[inner.routes.pool_for(req.uri().path())];
-            Ok(inner.proxy.forward(pool, worker, req, limit).await)
+            Ok(inner.proxy.forward(pool, thread, req, limit).await)
         })
     }
 }

@@ -1,4 +1,4 @@
-//! Serving one listener: the accept loop, connection limits, workers, and graceful
+//! Serving one listener: the accept loop, connection limits, front threads, and graceful
 //! shutdown.
 //!
 //! `axum::serve` hides hyper's connection builder, and loadlab needs two of its knobs at
@@ -14,12 +14,12 @@
 //! - [`serve`]: accept and serve on the current runtime (a shard, the metrics
 //!   listener, tests).
 //! - [`serve_on_threads`] + [`FrontThread::run`]: one accept loop hands each connection to
-//!   the worker with the fewest open connections; every worker is a thread with its
+//!   the thread with the fewest open connections; each front thread has its
 //!   own single-threaded runtime that serves its connections from start to end (the
 //!   front). A connection, its requests and whatever they spawn stay on one thread:
 //!   no task migrates between cores and no wake-up crosses threads, which on this
 //!   2-core machine was worth ~10% at 64 connections over one multi-threaded runtime.
-//!   Handing connections out in turn, rather than letting every worker accept on the
+//!   Handing connections out in turn, rather than letting every thread accept on the
 //!   shared socket, keeps the load even (whoever wakes first would take a burst of
 //!   connections, then be the bottleneck while the other idles).
 
@@ -62,7 +62,7 @@ pub async fn serve(
 /// A connection on its way from the accept loop to a [`FrontThread`].
 #[derive(Debug)]
 struct Handoff {
-    /// Deregistered from the accepting runtime; the worker registers it with its own.
+    /// Deregistered from the accepting runtime; the thread registers it with its own.
     stream: std::net::TcpStream,
     peer: SocketAddr,
     /// The connection's slot under `max_connections`, held until it closes.
@@ -71,29 +71,29 @@ struct Handoff {
     tls: Option<TlsAcceptor>,
 }
 
-/// A worker's end of [`serve_on_threads`]: run it on the worker's own thread.
+/// A front thread's end of [`serve_on_threads`]: run it on that thread.
 #[derive(Debug)]
 pub struct FrontThread {
     inbox: mpsc::UnboundedReceiver<Handoff>,
-    /// Connections this worker has open, read by the accept loop to pick a worker.
+    /// Connections this thread has open, read by the accept loop to pick a thread.
     open: Arc<AtomicUsize>,
 }
 
-/// The accept loop's handle on one worker.
+/// The accept loop's handle on one thread.
 #[derive(Debug, Clone)]
-struct WorkerHandle {
+struct FrontThreadHandle {
     outbox: mpsc::UnboundedSender<Handoff>,
     open: Arc<AtomicUsize>,
 }
 
-/// `count` workers (at least one) for [`serve_on_threads`].
+/// `count` threads (at least one) for [`serve_on_threads`].
 pub fn front_threads(count: usize) -> (ThreadSet, Vec<FrontThread>) {
-    let (handles, workers) = (0..count.max(1))
+    let (handles, threads) = (0..count.max(1))
         .map(|_| {
             let (outbox, inbox) = mpsc::unbounded_channel();
             let open = Arc::new(AtomicUsize::new(0));
             (
-                WorkerHandle {
+                FrontThreadHandle {
                     outbox,
                     open: Arc::clone(&open),
                 },
@@ -101,7 +101,7 @@ pub fn front_threads(count: usize) -> (ThreadSet, Vec<FrontThread>) {
             )
         })
         .unzip();
-    (ThreadSet { handles }, workers)
+    (ThreadSet { handles }, threads)
 }
 
 /// The accept loop's side of a set of [`FrontThread`]s. Clone it to feed the same
@@ -109,24 +109,24 @@ pub fn front_threads(count: usize) -> (ThreadSet, Vec<FrontThread>) {
 /// stop once every clone has.
 #[derive(Debug, Clone)]
 pub struct ThreadSet {
-    handles: Vec<WorkerHandle>,
+    handles: Vec<FrontThreadHandle>,
 }
 
 /// Accepts on `listener` until `shutdown` is cancelled, handing each connection to
-/// the worker of `workers` with the fewest open connections (the first such after the
-/// last one picked, so equal workers take turns). With `tls`, each connection's TLS
-/// handshake runs on its worker first. Returns once accepting stopped; the workers
+/// the thread of `threads` with the fewest open connections (the first such after the
+/// last one picked, so equal threads take turns). With `tls`, each connection's TLS
+/// handshake runs on its thread first. Returns once accepting stopped; the threads
 /// then drain their connections.
 pub async fn serve_on_threads(
     listener: TcpListener,
-    workers: ThreadSet,
+    threads: ThreadSet,
     tls: Option<TlsAcceptor>,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
     let mut next = 0;
     accept_loop(&listener, &limits, &shutdown, |accepted| {
-        let handles = &workers.handles;
+        let handles = &threads.handles;
         let count = handles.len();
         let pick = (0..count)
             .map(|offset| (next + offset) % count)
@@ -148,17 +148,17 @@ pub async fn serve_on_threads(
             tls: tls.clone(),
         };
         if handles[pick].outbox.send(handoff).is_err() {
-            // That worker has stopped (its thread failed to start): the connection is
+            // That front thread has stopped (it failed to start): the connection is
             // dropped, the client sees it closed.
             handles[pick].open.fetch_sub(1, Ordering::Relaxed);
         }
     })
     .await;
-    // Dropping the senders tells every worker that no more connections come.
+    // Dropping the senders tells every thread that no more connections come.
 }
 
 impl FrontThread {
-    /// Serves the connections handed to this worker, on the current runtime, until
+    /// Serves the connections handed to this thread, on the current runtime, until
     /// the accept loop stops; then drains them like [`serve`].
     pub async fn run(mut self, service: impl HttpService, limits: ConnectionLimits) {
         let connections = Connections::new(service, &limits);
@@ -278,7 +278,7 @@ impl<S: HttpService> Connections<S> {
 /// A thread serving with its own runtime; joins to what its task returned.
 pub type ServingThread = std::thread::JoinHandle<anyhow::Result<()>>;
 
-/// Joins every thread (blocking: call it off a runtime's workers), all of them even
+/// Joins every thread (blocking: call it off any runtime), all of them even
 /// after one failed, and returns the first failure.
 pub fn join_all(threads: Vec<ServingThread>) -> anyhow::Result<()> {
     let mut result = Ok(());
@@ -428,7 +428,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_are_dealt_to_the_worker_with_the_fewest() {
+    async fn connections_are_dealt_to_the_thread_with_the_fewest() {
         let limits = ConnectionLimits {
             header_read_timeout: Duration::from_secs(5),
             max_connections: 64,
@@ -437,15 +437,15 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let (set, workers) = front_threads(2);
+        let (set, threads) = front_threads(2);
         let open_counts: Vec<_> = set.handles.iter().map(|h| Arc::clone(&h.open)).collect();
         let mut running = Vec::new();
-        for (index, worker) in workers.into_iter().enumerate() {
+        for (index, thread) in threads.into_iter().enumerate() {
             let router = Router::new().route(
                 "/",
                 axum::routing::get(move || async move { index.to_string() }),
             );
-            running.push(tokio::spawn(worker.run(router, limits.clone())));
+            running.push(tokio::spawn(thread.run(router, limits.clone())));
         }
         let accepting = tokio::spawn(serve_on_threads(
             listener,
@@ -455,7 +455,7 @@ mod tests {
             shutdown.clone(),
         ));
 
-        // Equal workers take turns.
+        // Equal threads take turns.
         let mut open = Vec::new();
         let mut served_by = Vec::new();
         for _ in 0..4 {
@@ -472,7 +472,7 @@ mod tests {
         while open_counts[0].load(Ordering::Relaxed) > 0 {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "worker 0 still counts its closed connections"
+                "thread 0 still counts its closed connections"
             );
             tokio::task::yield_now().await;
         }
@@ -483,14 +483,14 @@ mod tests {
             open.push(stream);
         }
         assert_eq!(again, ["0", "0"]);
-        // Keep-alive: every request on a connection goes to the same worker.
+        // Keep-alive: every request on a connection goes to the same thread.
         assert_eq!(get(&mut open[0]).await, "1");
 
         shutdown.cancel();
         accepting.await.expect("accept loop");
         drop(open);
-        for worker in running {
-            worker.await.expect("worker");
+        for thread in running {
+            thread.await.expect("thread");
         }
     }
 }

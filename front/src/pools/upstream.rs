@@ -60,7 +60,7 @@ pub(crate) struct Upstream {
     /// The `Host` header sent upstream (nginx's `$proxy_host`), built once.
     host: HeaderValue,
     /// One permit per request allowed in flight (`max_conns`), shared by every front
-    /// worker; `None`: no limit.
+    /// thread; `None`: no limit.
     slots: Option<Arc<Semaphore>>,
     /// `max_conns` (0: no limit), for messages.
     max_conns: usize,
@@ -172,9 +172,9 @@ impl Upstream {
         &self.authority
     }
 
-    /// Front worker `worker`'s keep-alive connections to it.
-    pub(crate) fn connections(&self, worker: usize) -> &Arc<UpstreamConns> {
-        &self.connections[worker % self.connections.len()]
+    /// Front thread `thread`'s keep-alive connections to it.
+    pub(crate) fn connections(&self, thread: usize) -> &Arc<UpstreamConns> {
+        &self.connections[thread % self.connections.len()]
     }
 
     /// Whether a request sent now would not wait for a `max_conns` slot.

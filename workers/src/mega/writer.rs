@@ -219,7 +219,7 @@ impl MegaWriter {
                             ) else {
                                 return;
                             };
-                            Worker::new(backend, rx, &config, label, connected, faults, in_flight)
+                            WriterLoop::new(backend, rx, &config, label, connected, faults, in_flight)
                                 .run();
                         }
                         Database::Postgres(url) => {
@@ -228,7 +228,7 @@ impl MegaWriter {
                             else {
                                 return;
                             };
-                            Worker::new(backend, rx, &config, label, connected, faults, in_flight)
+                            WriterLoop::new(backend, rx, &config, label, connected, faults, in_flight)
                                 .run();
                         }
                     }
@@ -443,7 +443,7 @@ impl Drop for SetOnDrop {
 }
 
 /// The state owned by the writer thread.
-struct Worker<'a, B> {
+struct WriterLoop<'a, B> {
     backend: B,
     rx: Receiver<Message>,
     config: &'a WriterConfig,
@@ -462,7 +462,7 @@ struct Worker<'a, B> {
     faults: FaultWatch,
 }
 
-impl<'a, B: Backend> Worker<'a, B> {
+impl<'a, B: Backend> WriterLoop<'a, B> {
     fn new(
         backend: B,
         rx: Receiver<Message>,
