@@ -219,8 +219,10 @@ impl MegaWriter {
                             ) else {
                                 return;
                             };
-                            WriterLoop::new(backend, rx, &config, label, connected, faults, in_flight)
-                                .run();
+                            WriterLoop::new(
+                                backend, rx, &config, label, connected, faults, in_flight,
+                            )
+                            .run();
                         }
                         Database::Postgres(url) => {
                             let Some(backend) = opened
@@ -228,8 +230,10 @@ impl MegaWriter {
                             else {
                                 return;
                             };
-                            WriterLoop::new(backend, rx, &config, label, connected, faults, in_flight)
-                                .run();
+                            WriterLoop::new(
+                                backend, rx, &config, label, connected, faults, in_flight,
+                            )
+                            .run();
                         }
                     }
                 })
