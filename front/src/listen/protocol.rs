@@ -13,7 +13,7 @@
 //! HTTP/2 limits, the same on every listener:
 //! - [`H2_MAX_CONCURRENT_STREAMS`] streams open at once per connection (nginx's
 //!   `http2_max_concurrent_streams`);
-//! - header lists up to [`MAX_HEAD_BUFFER`]: as hyper's HTTP/1.1 buffer, past which the
+//! - header lists up to `MAX_HEAD_BUFFER`: as hyper's HTTP/1.1 buffer, past which the
 //!   stream is refused, and the edge answers JSON 431 past its own limit below that;
 //! - flow control: [`H2_STREAM_WINDOW`] per stream and [`H2_CONNECTION_WINDOW`] per
 //!   connection, which bounds what one connection makes the front buffer;

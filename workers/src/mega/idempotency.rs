@@ -12,7 +12,7 @@
 //! submitted but not answered yet is *in flight*: a second request under it is refused
 //! ([`super::SubmitError::KeyInFlight`], [`WriteError::KeyInFlight`]) rather than held.
 //! Keys expire after the writer's `idempotency_ttl`; the writer purges expired ones a
-//! bounded number at a time ([`PurgeSchedule`]).
+//! bounded number at a time (`PurgeSchedule`).
 //!
 //! This follows the IETF httpapi draft "The Idempotency-Key HTTP Header Field" and
 //! Stripe's API: key plus request fingerprint plus the stored response; same key and
