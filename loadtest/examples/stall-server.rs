@@ -31,7 +31,8 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "stall-server: listening on {} (holding requests during {} ms of every {} ms); Ctrl-C stops it",
+        "stall-server: listening on {} (holding requests during {} ms of every {} ms); \
+            Ctrl-C stops it",
         server.url(),
         stall.window.as_millis(),
         stall.period.as_millis()

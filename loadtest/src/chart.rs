@@ -81,7 +81,8 @@ pub(crate) fn draw(
             (20, 10),
             ("sans-serif", 24).into_font(),
         ))?;
-        let subtitle = "one panel per scenario, each with its own scale; bars grouped by wrk connections; \
+        let subtitle = "one panel per scenario, each with its own scale; \
+            bars grouped by wrk connections; \
              whiskers: lowest and highest of the repeats";
         header.draw(&Text::new(
             subtitle,

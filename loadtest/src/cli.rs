@@ -435,7 +435,8 @@ fn rate_settings(flags: &Flags) -> anyhow::Result<(Ladder, Duration)> {
                 .find(|s| !(s.is_finite() && **s > 0.0 && **s <= 10.0))
             {
                 bail!(
-                    "--rate-steps: each step is a fraction of the peak above 0 and at most 10, got {bad}"
+                    "--rate-steps: each step is a fraction of the peak above 0 \
+                        and at most 10, got {bad}"
                 );
             }
             Ladder::Steps(sorted(steps))

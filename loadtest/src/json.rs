@@ -7,7 +7,8 @@ use serde::Serialize;
 use crate::cli::{Ladder, Mode};
 use crate::machine::{Machine, Versions};
 use crate::rate::{RateAttempt, RateCell, RateMeasurement, SloRow, slo_rows};
-use crate::report::{NotRun, RunInfo};
+use crate::report::NotRun;
+use crate::run_info::RunInfo;
 use crate::target::randoms_queue;
 use crate::wrk::{Measurement, REQUEST_TIMEOUT};
 

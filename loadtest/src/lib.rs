@@ -20,6 +20,7 @@
 //!   timer and the requests it sends;
 //! - `rate`: rate mode's rows and the SLO headline;
 //! - `run`: the interleaved, repeated measuring loop;
+//! - `run_info`, `text`: what a report is written from, numbers in words;
 //! - `report`, `json`, `csv`, `html`, `chart`, `curve`: the run folder;
 //! - `stall`: a server that stalls on purpose (the coordinated-omission test, and the
 //!   `stall-server` example);
@@ -44,9 +45,11 @@ mod report;
 mod requests;
 mod rows;
 mod run;
+mod run_info;
 mod scenario;
 pub mod stall;
 mod target;
+mod text;
 mod wrk;
 
 #[cfg(test)]

@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 
 use crate::cli::{Ladder, Settings};
 use crate::rate::{RATE_KEPT, RateCell, slo_rows};
-use crate::report::{RunInfo, errors, ms, thousands};
+use crate::run_info::RunInfo;
 use crate::scenario::Scenario;
-use crate::wrk::REQUEST_TIMEOUT;
+use crate::text::{ms, thousands};
+use crate::wrk::{REQUEST_TIMEOUT, errors};
 
 /// The SLO as people write it: `10 ms`, `0.5 ms`, `1 s`.
 pub(crate) fn slo_words(slo: std::time::Duration) -> String {

@@ -3,43 +3,15 @@
 //! versions and the exact commands. [`crate::json`] writes the same facts for machines.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use crate::cli::Mode;
-use crate::cli::Settings;
-use crate::machine::{Machine, Versions};
-use crate::rate::RateCell;
 use crate::run::Cell;
 use crate::scenario::Scenario;
 use crate::target::{Config, randoms_queue, shell_join};
-use crate::wrk::{REQUEST_TIMEOUT, SocketErrors, WrkCommand};
+use crate::wrk::{REQUEST_TIMEOUT, WrkCommand, errors};
 
-/// Everything a report is written from.
-#[derive(Debug)]
-pub(crate) struct RunInfo<'a> {
-    /// When the run started, `YYYY-MM-DD HH:MM:SS UTC`.
-    pub(crate) date: String,
-    /// The harness command as typed (`cargo bench --bench loadtest -- ...`).
-    pub(crate) command: String,
-    /// The validated flags.
-    pub(crate) settings: &'a Settings,
-    /// The machine.
-    pub(crate) machine: Machine,
-    /// Versions of what ran.
-    pub(crate) versions: Versions,
-    /// Whether servers and wrk were actually pinned.
-    pub(crate) pinned: bool,
-    /// Why `--pin` was not honoured, when it was asked for and could not be.
-    pub(crate) pin_note: Option<String>,
-    /// The configurations, with their notes and unavailable reasons.
-    pub(crate) configs: &'a [Config],
-    /// The peak (wrk) rows.
-    pub(crate) cells: &'a [Cell],
-    /// The fixed-rate rows (rate mode).
-    pub(crate) rates: &'a [RateCell],
-    /// The package root, to show paths relative to it.
-    pub(crate) root: &'a Path,
-}
+pub(crate) use crate::run_info::RunInfo;
+pub(crate) use crate::text::{ms, thousands};
 
 /// A row that did not run (or a run that failed), and why.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -334,24 +306,6 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
     t
 }
 
-/// Socket errors in words: `0`, or `3 (read 2, timeout 1)`.
-pub(crate) fn errors(e: SocketErrors) -> String {
-    if e.total() == 0 {
-        return "0".to_owned();
-    }
-    let parts: Vec<String> = [
-        ("connect", e.connect),
-        ("read", e.read),
-        ("write", e.write),
-        ("timeout", e.timeout),
-    ]
-    .iter()
-    .filter(|(_, n)| *n > 0)
-    .map(|(what, n)| format!("{what} {n}"))
-    .collect();
-    format!("{} ({})", e.total(), parts.join(", "))
-}
-
 fn method(info: &RunInfo<'_>) -> String {
     let s = info.settings;
     let mut md = String::from("## Method\n\n");
@@ -465,29 +419,6 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
     }
     md.push_str("```\n");
     md
-}
-
-/// `81234.6` -> `81,235`.
-pub(crate) fn thousands(x: f64) -> String {
-    let digits = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Milliseconds with three significant digits (`0.412`, `1.52`, `15.2`, `152`).
-pub(crate) fn ms(x: f64) -> String {
-    match x {
-        x if x < 1.0 => format!("{x:.3}"),
-        x if x < 10.0 => format!("{x:.2}"),
-        x if x < 100.0 => format!("{x:.1}"),
-        x => format!("{x:.0}"),
-    }
 }
 
 fn one_line(s: &str) -> String {

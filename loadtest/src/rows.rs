@@ -33,7 +33,7 @@ impl RowCheck {
     /// The report's cell: `1,000 / 990 ok`, `? / 990 (why)`; `cell_missing` when any run
     /// of the row lost a row.
     pub(crate) fn cell(&self, cell_missing: bool) -> String {
-        let thousands = crate::report::thousands;
+        let thousands = crate::text::thousands;
         let missing = if cell_missing {
             " **ACKNOWLEDGED ROWS MISSING**"
         } else {

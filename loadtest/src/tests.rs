@@ -11,10 +11,10 @@ use crate::http::url_host;
 use crate::machine::utc_at;
 use crate::peers::{Site, haproxy_cfg, nginx_conf};
 use crate::process::find_program;
-use crate::report::{ms, thousands};
 use crate::run::{Attempt, Cell};
 use crate::scenario::Scenario;
 use crate::target::shell_join;
+use crate::text::{ms, thousands};
 use crate::wrk::{Measurement, parse_result};
 
 /// One `#[test]` per check: a failed check panics with its message.
@@ -57,7 +57,8 @@ fn wrk_result_line() -> Result<(), String> {
     let plain = "Running 1s test\nLOADLAB_RESULT \
         {\"requests\":1000,\"duration_us\":2000000,\"bytes\":1,\"connect\":0,\
                  \"read\":2,\"write\":0,\"timeout\":1,\"status\":7,\"p50_us\":400,\"p90_us\":900,\
-                 \"p99_us\":1500,\"p999_us\":4000,\"max_us\":9000,\"mean_us\":500,\"count_2xx\":null,\
+                 \"p99_us\":1500,\
+                     \"p999_us\":4000,\"max_us\":9000,\"mean_us\":500,\"count_2xx\":null,\
                  \"count_non2xx\":null,\"count_201\":null}\n";
     let m = Measurement::from_wrk(&parse_result(plain)?);
     ensure(m.rps == 500.0 && m.p99_ms == 1.5 && m.non_2xx == 7, || {
@@ -182,7 +183,8 @@ fn median() -> Result<(), String> {
         let mut m = Measurement::from_wrk(&parse_result(&format!(
             "LOADLAB_RESULT \
                 {{\"requests\":{rps},\"duration_us\":1000000,\"bytes\":0,\"connect\":0,\"read\":0,\
-             \"write\":0,\"timeout\":0,\"status\":0,\"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\"p999_us\":1,\
+             \"write\":0,\"timeout\":0,\"status\":0,\
+                 \"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\"p999_us\":1,\
              \"max_us\":1,\
              \"mean_us\":1,\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null}}"
         ))?);

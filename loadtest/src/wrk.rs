@@ -208,3 +208,21 @@ impl HasRows for Measurement {
         &mut self.rows
     }
 }
+
+/// Socket errors in words: `0`, or `3 (read 2, timeout 1)`.
+pub(crate) fn errors(e: SocketErrors) -> String {
+    if e.total() == 0 {
+        return "0".to_owned();
+    }
+    let parts: Vec<String> = [
+        ("connect", e.connect),
+        ("read", e.read),
+        ("write", e.write),
+        ("timeout", e.timeout),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{what} {n}"))
+    .collect();
+    format!("{} ({})", e.total(), parts.join(", "))
+}

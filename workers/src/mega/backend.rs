@@ -114,3 +114,12 @@ pub(crate) trait Backend: Send + 'static {
     /// Called once after the last batch (SQLite checkpoints its WAL).
     fn finish(&mut self) {}
 }
+
+impl From<super::idempotency::Refused> for WriteError {
+    fn from(refused: super::idempotency::Refused) -> Self {
+        match refused {
+            super::idempotency::Refused::KeyReused => WriteError::KeyReused,
+            super::idempotency::Refused::Unreadable(why) => WriteError::Commit(why),
+        }
+    }
+}

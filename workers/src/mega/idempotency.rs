@@ -8,9 +8,9 @@
 //! A *key* is the client's name for one logical insert; a *retry* is a request under a
 //! key already committed. A retry of the same request (same fingerprint) stores nothing
 //! and gets the first answer again (the same ids); under a key committed with another
-//! request it gets [`WriteError::KeyReused`]. A key whose first request has been
+//! request it gets `WriteError::KeyReused`. A key whose first request has been
 //! submitted but not answered yet is *in flight*: a second request under it is refused
-//! ([`super::SubmitError::KeyInFlight`], [`WriteError::KeyInFlight`]) rather than held.
+//! ([`super::SubmitError::KeyInFlight`], `WriteError::KeyInFlight`) rather than held.
 //! Keys expire after the writer's `idempotency_ttl`; the writer purges expired ones a
 //! bounded number at a time (`PurgeSchedule`).
 //!
@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::backend::WriteError;
 use super::ticket::MegaTicket;
 
 /// The longest key accepted, in characters (Stripe's limit; a UUID is 36).
@@ -181,14 +180,24 @@ pub(crate) struct StoredKey {
     pub ids: String,
 }
 
+/// Why a retry under a stored key is not replayed. Its own type, not the backend's
+/// `WriteError` (which converts from it), so this module imports nothing of the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The key was first used with another request body.
+    KeyReused,
+    /// The stored answer cannot be read back.
+    Unreadable(String),
+}
+
 impl StoredKey {
     /// What `request`, a retry under this key, is answered with.
-    pub(crate) fn answer(&self, request: &Idempotency) -> Result<Inserted, WriteError> {
+    pub(crate) fn answer(&self, request: &Idempotency) -> Result<Inserted, Refused> {
         if self.fingerprint != request.fingerprint.as_bytes() {
-            return Err(WriteError::KeyReused);
+            return Err(Refused::KeyReused);
         }
         let ids = decode_ids(&self.ids).ok_or_else(|| {
-            WriteError::Commit(format!(
+            Refused::Unreadable(format!(
                 "the stored ids of Idempotency-Key {} are unreadable",
                 request.key.as_str()
             ))
@@ -406,7 +415,7 @@ mod tests {
             fingerprint: Fingerprint::of("insert", &[ticket(7)]),
             ..request
         };
-        assert_eq!(stored.answer(&other), Err(WriteError::KeyReused));
+        assert_eq!(stored.answer(&other), Err(Refused::KeyReused));
     }
 
     #[test]

@@ -449,7 +449,7 @@ fn write_keyed_batch(
     for (&(i, key), found) in keyed.iter().zip(found) {
         answers[i] = match found {
             Claimed::Won => None,
-            Claimed::Taken(stored) => Some(stored.answer(key)),
+            Claimed::Taken(stored) => Some(stored.answer(key).map_err(WriteError::from)),
             Claimed::Vanished => Some(Err(WriteError::KeyInFlight)),
         };
     }

@@ -97,7 +97,11 @@ pub fn open_for_writing(path: &Path, sync: SyncMode) -> Result<Connection, Schem
     conn.pragma_update(None, "synchronous", sync.pragma())?;
     conn.execute(CREATE_TABLE, [])?;
     check_compatible(&conn)?;
-    super::sqlite_keys::prepare_schema(&conn)?;
+    if let Some(missing) = super::sqlite_keys::prepare_schema(&conn)? {
+        return Err(SchemaError::Incompatible(format!(
+            "the table mega_idempotency has no column {missing}"
+        )));
+    }
     Ok(conn)
 }
 

@@ -111,7 +111,7 @@ fn insert_all(
             if let Some(key) = &request.key
                 && let Some(stored) = sqlite_keys::lookup(&tx, key, ttl)?
             {
-                out.push(stored.answer(key));
+                out.push(stored.answer(key).map_err(WriteError::from));
                 continue;
             }
             let mut request_ids = Vec::with_capacity(request.rows.len());

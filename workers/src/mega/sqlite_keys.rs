@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::idempotency::{Idempotency, StoredKey};
-use super::schema::SchemaError;
 
 /// The keys, with their request's fingerprint and first answer. `created_at` is in
 /// milliseconds since the Unix epoch; its index serves the purge.
@@ -40,8 +39,9 @@ const PURGE: &str = "DELETE FROM mega_idempotency WHERE key IN \
                       ORDER BY created_at LIMIT ?2)";
 
 /// Creates the table and its index if absent (a database from before idempotent
-/// inserts gains them here), and checks that an existing one has the columns.
-pub(super) fn prepare_schema(conn: &Connection) -> Result<(), SchemaError> {
+/// inserts gains them here); returns a column an existing one lacks, for the schema's
+/// own error (this module does not import it: the schema calls this one).
+pub(super) fn prepare_schema(conn: &Connection) -> rusqlite::Result<Option<&'static str>> {
     conn.execute_batch(CREATE)?;
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('mega_idempotency')")?;
     let names = stmt
@@ -51,11 +51,9 @@ pub(super) fn prepare_schema(conn: &Connection) -> Result<(), SchemaError> {
         .iter()
         .find(|c| !names.iter().any(|n| n.eq_ignore_ascii_case(c)))
     {
-        return Err(SchemaError::Incompatible(format!(
-            "the table mega_idempotency has no column {missing}"
-        )));
+        return Ok(Some(missing));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Milliseconds since the Unix epoch, now; the cut-off of `ttl` before it.
