@@ -7,7 +7,7 @@
 //! `front_upstream_queued_total`), `proxy` (`front_retries_total`), [`crate::edge`]
 //! (`http_request_timeouts_total`), [`crate::server`] (`http_accept_errors_total`),
 //! [`crate::protocol`] (`http_connections_total`) and [`crate::tls`]
-//! (`tls_handshakes_total`, `tls_certificate_expiry_days`,
+//! (`tls_handshakes_total`, `tls_certificate_expiry_seconds`,
 //! `tls_certificate_reloads_total`).
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -88,8 +88,8 @@ pub fn describe() {
             closed, alert, incompatible, protocol, io)"
     );
     describe_gauge!(
-        "tls_certificate_expiry_days",
-        "Days until the front's TLS certificate expires (negative once it has)"
+        "tls_certificate_expiry_seconds",
+        "Seconds until the front's TLS certificate expires (negative once it has)"
     );
     describe_counter!(
         "tls_certificate_reloads_total",

@@ -15,7 +15,7 @@
 //! `tls_certificate_reloads_total{result="failed"}`.
 //!
 //! Metrics: `tls_handshakes_total{result}` (`ok`, or why it failed: see
-//! [`HANDSHAKE_RESULTS`]), `tls_certificate_expiry_days` (refreshed every minute and on
+//! [`HANDSHAKE_RESULTS`]), `tls_certificate_expiry_seconds` (refreshed every minute and on
 //! each reload), `tls_certificate_reloads_total{result}`.
 
 use std::fmt;
@@ -100,7 +100,7 @@ pub struct Certificates {
     files: TlsConfig,
     provider: Arc<CryptoProvider>,
     current: ArcSwap<Loaded>,
-    expiry_days: Gauge,
+    expiry_seconds: Gauge,
     reloaded: Counter,
     reload_failed: Counter,
 }
@@ -129,7 +129,7 @@ impl Certificates {
             files: files.clone(),
             provider,
             current: ArcSwap::from_pointee(loaded),
-            expiry_days: metrics::gauge!("tls_certificate_expiry_days"),
+            expiry_seconds: metrics::gauge!("tls_certificate_expiry_seconds"),
             reloaded: metrics::counter!("tls_certificate_reloads_total", "result" => "ok"),
             reload_failed: metrics::counter!("tls_certificate_reloads_total", "result" => "failed"),
         };
@@ -169,7 +169,10 @@ impl Certificates {
     }
 
     fn refresh_expiry(&self) {
-        self.expiry_days.set(self.current.load().info.days_left());
+        // Prometheus base units: seconds (promtool refuses a `_days` name); the
+        // dashboard divides by 86,400.
+        self.expiry_seconds
+            .set(self.current.load().info.days_left() * 86_400.0);
     }
 }
 
