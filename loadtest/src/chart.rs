@@ -6,6 +6,9 @@
 
 use std::path::Path;
 
+use plotters::coord::Shift;
+use plotters::coord::combinators::WithKeyPoints;
+use plotters::coord::types::{RangedCoordf64, RangedCoordi32};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -59,6 +62,13 @@ const PANEL_HEIGHT: u32 = 340;
 /// X units per group of bars.
 const SCALE: i32 = 1000;
 
+/// What a drawing step returns: plotters' errors, named with the file once in [`draw`].
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// A panel's plotting area: x in thousandths of a group of bars, y in the metric's unit.
+type PanelChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<WithKeyPoints<RangedCoordi32>, RangedCoordf64>>;
+
 /// Draws `metric` for `cells` into `path`. `configs` gives the bar order and colours.
 pub(crate) fn draw(
     path: &Path,
@@ -68,143 +78,213 @@ pub(crate) fn draw(
     configs: &[String],
     cells: &[Cell],
 ) -> Result<(), String> {
-    // One closure for the drawing, so every plotters error gets the file's name once.
-    let render = || -> Result<(), Box<dyn std::error::Error>> {
+    let render = || -> Drawn {
         let cols = scenarios.len().clamp(1, 3);
         let rows = scenarios.len().div_ceil(cols).max(1);
         let height = HEADER + PANEL_HEIGHT * rows as u32;
         let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
         root.fill(&WHITE)?;
         let (header, body) = root.split_vertically(HEADER);
-        header.draw(&Text::new(
-            metric.title,
-            (20, 10),
-            ("sans-serif", 24).into_font(),
-        ))?;
-        let subtitle = "one panel per scenario, each with its own scale; \
-            bars grouped by wrk connections; \
-             whiskers: lowest and highest of the repeats";
-        header.draw(&Text::new(
-            subtitle,
-            (20, 38),
-            ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
-        ))?;
-        // The legend, once for all panels.
-        let mut x = 20;
-        for (i, name) in configs.iter().enumerate() {
-            let colour = COLOURS[i % COLOURS.len()];
-            header.draw(&Rectangle::new([(x, 62), (x + 16, 78)], colour.filled()))?;
-            header.draw(&Text::new(
-                name.as_str(),
-                (x + 22, 62),
-                ("sans-serif", 16).into_font(),
-            ))?;
-            x += 22 + 9 * name.len() as i32 + 30;
-        }
+        draw_header(&header, metric, configs)?;
         let panels = body.split_evenly((rows, cols));
-        let groups = connections.len();
-        for (panel, &scenario) in panels.iter().zip(scenarios) {
-            let value = |config: &str, conns: usize| {
-                cells
-                    .iter()
-                    .find(|c| {
-                        c.scenario == scenario && c.connections == conns && c.config == config
-                    })
-                    .and_then(Cell::median)
-                    .map(metric.value)
+        for (area, &scenario) in panels.iter().zip(scenarios) {
+            let panel = Panel {
+                scenario,
+                metric,
+                cells,
             };
-            // The lowest and highest over the repeats, when there are several.
-            let whisker = |config: &str, conns: usize| {
-                let cell = cells.iter().find(|c| {
-                    c.scenario == scenario && c.connections == conns && c.config == config
-                })?;
-                let runs: Vec<f64> = cell
-                    .attempts
-                    .iter()
-                    .filter_map(|a| a.measurement.as_ref())
-                    .map(metric.value)
-                    .collect();
-                let lo = runs.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                (runs.len() > 1).then_some((lo, hi))
-            };
-            let top = configs
-                .iter()
-                .flat_map(|c| {
-                    connections
-                        .iter()
-                        .filter_map(move |&n| whisker(c, n).map(|w| w.1).or(value(c, n)))
-                })
-                .fold(0.0f64, f64::max);
-            let y_max = if top > 0.0 { top * 1.18 } else { 1.0 };
-            // X in thousandths of a group, group g centred on g * SCALE: integer coordinates
-            // take exact key points (one label per group) with plotters' default formatting.
-            let key_points: Vec<i32> = (0..groups as i32).map(|g| g * SCALE).collect();
-            let mut chart = ChartBuilder::on(panel)
-                .caption(scenario.name(), ("sans-serif", 20))
-                .margin(12)
-                .x_label_area_size(30)
-                .y_label_area_size(70)
-                .build_cartesian_2d(
-                    (-SCALE / 2..groups as i32 * SCALE - SCALE / 2).with_key_points(key_points),
-                    0f64..y_max,
-                )?;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .x_label_formatter(&|x| {
-                    connections
-                        .get(usize::try_from((x + SCALE / 2) / SCALE).unwrap_or(usize::MAX))
-                        .map_or_else(String::new, |c| format!("{c} connections"))
-                })
-                .y_desc(metric.unit)
-                .y_label_formatter(&|y| axis_label(*y))
-                .y_labels(8)
-                .light_line_style(WHITE)
-                .label_style(("sans-serif", 13))
-                .draw()?;
-            let width = SCALE * 4 / 5 / configs.len().max(1) as i32;
-            for (i, config) in configs.iter().enumerate() {
-                let colour = COLOURS[i % COLOURS.len()];
-                for (g, &conns) in connections.iter().enumerate() {
-                    let left = g as i32 * SCALE - SCALE * 2 / 5 + i as i32 * width;
-                    let Some(v) = value(config, conns) else {
-                        // Say so where the bar would be, rather than leave a silent gap.
-                        let style = ("sans-serif", 11)
-                            .into_font()
-                            .color(&RGBColor(150, 0, 0))
-                            .pos(Pos::new(HPos::Center, VPos::Bottom));
-                        chart.draw_series([Text::new("n/a", (left + width / 2, 0.0), style)])?;
-                        continue;
-                    };
-                    chart.draw_series([Rectangle::new(
-                        [(left + width / 12, 0.0), (left + width * 11 / 12, v)],
-                        colour.filled(),
-                    )])?;
-                    let mid = left + width / 2;
-                    let mut label_at = v;
-                    if let Some((lo, hi)) = whisker(config, conns) {
-                        let cap = width / 6;
-                        let ink = RGBColor(60, 60, 60).stroke_width(1);
-                        for segment in [
-                            [(mid, lo), (mid, hi)],
-                            [(mid - cap, lo), (mid + cap, lo)],
-                            [(mid - cap, hi), (mid + cap, hi)],
-                        ] {
-                            chart.draw_series([PathElement::new(segment, ink)])?;
-                        }
-                        label_at = hi.max(v);
-                    }
-                    let style = TextStyle::from(("sans-serif", 11).into_font())
-                        .pos(Pos::new(HPos::Center, VPos::Bottom));
-                    chart.draw_series([Text::new(compact(v), (mid, label_at), style)])?;
-                }
-            }
+            panel.draw(area, connections, configs)?;
         }
         root.present()?;
         Ok(())
     };
     render().map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The title, the subtitle and the legend, once for all panels.
+fn draw_header(
+    header: &DrawingArea<SVGBackend<'_>, Shift>,
+    metric: &Metric,
+    configs: &[String],
+) -> Drawn {
+    header.draw(&Text::new(
+        metric.title,
+        (20, 10),
+        ("sans-serif", 24).into_font(),
+    ))?;
+    let subtitle = "one panel per scenario, each with its own scale; \
+        bars grouped by wrk connections; \
+         whiskers: lowest and highest of the repeats";
+    header.draw(&Text::new(
+        subtitle,
+        (20, 38),
+        ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+    ))?;
+    let mut x = 20;
+    for (i, name) in configs.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        header.draw(&Rectangle::new([(x, 62), (x + 16, 78)], colour.filled()))?;
+        header.draw(&Text::new(
+            name.as_str(),
+            (x + 22, 62),
+            ("sans-serif", 16).into_font(),
+        ))?;
+        x += 22 + 9 * name.len() as i32 + 30;
+    }
+    Ok(())
+}
+
+/// One scenario's panel: its cells, read through one metric.
+struct Panel<'a> {
+    scenario: Scenario,
+    metric: &'a Metric,
+    cells: &'a [Cell],
+}
+
+impl Panel<'_> {
+    /// The cell of `config` at `conns` connections, if it ran.
+    fn cell(&self, config: &str, conns: usize) -> Option<&Cell> {
+        self.cells
+            .iter()
+            .find(|c| c.scenario == self.scenario && c.connections == conns && c.config == config)
+    }
+
+    /// The bar: the metric of the median run.
+    fn value(&self, config: &str, conns: usize) -> Option<f64> {
+        self.cell(config, conns)
+            .and_then(Cell::median)
+            .map(self.metric.value)
+    }
+
+    /// The whisker: the lowest and highest over the repeats, when there are several.
+    fn whisker(&self, config: &str, conns: usize) -> Option<(f64, f64)> {
+        let runs: Vec<f64> = self
+            .cell(config, conns)?
+            .attempts
+            .iter()
+            .filter_map(|a| a.measurement.as_ref())
+            .map(self.metric.value)
+            .collect();
+        let lo = runs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (runs.len() > 1).then_some((lo, hi))
+    }
+
+    /// The top of the y axis: room above the highest bar or whisker for its label.
+    fn y_max(&self, connections: &[usize], configs: &[String]) -> f64 {
+        let top = configs
+            .iter()
+            .flat_map(|c| {
+                connections
+                    .iter()
+                    .filter_map(move |&n| self.whisker(c, n).map(|w| w.1).or(self.value(c, n)))
+            })
+            .fold(0.0f64, f64::max);
+        if top > 0.0 { top * 1.18 } else { 1.0 }
+    }
+
+    /// Draws the axes, then one bar per configuration in each group of connections.
+    fn draw(
+        &self,
+        area: &DrawingArea<SVGBackend<'_>, Shift>,
+        connections: &[usize],
+        configs: &[String],
+    ) -> Drawn {
+        let groups = connections.len();
+        // X in thousandths of a group, group g centred on g * SCALE: integer coordinates
+        // take exact key points (one label per group) with plotters' default formatting.
+        let key_points: Vec<i32> = (0..groups as i32).map(|g| g * SCALE).collect();
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.scenario.name(), ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                (-SCALE / 2..groups as i32 * SCALE - SCALE / 2).with_key_points(key_points),
+                0f64..self.y_max(connections, configs),
+            )?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|x| {
+                connections
+                    .get(usize::try_from((x + SCALE / 2) / SCALE).unwrap_or(usize::MAX))
+                    .map_or_else(String::new, |c| format!("{c} connections"))
+            })
+            .y_desc(self.metric.unit)
+            .y_label_formatter(&|y| axis_label(*y))
+            .y_labels(8)
+            .light_line_style(WHITE)
+            .label_style(("sans-serif", 13))
+            .draw()?;
+        let width = SCALE * 4 / 5 / configs.len().max(1) as i32;
+        for (i, config) in configs.iter().enumerate() {
+            for (g, &conns) in connections.iter().enumerate() {
+                let left = g as i32 * SCALE - SCALE * 2 / 5 + i as i32 * width;
+                let bar = Bar {
+                    left,
+                    width,
+                    colour: COLOURS[i % COLOURS.len()],
+                };
+                bar.draw(
+                    &mut chart,
+                    self.value(config, conns),
+                    self.whisker(config, conns),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where one bar goes in its panel, and its colour.
+struct Bar {
+    left: i32,
+    width: i32,
+    colour: RGBColor,
+}
+
+impl Bar {
+    /// Draws the bar for `value` with its `whisker` and its label; "n/a" where no run
+    /// measured it, rather than a silent gap.
+    fn draw(
+        &self,
+        chart: &mut PanelChart<'_, '_>,
+        value: Option<f64>,
+        whisker: Option<(f64, f64)>,
+    ) -> Drawn {
+        let (left, width) = (self.left, self.width);
+        let mid = left + width / 2;
+        let Some(v) = value else {
+            let style = ("sans-serif", 11)
+                .into_font()
+                .color(&RGBColor(150, 0, 0))
+                .pos(Pos::new(HPos::Center, VPos::Bottom));
+            chart.draw_series([Text::new("n/a", (mid, 0.0), style)])?;
+            return Ok(());
+        };
+        chart.draw_series([Rectangle::new(
+            [(left + width / 12, 0.0), (left + width * 11 / 12, v)],
+            self.colour.filled(),
+        )])?;
+        let mut label_at = v;
+        if let Some((lo, hi)) = whisker {
+            let cap = width / 6;
+            let ink = RGBColor(60, 60, 60).stroke_width(1);
+            for segment in [
+                [(mid, lo), (mid, hi)],
+                [(mid - cap, lo), (mid + cap, lo)],
+                [(mid - cap, hi), (mid + cap, hi)],
+            ] {
+                chart.draw_series([PathElement::new(segment, ink)])?;
+            }
+            label_at = hi.max(v);
+        }
+        let style = TextStyle::from(("sans-serif", 11).into_font())
+            .pos(Pos::new(HPos::Center, VPos::Bottom));
+        chart.draw_series([Text::new(compact(v), (mid, label_at), style)])?;
+        Ok(())
+    }
 }
 
 /// A bar's label, three significant digits: `81.2k`, `8.40k`, `152`, `1.52`.

@@ -257,39 +257,13 @@ impl Settings {
         now_stamp: &str,
     ) -> anyhow::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let duration = flags
-            .duration
-            .unwrap_or(Duration::from_secs(if flags.quick { 1 } else { 10 }));
-        let warmup = flags
-            .warmup
-            .unwrap_or(Duration::from_secs(if flags.quick { 1 } else { 2 }));
-        whole_seconds("--duration", duration, 1)?;
-        whole_seconds("--warmup", warmup, 0)?;
+        let (duration, warmup) = run_times(&flags)?;
         let (ladder, slo) = rate_settings(&flags)?;
+        // Quick runs and rate mode (one run per rate) default to one connection count
+        // and one repeat, so they stay short.
         let few = flags.quick || flags.mode == Mode::Rate;
-        let connections = flags
-            .connections
-            .unwrap_or_else(|| if few { vec![64] } else { vec![64, 256] });
-        if flags.wrk_threads == 0 {
-            bail!("--wrk-threads must be at least 1");
-        }
-        if let Some(&c) = connections
-            .iter()
-            .find(|&&c| c < flags.wrk_threads || c > 100_000)
-        {
-            bail!(
-                "--connections {c}: each count must be at least --wrk-threads ({}) and at most \
-                    100000",
-                flags.wrk_threads
-            );
-        }
-        if connections.is_empty() {
-            bail!("--connections needs at least one count");
-        }
-        let mut scenarios = flags.scenarios.unwrap_or_else(|| Scenario::ALL.to_vec());
-        // Report order, whatever the order on the command line.
-        scenarios.sort_by_key(|s| Scenario::ALL.iter().position(|a| a == s));
-        scenarios.dedup();
+        let connections = connection_counts(&flags, few)?;
+        let scenarios = scenarios_in_report_order(flags.scenarios.as_deref());
         let repeat = flags.repeat.unwrap_or(if few { 1 } else { 3 });
         if repeat == 0 {
             bail!("--repeat must be at least 1");
@@ -301,39 +275,9 @@ impl Settings {
         if flags.proxy_threads == 0 {
             bail!("--proxy-threads must be at least 1");
         }
-        for (i, extra) in flags.extras.iter().enumerate() {
-            if BUILT_IN.contains(&extra.name.as_str())
-                || flags.extras[..i].iter().any(|e| e.name == extra.name)
-            {
-                bail!("--extra name `{}` is taken: pick another", extra.name);
-            }
-        }
-        let known: Vec<&str> = BUILT_IN
-            .iter()
-            .copied()
-            .chain(flags.extras.iter().map(|e| e.name.as_str()))
-            .collect();
-        let configs: Vec<String> = match flags.configs {
-            None => known.iter().map(|s| s.to_string()).collect(),
-            Some(wanted) => {
-                if let Some(unknown) = wanted.iter().find(|w| !known.contains(&w.as_str())) {
-                    bail!(
-                        "--configs: unknown configuration `{unknown}` (known: {})",
-                        known.join(", ")
-                    );
-                }
-                known
-                    .iter()
-                    .filter(|k| wanted.iter().any(|w| w == *k))
-                    .map(|s| s.to_string())
-                    .collect()
-            }
-        };
-        if configs.is_empty() {
-            bail!("--configs selects nothing");
-        }
+        let configs = selected_configs(&flags)?;
         if let Some(url) = &flags.postgres
-            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            && !is_postgres(url)
         {
             bail!("--postgres must be a postgres:// or postgresql:// URL");
         }
@@ -451,6 +395,92 @@ fn rate_settings(flags: &Flags) -> anyhow::Result<(Ladder, Duration)> {
         bail!("--slo must be above zero, e.g. 10ms");
     }
     Ok((ladder, slo))
+}
+
+/// Validates `--duration` and `--warmup`, with their defaults: the measured time and
+/// the warm-up of each run.
+fn run_times(flags: &Flags) -> anyhow::Result<(Duration, Duration)> {
+    let duration = flags
+        .duration
+        .unwrap_or(Duration::from_secs(if flags.quick { 1 } else { 10 }));
+    let warmup = flags
+        .warmup
+        .unwrap_or(Duration::from_secs(if flags.quick { 1 } else { 2 }));
+    whole_seconds("--duration", duration, 1)?;
+    whole_seconds("--warmup", warmup, 0)?;
+    Ok((duration, warmup))
+}
+
+/// Validates `--connections` against `--wrk-threads` (wrk gives each thread at least one
+/// connection); `few`: the default is one count.
+fn connection_counts(flags: &Flags, few: bool) -> anyhow::Result<Vec<usize>> {
+    if flags.wrk_threads == 0 {
+        bail!("--wrk-threads must be at least 1");
+    }
+    let connections = flags
+        .connections
+        .clone()
+        .unwrap_or_else(|| if few { vec![64] } else { vec![64, 256] });
+    if let Some(&c) = connections
+        .iter()
+        .find(|&&c| c < flags.wrk_threads || c > 100_000)
+    {
+        bail!(
+            "--connections {c}: each count must be at least --wrk-threads ({}) and at most \
+                100000",
+            flags.wrk_threads
+        );
+    }
+    if connections.is_empty() {
+        bail!("--connections needs at least one count");
+    }
+    Ok(connections)
+}
+
+/// The scenarios asked for (all when `None`), in report order whatever the order on
+/// the command line, without repeats.
+fn scenarios_in_report_order(wanted: Option<&[Scenario]>) -> Vec<Scenario> {
+    let mut scenarios = wanted.map_or_else(|| Scenario::ALL.to_vec(), <[Scenario]>::to_vec);
+    scenarios.sort_by_key(|s| Scenario::ALL.iter().position(|a| a == s));
+    scenarios.dedup();
+    scenarios
+}
+
+/// Validates `--extra` names and `--configs`: the configurations to run, in report
+/// order (built-ins first, then the extras in the order given).
+fn selected_configs(flags: &Flags) -> anyhow::Result<Vec<String>> {
+    for (i, extra) in flags.extras.iter().enumerate() {
+        if BUILT_IN.contains(&extra.name.as_str())
+            || flags.extras[..i].iter().any(|e| e.name == extra.name)
+        {
+            bail!("--extra name `{}` is taken: pick another", extra.name);
+        }
+    }
+    let known: Vec<&str> = BUILT_IN
+        .iter()
+        .copied()
+        .chain(flags.extras.iter().map(|e| e.name.as_str()))
+        .collect();
+    let configs: Vec<String> = match &flags.configs {
+        None => known.iter().map(|s| s.to_string()).collect(),
+        Some(wanted) => {
+            if let Some(unknown) = wanted.iter().find(|w| !known.contains(&w.as_str())) {
+                bail!(
+                    "--configs: unknown configuration `{unknown}` (known: {})",
+                    known.join(", ")
+                );
+            }
+            known
+                .iter()
+                .filter(|k| wanted.iter().any(|w| w == *k))
+                .map(|s| s.to_string())
+                .collect()
+        }
+    };
+    if configs.is_empty() {
+        bail!("--configs selects nothing");
+    }
+    Ok(configs)
 }
 
 /// Ascending, without repeats: the curve is drawn left to right.

@@ -8,6 +8,7 @@ use crate::cli::{Ladder, Mode};
 use crate::machine::{Machine, Versions};
 use crate::rate::{RateAttempt, RateCell, RateMeasurement, SloRow, slo_rows};
 use crate::report::NotRun;
+use crate::run::Cell;
 use crate::run_info::RunInfo;
 use crate::target::randoms_queue;
 use crate::wrk::{Measurement, REQUEST_TIMEOUT};
@@ -154,7 +155,55 @@ pub(crate) fn render(info: &RunInfo<'_>) -> Result<String, serde_json::Error> {
         shares_machine: info.shares_machine(),
         machine: &info.machine,
         versions: &info.versions,
-        settings: SettingsJson {
+        settings: SettingsJson::new(info),
+        baseline: info.baseline(),
+        scenarios: s
+            .scenarios
+            .iter()
+            .map(|&sc| ScenarioJson {
+                name: sc.name(),
+                description: sc.describe(),
+                path: sc.path(),
+                script: sc.script(),
+                wrk: s
+                    .connections
+                    .iter()
+                    .map(|&c| info.wrk_command(sc, c, s.duration))
+                    .collect(),
+            })
+            .collect(),
+        configs: info
+            .configs
+            .iter()
+            .map(|c| ConfigJson {
+                name: &c.name,
+                description: &c.description,
+                target: &c.target,
+                commands: c.commands(info.root),
+                unavailable: c.unavailable.as_deref(),
+                notes: &c.notes,
+            })
+            .collect(),
+        results: info
+            .cells
+            .iter()
+            .map(|cell| RowJson::new(info, cell))
+            .collect(),
+        rate_results: info
+            .rates
+            .iter()
+            .map(|cell| RateRowJson::new(cell, s.slo))
+            .collect(),
+        slo: slo_rows(info.rates, &names, &s.scenarios, &s.connections, s.slo),
+        not_run: info.not_run(),
+    };
+    serde_json::to_string_pretty(&results)
+}
+
+impl<'a> SettingsJson<'a> {
+    fn new(info: &RunInfo<'a>) -> Self {
+        let s = info.settings;
+        Self {
             mode: s.mode,
             rates: match (&s.mode, &s.ladder) {
                 (Mode::Rate, Ladder::Rates(r)) => Some(r),
@@ -190,57 +239,22 @@ pub(crate) fn render(info: &RunInfo<'_>) -> Result<String, serde_json::Error> {
                 crate::cli::StoreUsed::Sqlite => "sqlite".to_owned(),
                 crate::cli::StoreUsed::Postgres(url) => url,
             },
-        },
-        baseline: info.baseline(),
-        scenarios: s
-            .scenarios
-            .iter()
-            .map(|&sc| ScenarioJson {
-                name: sc.name(),
-                description: sc.describe(),
-                path: sc.path(),
-                script: sc.script(),
-                wrk: s
-                    .connections
-                    .iter()
-                    .map(|&c| info.wrk_command(sc, c, s.duration))
-                    .collect(),
-            })
-            .collect(),
-        configs: info
-            .configs
-            .iter()
-            .map(|c| ConfigJson {
-                name: &c.name,
-                description: &c.description,
-                target: &c.target,
-                commands: c.commands(info.root),
-                unavailable: c.unavailable.as_deref(),
-                notes: &c.notes,
-            })
-            .collect(),
-        results: info
-            .cells
-            .iter()
-            .map(|cell| RowJson {
-                scenario: cell.scenario.name(),
-                connections: cell.connections,
-                config: &cell.config,
-                median: cell.median(),
-                rps_min: cell.spread().map(|(lo, _)| lo),
-                rps_max: cell.spread().map(|(_, hi)| hi),
-                ratio_to_baseline: info.ratio(cell),
-                rows_missing: cell.rows_missing(),
-                runs: &cell.attempts,
-            })
-            .collect(),
-        rate_results: info
-            .rates
-            .iter()
-            .map(|cell| RateRowJson::new(cell, s.slo))
-            .collect(),
-        slo: slo_rows(info.rates, &names, &s.scenarios, &s.connections, s.slo),
-        not_run: info.not_run(),
-    };
-    serde_json::to_string_pretty(&results)
+        }
+    }
+}
+
+impl<'a> RowJson<'a> {
+    fn new(info: &RunInfo<'_>, cell: &'a Cell) -> Self {
+        Self {
+            scenario: cell.scenario.name(),
+            connections: cell.connections,
+            config: &cell.config,
+            median: cell.median(),
+            rps_min: cell.spread().map(|(lo, _)| lo),
+            rps_max: cell.spread().map(|(_, hi)| hi),
+            ratio_to_baseline: info.ratio(cell),
+            rows_missing: cell.rows_missing(),
+            runs: &cell.attempts,
+        }
+    }
 }

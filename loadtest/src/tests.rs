@@ -6,6 +6,7 @@ use std::path::Path;
 
 use clap::Parser;
 
+use crate::chart;
 use crate::cli::{Flags, Settings, parse_extra, selected};
 use crate::http::url_host;
 use crate::machine::utc_at;
@@ -37,6 +38,7 @@ checks! {
     bad_flags_are_refused => bad_flags,
     extras_must_be_loopback_http => extras_loopback,
     median_is_one_real_run => median,
+    peak_charts_show_bars_whiskers_and_gaps => peak_chart,
     dates_and_numbers_format => formatting,
     shell_commands_quote_what_needs_it => shell_quoting,
     every_scenario_script_is_committed => scripts_exist,
@@ -178,28 +180,34 @@ fn extras_loopback() -> Result<(), String> {
     })
 }
 
+/// A run whose wrk result says `rps` requests/s and a p99 of `p99_ms`.
+fn attempt(rps: f64, p99_ms: f64) -> Result<Attempt, String> {
+    let mut m = Measurement::from_wrk(&parse_result(&format!(
+        "LOADLAB_RESULT \
+            {{\"requests\":{rps},\"duration_us\":1000000,\"bytes\":0,\"connect\":0,\"read\":0,\
+         \"write\":0,\"timeout\":0,\"status\":0,\
+             \"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\"p999_us\":1,\
+         \"max_us\":1,\
+         \"mean_us\":1,\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null}}"
+    ))?);
+    m.p99_ms = p99_ms;
+    Ok(Attempt {
+        rep: 0,
+        measurement: Some(m),
+        error: None,
+    })
+}
+
 fn median() -> Result<(), String> {
-    let run = |rps: f64, p99_ms: f64| {
-        let mut m = Measurement::from_wrk(&parse_result(&format!(
-            "LOADLAB_RESULT \
-                {{\"requests\":{rps},\"duration_us\":1000000,\"bytes\":0,\"connect\":0,\"read\":0,\
-             \"write\":0,\"timeout\":0,\"status\":0,\
-                 \"p50_us\":1,\"p90_us\":1,\"p99_us\":1,\"p999_us\":1,\
-             \"max_us\":1,\
-             \"mean_us\":1,\"count_2xx\":null,\"count_non2xx\":null,\"count_201\":null}}"
-        ))?);
-        m.p99_ms = p99_ms;
-        Ok::<_, String>(Attempt {
-            rep: 0,
-            measurement: Some(m),
-            error: None,
-        })
-    };
     let cell = Cell {
         scenario: Scenario::Healthz,
         connections: 64,
         config: "x".into(),
-        attempts: vec![run(300.0, 3.0)?, run(100.0, 1.0)?, run(200.0, 2.0)?],
+        attempts: vec![
+            attempt(300.0, 3.0)?,
+            attempt(100.0, 1.0)?,
+            attempt(200.0, 2.0)?,
+        ],
     };
     let m = cell.median().ok_or("no median")?;
     ensure(m.rps == 200.0 && m.p99_ms == 2.0, || format!("{m:?}"))?;
@@ -303,5 +311,53 @@ fn proxy_configs() -> Result<(), String> {
             "haproxy -c refused the generated config: {}",
             String::from_utf8_lossy(&checked.stderr)
         )
+    })
+}
+
+fn peak_chart() -> Result<(), String> {
+    let folder = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = folder.path().join("throughput.svg");
+    let cells = [
+        Cell {
+            scenario: Scenario::Healthz,
+            connections: 64,
+            config: "a".into(),
+            attempts: vec![
+                attempt(300.0, 3.0)?,
+                attempt(100.0, 1.0)?,
+                attempt(200.0, 2.0)?,
+            ],
+        },
+        Cell {
+            scenario: Scenario::Healthz,
+            connections: 64,
+            config: "b".into(),
+            attempts: vec![attempt(42_000.0, 1.0)?],
+        },
+    ];
+    let configs = ["a".to_owned(), "b".to_owned()];
+    let metric = &chart::METRICS[0];
+    chart::draw(
+        &path,
+        metric,
+        &[Scenario::Healthz],
+        &[64, 256],
+        &configs,
+        &cells,
+    )?;
+    let svg = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+    // The median bars' labels, a gap where no run was measured (both configurations at
+    // 256 connections), the legend and the title.
+    // (plotters writes each text on its own line.)
+    let texts = |text: &str| svg.matches(&format!(">\n{text}\n</text>")).count();
+    for text in ["200", "42.0k", "a", "b", metric.title] {
+        ensure(texts(text) == 1, || {
+            format!("{text} is not in the chart once")
+        })?;
+    }
+    ensure(texts("n/a") == 2, || "not two gaps".to_owned())?;
+    // The whisker of the three repeats (three segments); one run has none.
+    ensure(svg.matches("<polyline").count() >= 3, || {
+        "no whisker".to_owned()
     })
 }
