@@ -63,7 +63,7 @@ const PANEL_HEIGHT: u32 = 340;
 const SCALE: i32 = 1000;
 
 /// What a drawing step returns: plotters' errors, named with the file once in [`draw`].
-type Drawn = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type Drawn = Result<(), Box<dyn std::error::Error>>;
 
 /// A panel's plotting area: x in thousandths of a group of bars, y in the metric's unit.
 type PanelChart<'a, 'b> =
@@ -120,13 +120,26 @@ fn draw_header(
         (20, 38),
         ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
     ))?;
+    draw_legend(header, configs, 62)
+}
+
+/// The legend, in a chart's header: one colour swatch and name per configuration, left
+/// to right at `top` pixels.
+pub(crate) fn draw_legend(
+    header: &DrawingArea<SVGBackend<'_>, Shift>,
+    configs: &[String],
+    top: i32,
+) -> Drawn {
     let mut x = 20;
     for (i, name) in configs.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        header.draw(&Rectangle::new([(x, 62), (x + 16, 78)], colour.filled()))?;
+        header.draw(&Rectangle::new(
+            [(x, top), (x + 16, top + 16)],
+            colour.filled(),
+        ))?;
         header.draw(&Text::new(
             name.as_str(),
-            (x + 22, 62),
+            (x + 22, top),
             ("sans-serif", 16).into_font(),
         ))?;
         x += 22 + 9 * name.len() as i32 + 30;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use plotters::prelude::*;
 
-use crate::chart::COLOURS;
+use crate::chart::{COLOURS, draw_legend};
 use crate::rate::{RateCell, RateMeasurement};
 use crate::scenario::Scenario;
 
@@ -74,17 +74,7 @@ impl Curves<'_> {
                 (20, 40),
                 ("sans-serif", 13).into_font().color(&grey),
             ))?;
-            let mut x = 20;
-            for (i, name) in self.configs.iter().enumerate() {
-                let colour = COLOURS[i % COLOURS.len()];
-                header.draw(&Rectangle::new([(x, 66), (x + 16, 82)], colour.filled()))?;
-                header.draw(&Text::new(
-                    name.as_str(),
-                    (x + 22, 66),
-                    ("sans-serif", 16).into_font(),
-                ))?;
-                x += 22 + 9 * name.len() as i32 + 30;
-            }
+            draw_legend(&header, self.configs, 66)?;
             let panels = body.split_evenly((rows, cols));
             for (panel, &scenario) in panels.iter().zip(self.scenarios) {
                 self.panel(panel, scenario)?;
