@@ -347,3 +347,234 @@ fn no_line_is_too_long_for_rustfmt_to_format() {
         long.join("\n")
     );
 }
+
+/// The house's limit on a function's length, signature to closing brace.
+const MAX_FUNCTION_LINES: usize = 100;
+
+/// The code with comments, string and character literals blanked, newlines kept (so
+/// line numbers still match), for counting braces.
+fn blank_literals(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    // Keeps the newlines of `chars[from..to]`, drops the rest.
+    let keep_newlines = |out: &mut String, from: usize, to: usize| {
+        out.extend(
+            chars[from..to.min(chars.len())]
+                .iter()
+                .filter(|c| **c == '\n'),
+        );
+    };
+    while i < chars.len() {
+        let rest = &chars[i..];
+        let after_word = i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
+        if rest.starts_with(&['/', '/']) {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if rest.starts_with(&['/', '*']) {
+            let end = find(&chars, i + 2, &['*', '/']).map_or(chars.len(), |e| e + 2);
+            keep_newlines(&mut out, i, end);
+            i = end;
+        } else if chars[i] == 'r' && !after_word && matches!(rest.get(1), Some('"' | '#')) {
+            let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
+            if rest.get(1 + hashes) != Some(&'"') {
+                out.push('r');
+                i += 1;
+                continue;
+            }
+            let mut closing = vec!['"'];
+            closing.extend(std::iter::repeat_n('#', hashes));
+            let from = i + 2 + hashes;
+            let end = find(&chars, from, &closing).map_or(chars.len(), |e| e + closing.len());
+            out.push_str("\"\"");
+            keep_newlines(&mut out, i, end);
+            i = end;
+        } else if chars[i] == '"' {
+            let mut end = i + 1;
+            while end < chars.len() && chars[end] != '"' {
+                end += if chars[end] == '\\' { 2 } else { 1 };
+            }
+            out.push_str("\"\"");
+            keep_newlines(&mut out, i, end);
+            i = end + 1;
+        } else if let Some(len) = char_literal(rest) {
+            out.push_str("' '");
+            i += len;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Where `needle` next starts in `chars`, from `from`.
+fn find(chars: &[char], from: usize, needle: &[char]) -> Option<usize> {
+    (from..chars.len()).find(|&at| chars[at..].starts_with(needle))
+}
+
+/// The length of a character literal at the start of `rest` (`'a'`, `'\n'`, `'\u{1F600}'`);
+/// `None` for a lifetime or a label.
+fn char_literal(rest: &[char]) -> Option<usize> {
+    if rest.first() != Some(&'\'') {
+        return None;
+    }
+    match rest.get(1)? {
+        '\\' => (3..rest.len().min(14))
+            .find(|&end| rest[end] == '\'')
+            .map(|end| end + 1),
+        '\'' => None,
+        _ => (rest.get(2) == Some(&'\'')).then_some(3),
+    }
+}
+
+/// The index of the bracket that closes the one at `open`.
+fn closing(code: &[u8], open: usize) -> usize {
+    let mut depth = 0usize;
+    for (at, byte) in code.iter().enumerate().skip(open) {
+        match byte {
+            b'{' | b'(' | b'[' => depth += 1,
+            b'}' | b')' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return at;
+                }
+            }
+            _ => {}
+        }
+    }
+    code.len()
+}
+
+/// Line ranges (0-based, inclusive) of the `#[cfg(test)] mod name { ... }` blocks.
+fn test_module_lines(code: &str) -> Vec<(usize, usize)> {
+    let bytes = code.as_bytes();
+    let line_of = |at: usize| code[..at].matches('\n').count();
+    let mut ranges = Vec::new();
+    for (at, _) in code.match_indices("#[cfg(test)]") {
+        let after = &code[at..];
+        let Some(brace) = after.find(['{', ';']) else {
+            continue;
+        };
+        if after[..brace].contains("mod ") && after.as_bytes()[brace] == b'{' {
+            ranges.push((line_of(at), line_of(closing(bytes, at + brace))));
+        }
+    }
+    ranges
+}
+
+/// Every function with a body longer than `limit` lines outside `#[cfg(test)]` modules:
+/// `(name, first line (1-based), lines)`.
+fn long_functions(text: &str, limit: usize) -> Vec<(String, usize, usize)> {
+    let code = blank_literals(text);
+    let bytes = code.as_bytes();
+    let line_of = |at: usize| code[..at].matches('\n').count();
+    let in_tests = test_module_lines(&code);
+    let mut found = Vec::new();
+    for (at, _) in code.match_indices("fn ") {
+        let preceded_ok = code[..at]
+            .chars()
+            .last()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        let name: String = code[at + 3..]
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let first = line_of(at);
+        if !preceded_ok
+            || name.is_empty()
+            || in_tests.iter().any(|&(a, b)| (a..=b).contains(&first))
+        {
+            continue;
+        }
+        // The body's brace: the first `{` outside the signature's brackets, unless a `;`
+        // ends a declaration first (`[u8; 4]` is inside brackets).
+        let mut depth = 0i32;
+        let mut body = None;
+        for (i, byte) in bytes.iter().enumerate().skip(at) {
+            match byte {
+                b'(' | b'[' => depth += 1,
+                b')' | b']' => depth -= 1,
+                b';' if depth == 0 => break,
+                b'{' if depth == 0 => {
+                    body = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if let Some(open) = body {
+            let lines = line_of(closing(bytes, open)) - first + 1;
+            if lines > limit {
+                found.push((name, first + 1, lines));
+            }
+        }
+    }
+    found
+}
+
+/// Modules declared `#[cfg(test)] mod name;` anywhere: their files are tests.
+fn test_module_files(files: &[PathBuf]) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for file in files {
+        let text = fs::read_to_string(file).expect("a source file is readable");
+        for (at, _) in text.match_indices("#[cfg(test)]") {
+            let decl = text[at + "#[cfg(test)]".len()..].trim_start();
+            if let Some(name) = decl.strip_prefix("mod ").and_then(|d| d.split_once(';'))
+                && !name.0.contains('{')
+            {
+                names.insert(name.0.trim().to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Functions are read whole: no function outside tests is over a hundred lines (the
+/// house style's limit; a longer one wants named phases).
+#[test]
+fn no_function_outside_tests_is_over_a_hundred_lines() {
+    let mut files = Vec::new();
+    rust_files(&workspace_root(), &mut files);
+    let test_modules = test_module_files(&files);
+    let mut long = Vec::new();
+    let mut read = 0;
+    for file in &files {
+        let rel = file.strip_prefix(workspace_root()).unwrap_or(file);
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if rel.components().any(|c| c.as_os_str() == "tests") || test_modules.contains(stem) {
+            continue;
+        }
+        read += 1;
+        let text = fs::read_to_string(file).expect("a source file is readable");
+        for (name, line, lines) in long_functions(&text, MAX_FUNCTION_LINES) {
+            long.push(format!("{}:{line} fn {name}: {lines} lines", rel.display()));
+        }
+    }
+    assert!(read > 20, "the workspace's sources are found");
+    assert!(
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines (split them into named phases):\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn the_function_counter_skips_literals_and_tests() {
+    let body = "    let x = 1;\n".repeat(4);
+    let text = format!(
+        "fn short() {{\n{body}}}\n\
+         fn long(a: [u8; 2]) -> u8 {{\n    let s = \"}}\";\n    let c = '}}';\n\
+         // }}\n    let r = r#\"}}\"#;\n{body}    a[0]\n}}\n\
+         trait T {{ fn declared(&self); }}\n\
+         #[cfg(test)]\nmod tests {{\n    fn long_test() {{\n{body}    }}\n}}\n"
+    );
+    let found = long_functions(&text, 6);
+    assert_eq!(found, vec![("long".to_owned(), 7, 11)], "{found:?}");
+    assert!(long_functions(&text, 11).is_empty());
+}
