@@ -22,6 +22,7 @@
 //! the writer (which commits what is queued and checkpoints), then return.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::time::Duration;
 
 use anyhow::Context;
 use loadlab_front::server::{self, Serving};
@@ -33,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::FrontPath;
 use crate::config::Config;
-use crate::shard::{Shard, ShardLabel};
+use crate::shard::Shard;
 use crate::state::{AppState, Listeners};
 
 /// A built, not yet running, service.
@@ -131,7 +132,7 @@ impl App {
             .into_iter()
             .enumerate()
             .map(|(index, listener)| {
-                let router = crate::routes::app(state.clone(), ShardLabel::shard(index));
+                let router = crate::routes::app(state.clone(), index);
                 Shard::new(index, listener, router)
             })
             .collect();
@@ -232,12 +233,9 @@ impl App {
                 shutdown.clone(),
             ));
         }
-        tracing::info!(
-            front = ?state.listeners().front,
-            shards = ?state.listeners().shards,
-            "loadlab is serving"
-        );
+        log_start(&state);
         let result = server::run_until_stopped(serving, shutdown).await;
+        log_stop(&state);
         // The writer goes last: every request that could queue a row has been
         // answered. Its final commit and checkpoint block, so off the runtime.
         drop(state);
@@ -248,6 +246,41 @@ impl App {
         }
         result
     }
+}
+
+/// The start line: what runs, where, on what (addresses plain, the database's password
+/// masked by its `Display`).
+fn log_start(state: &AppState) {
+    let config = state.config();
+    let listeners = state.listeners();
+    let shard_addrs: Vec<String> = listeners.shards.iter().map(ToString::to_string).collect();
+    tracing::info!(
+        version = crate::telemetry::VERSION,
+        commit = crate::telemetry::COMMIT,
+        front = %listeners.front.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        front_plain = listeners.front_plain.map(|a| a.to_string()),
+        tls = config.tls.is_some(),
+        front_threads = config.front.then_some(config.upstream.front_threads),
+        shards = listeners.shards.len(),
+        shard_addrs = %shard_addrs.join(","),
+        threads = state.compute().threads(),
+        database = %config.writer.db,
+        metrics = config.metrics_bind.map(|a| a.to_string()),
+        "loadlab is serving"
+    );
+}
+
+/// The stop line: how long the process served, and how many requests.
+fn log_stop(state: &AppState) {
+    let uptime = state.started().elapsed();
+    tracing::info!(
+        version = crate::telemetry::VERSION,
+        uptime = %humantime::format_duration(Duration::from_secs(uptime.as_secs())),
+        uptime_seconds = uptime.as_secs_f64(),
+        requests = state.requests_answered(),
+        front_requests = state.front().map(Front::requests_taken),
+        "loadlab stopped"
+    );
 }
 
 /// Binds a non-blocking std listener (tokio adopts it inside a shard's runtime).

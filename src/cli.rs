@@ -37,6 +37,16 @@ pub enum Command {
     CheckConfig(ServeArgs),
 }
 
+impl Command {
+    /// The log format the subcommand asks for (every subcommand has `--log-format`).
+    pub fn log_format(&self) -> LogFormat {
+        match self {
+            Command::Serve(args) | Command::CheckConfig(args) => args.serving.logs.log_format,
+            Command::Front(args) => args.serving.logs.log_format,
+        }
+    }
+}
+
 /// Flags of `loadlab serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -182,6 +192,9 @@ pub struct ServingArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
 
+    #[command(flatten)]
+    pub logs: LogArgs,
+
     /// Also serve /metrics on this address (it is always on every listener too).
     #[arg(long, env = "LOADLAB_METRICS_BIND")]
     pub metrics_bind: Option<SocketAddr>,
@@ -237,6 +250,15 @@ pub struct TlsArgs {
     pub plain_bind: Option<SocketAddr>,
 }
 
+/// How the process logs (see docs/OPERATIONS.md, "Logs").
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// The format of the log on stderr: text (one readable line per event) or json (one
+    /// JSON object per line, for log shippers). `RUST_LOG` chooses what is logged.
+    #[arg(long, env = "LOADLAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
 /// Front-to-upstream limits.
 #[derive(Debug, Clone, Args)]
 pub struct UpstreamArgs {
@@ -286,6 +308,16 @@ pub enum FrontPath {
     Inproc,
     /// Over loopback TCP, through the front's keep-alive pool.
     Tcp,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Compact text, coloured on a terminal.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the
+    /// event's fields.
+    Json,
 }
 
 /// `--db-sync` values.

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use loadlab::app::App;
-use loadlab::cli::{Cli, Command};
+use loadlab::cli::{Cli, Command, LogFormat};
 use loadlab::config::Config;
 
 /// mimalloc: the proxy path allocates small, short-lived buffers on every request, and
@@ -13,11 +13,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    loadlab::telemetry::init();
+    let format = cli.command.log_format();
+    loadlab::telemetry::init(format);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("loadlab: {e:#}");
+            let error = format!("{e:#}");
+            match format {
+                // Every line of a JSON log is JSON, the last one too.
+                LogFormat::Json => tracing::error!(%error, "loadlab failed"),
+                LogFormat::Text => eprintln!("loadlab: {error}"),
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -8,10 +8,12 @@
 //!
 //! This module owns what makes a shard: its address ([`addr`]), its `shard` label on
 //! the HTTP metrics ([`ShardLabel`], recorded by [`track_requests`], described by
-//! [`describe`]) and its thread ([`Shard::spawn`]).
+//! [`describe`]), its own count of what it served ([`ShardStats`]) and its thread
+//! ([`Shard::spawn`]).
 
 use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -122,9 +124,40 @@ impl ShardLabel {
     }
 }
 
+/// What one shard counts of the requests it answers, read by the process itself (the
+/// stop line), not by Prometheus: the metrics exporter renders text for scrapers.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Requests answered (over its socket or the front's in-process path).
+    requests: AtomicU64,
+}
+
+impl ShardStats {
+    /// Requests this shard has answered.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// What [`track_requests`] records into for one shard.
+#[derive(Debug, Clone)]
+pub struct ShardTracking {
+    /// The `shard` label of its metrics.
+    pub label: ShardLabel,
+    /// Its own counts.
+    pub stats: Arc<ShardStats>,
+}
+
 /// Records `http_requests_total`, `http_request_duration_seconds` and
-/// `http_requests_in_flight` for every request, labelled by route template and shard.
-pub async fn track_requests(State(shard): State<ShardLabel>, req: Request, next: Next) -> Response {
+/// `http_requests_in_flight` for every request, labelled by route template and shard,
+/// and counts it in the shard's [`ShardStats`]. Logs each request at `debug` (target
+/// `loadlab::shard`): off by default, and then cheap (a level check per request).
+pub async fn track_requests(
+    State(tracking): State<ShardTracking>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let shard = tracking.label;
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -143,8 +176,18 @@ pub async fn track_requests(State(shard): State<ShardLabel>, req: Request, next:
         ("shard", shard.0.to_owned()),
     ];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    tracking.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let [(_, method), (_, route), (_, status), (_, shard)] = &labels;
+    tracing::debug!(
+        %method,
+        %route,
+        %status,
+        %shard,
+        seconds = elapsed.as_secs_f64(),
+        "request answered"
+    );
     response
 }
 

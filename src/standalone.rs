@@ -48,10 +48,16 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
     };
     let shutdown = server::cancel_on_signal();
     let mut serving = Serving::new();
+    let started = std::time::Instant::now();
     tracing::info!(
+        version = crate::telemetry::VERSION,
+        commit = crate::telemetry::COMMIT,
         addr = %listener.local_addr()?,
+        plain = plain.as_ref().map(|l| l.local_addr()).transpose()?.map(|a| a.to_string()),
         tls = tls.is_some(),
         pools = front.pool_count(),
+        front_threads = limits.front_threads,
+        metrics = args.serving.metrics_bind.map(|a| a.to_string()),
         "loadlab front is serving"
     );
     let listeners = FrontListeners {
@@ -68,7 +74,14 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ));
     }
-    server::run_until_stopped(serving, shutdown).await?;
-    tracing::info!("loadlab front stopped");
-    Ok(())
+    let result = server::run_until_stopped(serving, shutdown).await;
+    let uptime = started.elapsed();
+    tracing::info!(
+        version = crate::telemetry::VERSION,
+        uptime = %humantime::format_duration(std::time::Duration::from_secs(uptime.as_secs())),
+        uptime_seconds = uptime.as_secs_f64(),
+        requests = front.requests_taken(),
+        "loadlab front stopped"
+    );
+    result
 }

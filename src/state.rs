@@ -12,6 +12,7 @@ use loadlab_workers::compute::Compute;
 use loadlab_workers::mega::{MegaReader, WriterHandle};
 
 use crate::config::Config;
+use crate::shard::ShardStats;
 
 /// Shared, cheaply cloneable state of the service.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ struct Shared {
     listeners: Listeners,
     /// The front, when this process runs one: `/info` shows its pools' health.
     front: Option<Front>,
+    /// Each shard's own counts, in shard order.
+    shard_stats: Vec<Arc<ShardStats>>,
 }
 
 /// Where the process listens, for `/info`.
@@ -50,6 +53,7 @@ impl AppState {
         listeners: Listeners,
         front: Option<Front>,
     ) -> Self {
+        let shard_stats = listeners.shards.iter().map(|_| Arc::default()).collect();
         Self(Arc::new(Shared {
             config,
             compute,
@@ -58,6 +62,7 @@ impl AppState {
             started: Instant::now(),
             listeners,
             front,
+            shard_stats,
         }))
     }
 
@@ -94,5 +99,15 @@ impl AppState {
     /// The front, when this process runs one.
     pub fn front(&self) -> Option<&Front> {
         self.0.front.as_ref()
+    }
+
+    /// Shard `index`'s own counts (fresh ones for an index past the last shard).
+    pub fn shard_stats(&self, index: usize) -> Arc<ShardStats> {
+        self.0.shard_stats.get(index).cloned().unwrap_or_default()
+    }
+
+    /// Requests the shards have answered, all together.
+    pub fn requests_answered(&self) -> u64 {
+        self.0.shard_stats.iter().map(|s| s.requests()).sum()
     }
 }

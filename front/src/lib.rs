@@ -75,6 +75,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -128,6 +129,8 @@ struct Inner {
     threads: usize,
     /// Where the front listens, set once it serves ([`Front::serve`]).
     listening: OnceLock<Listening>,
+    /// Requests the front has taken (its own paths and proxied ones), for the stop line.
+    requests: AtomicU64,
 }
 
 /// The listeners the front serves on.
@@ -256,6 +259,7 @@ impl Front {
                 health: config.health,
                 threads: limits.front_threads.max(1),
                 listening: OnceLock::new(),
+                requests: AtomicU64::new(0),
             }),
             thread: 0,
             metrics: None,
@@ -468,6 +472,11 @@ impl Front {
     pub fn pool_count(&self) -> usize {
         self.inner.pools.len()
     }
+
+    /// Requests the front has taken since it started, its own paths included.
+    pub fn requests_taken(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
 }
 
 /// The front's own service, before the edge layers: its own paths go to `own` (a
@@ -509,6 +518,7 @@ impl tower::Service<Request> for Dispatch {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
         if self.is_own(req.uri().path()) {
             return Box::pin(Router::clone(&self.own).oneshot(req));
         }

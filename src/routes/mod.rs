@@ -24,13 +24,17 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::metrics::metrics_render;
-use crate::shard::{ShardLabel, track_requests};
+use crate::shard::{ShardLabel, ShardTracking, track_requests};
 use crate::state::AppState;
 
 /// The router of one shard: every route, its JSON fallbacks, and request metrics
-/// labelled with `shard`. The shard's listener puts the edge guard around it
+/// labelled with `shard` (shard number `shard`). The shard's listener puts the edge guard around it
 /// ([`crate::shard::Shard::spawn`]); the front's in-process path calls it as it is.
-pub fn app(state: AppState, shard: ShardLabel) -> Router {
+pub fn app(state: AppState, shard: usize) -> Router {
+    let tracking = ShardTracking {
+        label: ShardLabel::shard(shard),
+        stats: state.shard_stats(shard),
+    };
     let config = state.config();
     let routes = Router::new()
         .route("/api/randoms", get(randoms::randoms_count))
@@ -51,6 +55,8 @@ pub fn app(state: AppState, shard: ShardLabel) -> Router {
         .route("/metrics", get(metrics_render))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .with_state(state.clone());
-    loadlab_front::edge::fallbacks(routes)
-        .layer(axum::middleware::from_fn_with_state(shard, track_requests))
+    loadlab_front::edge::fallbacks(routes).layer(axum::middleware::from_fn_with_state(
+        tracking,
+        track_requests,
+    ))
 }

@@ -8,6 +8,7 @@ mod front;
 mod health;
 mod idempotency;
 mod info;
+mod logs;
 mod mega;
 mod metrics;
 mod postgres_mega;
