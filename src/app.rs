@@ -28,10 +28,12 @@ use anyhow::Context;
 use loadlab_front::server::{self, Serving};
 use loadlab_front::tls::TlsAcceptor;
 use loadlab_front::{Front, FrontConfig, FrontListeners};
+use loadlab_logs::access::AccessLog;
 use loadlab_workers::compute::Compute;
 use loadlab_workers::mega::{MegaReader, MegaWriter};
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::AccessLogConfig;
 use crate::cli::FrontPath;
 use crate::config::Config;
 use crate::shard::Shard;
@@ -47,6 +49,8 @@ pub struct App {
     shards: Vec<Shard>,
     front: Option<FrontParts>,
     metrics: Option<StdListener>,
+    /// The access log's writer, stopped after the listeners; `None`: no access log.
+    access_log: Option<AccessLog>,
 }
 
 /// The front and its listeners, built and not yet serving.
@@ -64,6 +68,12 @@ impl App {
     /// Binds every listener, opens the database and starts the writer and the pool.
     pub fn build(config: Config) -> anyhow::Result<Self> {
         crate::metrics::handle();
+        let access_log = config
+            .access_log
+            .as_ref()
+            .map(AccessLogConfig::open)
+            .transpose()?;
+        let logger = access_log.as_ref().map(AccessLog::logger);
         let shard_listeners = (0..config.shards)
             .map(|i| {
                 let addr = crate::shard::addr(config.shard_host, config.shard_base_port, i);
@@ -85,8 +95,11 @@ impl App {
                 .map(|addr| bind(addr).context("--plain-bind"))
                 .transpose()?;
             let tls = config.tls.as_ref().map(TlsAcceptor::new).transpose()?;
-            let front = Front::new(front_config, config.upstream)?
+            let mut front = Front::new(front_config, config.upstream)?
                 .with_metrics(axum::routing::get(crate::metrics::metrics_render));
+            if let Some(logger) = &logger {
+                front = front.with_access_log(logger.clone());
+            }
             Some(FrontParts {
                 front,
                 listener,
@@ -133,7 +146,11 @@ impl App {
             .enumerate()
             .map(|(index, listener)| {
                 let router = crate::routes::app(state.clone(), index);
-                Shard::new(index, listener, router)
+                let shard = Shard::new(index, listener, router);
+                match &logger {
+                    Some(logger) => shard.with_access_log(logger.clone()),
+                    None => shard,
+                }
             })
             .collect();
         if let (Some(FrontParts { front, .. }), FrontPath::Inproc) = (&front, front_path) {
@@ -147,6 +164,7 @@ impl App {
             shards,
             front,
             metrics,
+            access_log,
         })
     }
 
@@ -203,7 +221,11 @@ impl App {
             shards,
             front,
             metrics,
+            access_log,
         } = self;
+        if let Some(log) = &access_log {
+            crate::access_log::spawn_reopens(log.logger(), shutdown.clone())?;
+        }
         let limits = state.config().edge.connections.clone();
         let mut serving = Serving::new();
         for shard in shards {
@@ -235,6 +257,7 @@ impl App {
         }
         log_start(&state);
         let result = server::run_until_stopped(serving, shutdown).await;
+        crate::access_log::stop(access_log).await;
         log_stop(&state);
         // The writer goes last: every request that could queue a row has been
         // answered. Its final commit and checkpoint block, so off the runtime.

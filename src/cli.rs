@@ -257,6 +257,21 @@ pub struct LogArgs {
     /// JSON object per line, for log shippers). `RUST_LOG` chooses what is logged.
     #[arg(long, env = "LOADLAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Write a line per request (front and shards) here: a file (appended to, reopened
+    /// on SIGHUP for logrotate) or `-` for standard output. Default: no access log.
+    #[arg(long, env = "LOADLAB_ACCESS_LOG", value_name = "-|FILE")]
+    pub access_log: Option<String>,
+
+    /// The access log's lines: json (one object per line) or combined (Apache's and
+    /// nginx's format, loadlab's fields after it).
+    #[arg(
+        long,
+        env = "LOADLAB_ACCESS_LOG_FORMAT",
+        value_enum,
+        default_value_t = AccessLogFormat::Json
+    )]
+    pub access_log_format: AccessLogFormat,
 }
 
 /// Front-to-upstream limits.
@@ -318,6 +333,15 @@ pub enum LogFormat {
     /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the
     /// event's fields.
     Json,
+}
+
+/// `--access-log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// The combined log format, then duration, upstream, request id and listener.
+    Combined,
 }
 
 /// `--db-sync` values.

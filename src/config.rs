@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use loadlab_workers::mega::{Database, SyncMode, WriterConfig};
 
+use crate::access_log::AccessLogConfig;
 use crate::cli::{DbSync, EdgeArgs, FrontPath, ServeArgs, TlsArgs, UpstreamArgs};
 use crate::count::parse_count;
 use loadlab_front::ConnectionLimits;
@@ -58,6 +59,8 @@ pub struct Config {
     pub upstream: UpstreamLimits,
     /// Extra address serving only `/metrics`; `None`: none.
     pub metrics_bind: Option<SocketAddr>,
+    /// The access log; `None`: none.
+    pub access_log: Option<AccessLogConfig>,
 }
 
 /// Limits of `/api/randoms`.
@@ -170,6 +173,7 @@ impl Config {
             edge: edge_limits(&args.serving.edge)?,
             upstream: upstream_limits(&args.serving.upstream),
             metrics_bind: args.serving.metrics_bind,
+            access_log: AccessLogConfig::from_args(&args.serving.logs)?,
         })
     }
 }

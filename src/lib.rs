@@ -10,7 +10,8 @@
 //!   parsing `cant`.
 //! - [`standalone`]: `loadlab front`, the front alone over other hosts.
 //! - [`metrics`] and [`telemetry`]: Prometheus metrics and logging; `process_metrics`:
-//!   the `process_*` metrics, read at each scrape.
+//!   the `process_*` metrics, read at each scrape; [`access_log`]: the access log as
+//!   `serve` and `front` run it (flags, SIGHUP, shutdown).
 //!
 //! The work itself (the random-histogram kernel, the compute threads, the SQLite writer)
 //! lives in the `loadlab-workers` crate; the reverse proxy before the shards, and the
@@ -25,6 +26,7 @@
 //! - **shard**: one listener of `loadlab serve`, serving the whole API on its own
 //!   thread and single-threaded runtime; shards share the data (compute, store).
 
+pub mod access_log;
 pub mod app;
 pub mod cli;
 pub mod config;

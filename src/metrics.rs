@@ -72,6 +72,7 @@ fn describe() {
     crate::shard::describe();
     loadlab_front::metrics::describe();
     loadlab_workers::metrics::describe();
+    loadlab_logs::access::describe();
     crate::process_metrics::describe();
 }
 

@@ -22,7 +22,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use loadlab_front::EdgeLimits;
 use loadlab_front::edge;
+use loadlab_front::listen::access::AccessLayer;
 use loadlab_front::server::{self, ServingThread};
+use loadlab_logs::access::AccessLogger;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +52,9 @@ pub struct Shard {
     /// Stops this shard alone (a test hook: see `App::shard_stopper`); the app's
     /// shutdown stops it too.
     stop: CancellationToken,
+    /// The access log's layer, outermost on the shard's listener; `None`: no access
+    /// log. The front's in-process path does not pass it: the front logs those.
+    access: Option<AccessLayer>,
 }
 
 impl Shard {
@@ -61,7 +66,16 @@ impl Shard {
             listener,
             router: Arc::new(router),
             stop: CancellationToken::new(),
+            access: None,
         }
+    }
+
+    /// The shard logs each request that comes to its listener to `logger`.
+    pub fn with_access_log(mut self, logger: AccessLogger) -> Self {
+        // Once per shard: a `&'static` name costs nothing per request.
+        let name: &'static str = Box::leak(format!("shard {}", self.index).into_boxed_str());
+        self.access = Some(AccessLayer::new(logger, name));
+        self
     }
 
     /// The shard's router, for the front's in-process path (which keeps a `Weak`).
@@ -90,7 +104,12 @@ impl Shard {
             listener,
             router,
             stop,
+            access,
         } = self;
+        let listener_router = match access {
+            Some(access) => listener_router.layer(access),
+            None => listener_router,
+        };
         let app_stop = shutdown.clone();
         server::spawn_runtime_thread(
             format!("loadlab-shard-{index}"),

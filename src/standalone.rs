@@ -1,11 +1,13 @@
 //! `loadlab front`: the front alone, over the pools of a config file (loadlab
 //! instances on other hosts), until SIGINT or SIGTERM; then it drains and returns.
+//! SIGHUP reloads the TLS certificate and reopens the access log.
 
 use anyhow::Context;
 use loadlab_front::server::{self, Serving};
 use loadlab_front::tls::TlsAcceptor;
 use loadlab_front::{DEFAULT_LISTEN, Front, FrontConfig, FrontListeners};
 
+use crate::access_log::AccessLogConfig;
 use crate::cli::FrontArgs;
 use crate::config::{edge_limits, front_tls, upstream_limits};
 
@@ -24,8 +26,14 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
             .context("the default listen address")?,
     };
     crate::metrics::handle();
-    let front = Front::new(config, limits)?
+    let access_log = AccessLogConfig::from_args(&args.serving.logs)?
+        .map(|c| c.open())
+        .transpose()?;
+    let mut front = Front::new(config, limits)?
         .with_metrics(axum::routing::get(crate::metrics::metrics_render));
+    if let Some(log) = &access_log {
+        front = front.with_access_log(log.logger());
+    }
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("could not listen on {bind}"))?;
@@ -47,6 +55,9 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = server::cancel_on_signal();
+    if let Some(log) = &access_log {
+        crate::access_log::spawn_reopens(log.logger(), shutdown.clone())?;
+    }
     let mut serving = Serving::new();
     let started = std::time::Instant::now();
     tracing::info!(
@@ -75,6 +86,7 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
         ));
     }
     let result = server::run_until_stopped(serving, shutdown).await;
+    crate::access_log::stop(access_log).await;
     let uptime = started.elapsed();
     tracing::info!(
         version = crate::telemetry::VERSION,

@@ -15,7 +15,8 @@
 //!   shard's) and knowing nothing of proxying: [`server`] (accept loops, connection
 //!   limits, the front's threads, graceful shutdown, [`server::run_until_stopped`]),
 //!   [`edge`] (the layers every listener puts around its routes), `leftover` (draining
-//!   what a handler left of a request body), [`error`] (the JSON error shape),
+//!   what a handler left of a request body), [`listen::access`] (the access log's
+//!   layer and `X-Request-Id`), [`error`] (the JSON error shape),
 //!   [`protocol`] (HTTP/1.1, h2 by ALPN, h2c by preface, and the HTTP/2 limits), [`tls`]
 //!   (the certificate, the handshake, reload on SIGHUP) and [`listen::limits`]
 //!   ([`EdgeLimits`], [`ConnectionLimits`]).
@@ -66,6 +67,7 @@ pub mod metrics;
 mod pools;
 mod proxy;
 
+use self::listen::access::AccessLayer;
 use self::listen::leftover;
 pub use self::listen::{edge, error, protocol, server, tls};
 use self::pools::{balance, health, upstream};
@@ -85,6 +87,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
+use loadlab_logs::access::AccessLogger;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -115,6 +118,8 @@ pub struct Front {
     /// The `/metrics` handler (the binary owns the exporter); `None`: the front has no
     /// `/metrics` of its own and proxies that path like any other.
     metrics: Option<MethodRouter>,
+    /// The access log's layer, outermost on the front's service; `None`: no access log.
+    access: Option<AccessLayer>,
 }
 
 #[derive(Debug)]
@@ -263,6 +268,7 @@ impl Front {
             }),
             thread: 0,
             metrics: None,
+            access: None,
         })
     }
 
@@ -272,9 +278,16 @@ impl Front {
         self
     }
 
+    /// The front logs every request it takes to `logger`, with the upstream it went
+    /// to, and gives each an `X-Request-Id` (see [`listen::access`]).
+    pub fn with_access_log(mut self, logger: AccessLogger) -> Self {
+        self.access = Some(AccessLayer::new(logger, "front").with_upstreams());
+        self
+    }
+
     /// The front's service on front thread `thread`'s connections: `/metrics` and
     /// `GET /front/status` answered here, the proxy for every other path and method,
-    /// inside the edge layers (refusals, request timeout, CORS).
+    /// inside the edge layers (refusals, request timeout, CORS) and the access log's.
     pub fn service(&self, edge: &EdgeLimits) -> impl edge::HttpService {
         let mut own = Router::new()
             .route("/front/status", get(front_status))
@@ -289,7 +302,9 @@ impl Front {
             metrics: self.metrics.is_some(),
             request_limit: edge.request_timeout,
         };
-        edge::guard_proxy(dispatch, edge)
+        tower::ServiceBuilder::new()
+            .option_layer(self.access.clone())
+            .service(edge::guard_proxy(dispatch, edge))
     }
 
     /// Pools, routes, each upstream's address, weight, health and `max_conns` use, the
@@ -399,6 +414,7 @@ impl Front {
                     inner: Arc::clone(&self.inner),
                     thread: index,
                     metrics: self.metrics.clone(),
+                    access: self.access.clone(),
                 };
                 let service = handle.service(edge);
                 let limits = edge.connections.clone();

@@ -154,6 +154,9 @@ pub(crate) async fn spawn_observed_app() -> TestApp {
     let owned = cert.flags();
     let mut flags: Vec<&str> = owned.iter().map(String::as_str).collect();
     flags.extend(["--randoms-queue", "1", "--plain-bind", "127.0.0.1:0"]);
+    // The access log's metrics too; its file is held open after the folder goes.
+    let access_log = dir.path().join("access.log").display().to_string();
+    flags.extend(["--access-log", &access_log]);
     let mut app = spawn_app_with_front(&flags).await;
     app.addr = app.front_plain.expect("the cleartext listener");
     app

@@ -2,6 +2,7 @@
 //! `loadlab serve` alike, and nothing of proxying. The service crate runs its shards
 //! with it; the front serves on it too.
 //!
+//! - [`access`]: the access-log layer (a line per request, `X-Request-Id`).
 //! - [`server`]: accept loops, connection limits, the front's threads, graceful
 //!   shutdown.
 //! - [`edge`]: the layers every listener puts around its routes (refusals, request
@@ -15,6 +16,7 @@
 //! - [`limits`]: [`EdgeLimits`](limits::EdgeLimits) and
 //!   [`ConnectionLimits`](limits::ConnectionLimits), what every listener is bounded by.
 
+pub mod access;
 pub mod edge;
 pub mod error;
 pub(crate) mod leftover;

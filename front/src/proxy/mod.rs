@@ -70,6 +70,7 @@ use crate::conns::UpstreamConns;
 use crate::edge::request_timed_out;
 use crate::failure::{ClientErrors, ClientFault};
 use crate::headers::prepare_request_headers;
+use crate::listen::access::UpstreamSlot;
 use crate::protocol::OverTls;
 use crate::upstream::FailureKind;
 
@@ -103,6 +104,9 @@ struct Outgoing {
     deadline: Instant,
     /// The edge's request time limit, which the front's edge leaves to the proxy.
     request_limit: Duration,
+    /// Where the access log learns which upstream was tried last; `None` without an
+    /// access log.
+    upstream_slot: Option<UpstreamSlot>,
 }
 
 /// What the retry policy does after one try.
@@ -212,6 +216,9 @@ impl Proxy {
         let Some(transport) = Transport::of(member, thread, &self.stalls) else {
             return Next::Skipped;
         };
+        if let Some(slot) = &outgoing.upstream_slot {
+            slot.note(&member.label);
+        }
         let keep_headers = !last && transport.may_fail_over();
         let in_process = matches!(transport, Transport::InProcess(_));
         let mut request = outgoing.upstream_request(member, body, keep_headers);
@@ -295,6 +302,7 @@ impl Outgoing {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         let over_tls = parts.extensions.get::<OverTls>().is_some();
+        let upstream_slot = parts.extensions.remove::<UpstreamSlot>();
         // An h2 request names its host in `:authority` (the URI), not in `Host`: the
         // upstream gets it as `X-Forwarded-Host` all the same.
         if let Some(authority) = parts.uri.authority()
@@ -317,6 +325,7 @@ impl Outgoing {
             body: RequestBody::new(body),
             deadline,
             request_limit,
+            upstream_slot,
         }
     }
 
