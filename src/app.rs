@@ -28,7 +28,7 @@ use anyhow::Context;
 use loadlab_front::server::{self, Serving};
 use loadlab_front::tls::TlsAcceptor;
 use loadlab_front::{Front, FrontConfig, FrontListeners};
-use loadlab_logs::access::AccessLog;
+use loadlab_logs::access::{AccessLog, AccessLogger};
 use loadlab_workers::compute::Compute;
 use loadlab_workers::mega::{MegaReader, MegaWriter};
 use tokio_util::sync::CancellationToken;
@@ -64,6 +64,38 @@ struct FrontParts {
     plain: Option<StdListener>,
 }
 
+impl FrontParts {
+    /// Binds the front's listeners and builds it over `shard_addrs` (or the front
+    /// config's pools), logging to `logger` when there is an access log.
+    fn build(
+        config: &Config,
+        shard_addrs: &[SocketAddr],
+        logger: Option<&AccessLogger>,
+    ) -> anyhow::Result<Self> {
+        let front_config = match &config.front_config {
+            Some(path) => FrontConfig::load(path)?,
+            None => FrontConfig::round_robin(shard_addrs),
+        };
+        let listener = bind(config.bind).context("front")?;
+        let plain = config
+            .plain_bind
+            .map(|addr| bind(addr).context("--plain-bind"))
+            .transpose()?;
+        let tls = config.tls.as_ref().map(TlsAcceptor::new).transpose()?;
+        let mut front = Front::new(front_config, config.upstream)?
+            .with_metrics(axum::routing::get(crate::metrics::metrics_render));
+        if let Some(logger) = logger {
+            front = front.with_access_log(logger.clone());
+        }
+        Ok(Self {
+            front,
+            listener,
+            tls,
+            plain,
+        })
+    }
+}
+
 impl App {
     /// Binds every listener, opens the database and starts the writer and the pool.
     pub fn build(config: Config) -> anyhow::Result<Self> {
@@ -84,31 +116,10 @@ impl App {
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
-        let front = if config.front {
-            let front_config = match &config.front_config {
-                Some(path) => FrontConfig::load(path)?,
-                None => FrontConfig::round_robin(&shard_addrs),
-            };
-            let listener = bind(config.bind).context("front")?;
-            let plain = config
-                .plain_bind
-                .map(|addr| bind(addr).context("--plain-bind"))
-                .transpose()?;
-            let tls = config.tls.as_ref().map(TlsAcceptor::new).transpose()?;
-            let mut front = Front::new(front_config, config.upstream)?
-                .with_metrics(axum::routing::get(crate::metrics::metrics_render));
-            if let Some(logger) = &logger {
-                front = front.with_access_log(logger.clone());
-            }
-            Some(FrontParts {
-                front,
-                listener,
-                tls,
-                plain,
-            })
-        } else {
-            None
-        };
+        let front = config
+            .front
+            .then(|| FrontParts::build(&config, &shard_addrs, logger.as_ref()))
+            .transpose()?;
         let metrics = config
             .metrics_bind
             .map(|addr| bind(addr).context("--metrics-bind"))
