@@ -286,8 +286,8 @@ pub struct UpstreamArgs {
     pub connect_timeout: Duration,
 
     /// Idle keep-alive connections kept per upstream and front thread. Size it to the
-    /// concurrency, or connections churn: nginx with `keepalive 64` at 256 client
-    /// connections fell to 21 k req/s with 14 k sockets in TIME_WAIT on a 2-core machine.
+    /// concurrency, or connections churn: each request past the idle set opens a new
+    /// connection and leaves a socket in TIME_WAIT (see docs/PERFORMANCE.md).
     #[arg(
         long,
         env = "LOADLAB_UPSTREAM_IDLE",

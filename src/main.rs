@@ -7,7 +7,8 @@ use loadlab::cli::{Cli, Command, LogFormat};
 use loadlab::config::Config;
 
 /// mimalloc: the proxy path allocates small, short-lived buffers on every request, and
-/// glibc's allocator spent about 9% of the front's CPU on them (profiled under wrk).
+/// glibc's allocator was a visible share of the front's CPU in profiles under load
+/// (the figure is in docs/PERFORMANCE.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -500,9 +500,9 @@ impl Front {
 ///
 /// Not a catch-all route on a router: routing a request there (matching the path,
 /// storing the captured path in the request, the matched route's handler with its
-/// state cloned and its future boxed) made a proxied `/healthz` cost 49,100
-/// instructions of the front's process against 35,200 without it (callgrind; 31,600
-/// straight to a shard), and the front has only one decision to make.
+/// state cloned and its future boxed) made a proxied `/healthz` cost markedly more
+/// instructions (counted with callgrind: docs/PERFORMANCE.md, "Instructions per
+/// request"), and the front has only one decision to make.
 #[derive(Clone)]
 struct Dispatch {
     inner: Arc<Inner>,

@@ -99,9 +99,10 @@ pub async fn randoms_count(
 
 /// The histogram as a JSON object, keys ascending, rendered on the compute thread
 /// that counted it ([`loadlab_workers::compute::Compute::try_count_randoms_then`]).
-/// On the serving thread, through `write!`, it bounded one thread at about 20,500
-/// `cant=1000` requests/s on a 2-core machine (wrk -t1 -c64 through the front with
-/// `--front-threads 1`); with `itoa`, 29,000; off that thread, 48,000, the thread then 74% busy.
+/// For small `cant` the rendering is most of a request's work: on the serving thread it
+/// bounded how many such requests one front thread could serve, so it moved to the
+/// compute thread, and numbers go through `itoa` rather than `write!` (the measurements
+/// are in docs/PERFORMANCE.md, "Design measurements").
 fn render(histogram: &Histogram, pretty: bool) -> String {
     // `"1000":` plus a count and a separator: about 16 bytes an entry, pretty or not.
     let mut out = String::with_capacity(16 * 1024);

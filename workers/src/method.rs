@@ -11,12 +11,12 @@ use crate::randoms::{Histogram, KernelError, count_randoms};
 /// one by doing the work, the other by sampling the answer directly.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Method {
-    /// Draw N numbers one by one and count them: time in N (about 0.5 ns a number on
-    /// 2 cores). The default: the service exists to do real offloaded work.
+    /// Draw N numbers one by one and count them: time grows with N. The default: the
+    /// service exists to do real offloaded work.
     #[default]
     Draw,
     /// Sample the counts exactly from their multinomial law ([`crate::multinomial`]):
-    /// time independent of N (tens of microseconds), N up to 2^53.
+    /// time independent of N, N up to 2^53.
     Multinomial,
 }
 

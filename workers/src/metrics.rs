@@ -13,8 +13,9 @@ pub const JOB_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Buckets for Mega commit durations (seconds): a SQLite fsync is ~150 us here; a
-/// PostgreSQL batch is a few round trips plus the server's WAL flush.
+/// Buckets for Mega commit durations (seconds): from a SQLite fsync on a fast disk (a
+/// fraction of a millisecond) to a PostgreSQL batch, a few round trips plus the
+/// server's WAL flush.
 pub const COMMIT_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];

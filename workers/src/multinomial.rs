@@ -16,8 +16,8 @@
 //! The binomials come from `rand_distr::Binomial` (BTPE, with inversion when n·p < 10),
 //! which is exact up to n = 2^53: it computes in `f64`, and above 2^53 the low bits of
 //! its result are no longer random. Hence [`MAX_EXACT`]. A hand-written BTRS would be
-//! up to 1.9x faster per binomial, but the whole tree already takes tens of
-//! microseconds, far below the cost of the HTTP round trip around it.
+//! faster per binomial, but the whole tree already costs far less than the HTTP round
+//! trip around it (docs/PERFORMANCE.md, "Choosing `method`").
 //!
 //! # Determinism and parallelism
 //! Each tree node has its own generator, seeded from `(seed, node index)` with the
@@ -47,8 +47,8 @@ pub const MAX_EXACT: u64 = 1 << 53;
 pub const DIRECT_PER_BIN: u64 = 100;
 
 /// Nodes with at least this many bins hand their two halves to `rayon::join`: the top
-/// two levels, four subtrees of ~10 us each. Smaller tasks would cost more in hand-offs
-/// than they save.
+/// two levels, four subtrees of about 250 binomials each. Smaller tasks would cost more
+/// in hand-offs than they save.
 const PARALLEL_MIN_BINS: usize = 500;
 
 /// Keeps the tree's generator streams apart from the draw kernel's for the same seed.

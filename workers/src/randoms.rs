@@ -2,7 +2,7 @@
 //! and [`Method`](crate::method::Method), the choice between that and the exact sampler in
 //! [`crate::multinomial`].
 //!
-//! Design of the draw kernel, from measurements on a 2-core Zen 3:
+//! Design of the draw kernel (the measurements behind it are in `docs/PERFORMANCE.md`):
 //! - a small fast PRNG (wyrand: one add and one 64x64->128 multiply per output), using
 //!   *both* 32-bit halves of each 64-bit output. It was measured against xoshiro256++
 //!   (from `rand_xoshiro`), the previous kernel, kept as [`DrawKernel::Xoshiro`] for
@@ -16,7 +16,7 @@
 //! Because a chunk's draws depend only on the seed and its index, and merging is a sum,
 //! the same `(n, seed)` gives the same [`Histogram`] whatever the number of threads.
 //! Between chunks the kernel checks a cancel flag, so a job whose client went away stops
-//! within one chunk (about 0.1 ms).
+//! within one chunk.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,10 +32,10 @@ pub const RANDOM_MAX: u32 = 1000;
 pub const BINS: usize = (RANDOM_MAX - RANDOM_MIN + 1) as usize;
 /// Draws per chunk: the unit of parallel work, of determinism and of cancellation.
 ///
-/// 2^17 draws take about 90 us on one core here: small enough that 1e6 draws already
-/// spread over 8 chunks (both cores) and a cancel is seen within a fraction of a
-/// millisecond, large enough that per-chunk set-up (seeding, zeroing and merging a
-/// 4 KiB local count, ~1 us) stays near 1%. Counts within a chunk fit in `u32`.
+/// Small enough that 1e6 draws already spread over 8 chunks (every core of a small
+/// machine) and a cancel is seen within a fraction of a millisecond; large enough that
+/// per-chunk set-up (seeding, zeroing and merging a 4 KiB local count) is lost in the
+/// chunk's draws. Counts within a chunk fit in `u32`.
 pub const CHUNK_LEN: u64 = 1 << 17;
 
 /// Lemire's rejection threshold for a range of [`BINS`]: `2^32 mod BINS`.
@@ -114,7 +114,7 @@ impl Histogram {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DrawKernel {
     /// wyrand (Wang Yi's 64-bit generator: a Weyl sequence, one 64x64->128 multiply).
-    /// The service's kernel: it took 0.7x the time of xoshiro256++ per draw here.
+    /// The service's kernel: faster per draw than xoshiro256++ (docs/PERFORMANCE.md).
     #[default]
     Wyrand,
     /// xoshiro256++ from `rand_xoshiro`, the previous kernel, kept for the comparison.

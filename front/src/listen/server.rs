@@ -17,8 +17,8 @@
 //!   the thread with the fewest open connections; each front thread has its
 //!   own single-threaded runtime that serves its connections from start to end (the
 //!   front). A connection, its requests and whatever they spawn stay on one thread:
-//!   no task migrates between cores and no wake-up crosses threads, which on this
-//!   2-core machine was worth ~10% at 64 connections over one multi-threaded runtime.
+//!   no task migrates between cores and no wake-up crosses threads, which serves more
+//!   requests per core than one multi-threaded runtime (docs/PERFORMANCE.md).
 //!   Handing connections out in turn, rather than letting every thread accept on the
 //!   shared socket, keeps the load even (whoever wakes first would take a burst of
 //!   connections, then be the bottleneck while the other idles).

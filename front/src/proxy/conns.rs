@@ -8,10 +8,10 @@
 //! [`KeepAliveBody`] when its response body ends.
 //!
 //! Idle connections are kept last-in first-out, up to `--upstream-idle` per upstream
-//! (sized to the concurrency so connections are reused, not churned: nginx with
-//! `keepalive 64` collapsed at 256 connections, to 21 k req/s with 14 k sockets in
-//! TIME_WAIT, on a 2-core machine), and dropped once idle for
-//! [`IDLE_TIMEOUT`].
+//! (sized to the concurrency so connections are reused, not churned: a pool smaller
+//! than the concurrency opens a connection for every request past it and fills the
+//! machine with sockets in TIME_WAIT, as nginx's `keepalive` does; see
+//! docs/PERFORMANCE.md), and dropped once idle for [`IDLE_TIMEOUT`].
 
 use std::io;
 use std::net::SocketAddr;

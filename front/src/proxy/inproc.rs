@@ -3,8 +3,9 @@
 //! between them (`--front-path inproc`, the default).
 //!
 //! Over loopback TCP every request is parsed by the front, serialised, written to a
-//! socket, parsed again by the shard, and its answer makes the same trip back: on a
-//! 2-core machine that hop halved a trivial GET's throughput. Here the front hands the
+//! socket, parsed again by the shard, and its answer makes the same trip back: for a
+//! trivial GET that hop costs as much as the shard's own work (docs/PERFORMANCE.md,
+//! "The in-process path"). Here the front hands the
 //! request it already parsed to the shard's [`Router`] (a tower service) and streams the
 //! router's response to the client.
 //!

@@ -3,7 +3,7 @@
 //!
 //! The table keeps the ancestor's shape (`id`, `num1`..`num6`) so its readers keep
 //! working. A new table uses `id INTEGER PRIMARY KEY` without `AUTOINCREMENT`: the
-//! latter updates `sqlite_sequence` on every insert (up to 2x slower once CPU-bound),
+//! latter updates `sqlite_sequence` on every insert (slower once CPU-bound),
 //! and plain rowids are never reused unless the largest row is deleted. An existing
 //! ancestor table with `AUTOINCREMENT` is accepted as it is.
 

@@ -1,8 +1,9 @@
 //! The Mega writer: the one thread per process that writes to the store.
 //!
 //! A commit is the expensive part of an insert: with SQLite's `synchronous=FULL` a disk
-//! sync (~150 us here), with PostgreSQL a round trip plus the server's WAL flush. One
-//! transaction per request caps out near 6,000 rows/s on SQLite. The writer instead
+//! sync, with PostgreSQL a round trip plus the server's WAL flush. One transaction per
+//! request would cap the store at one sync per row (`cargo bench --bench writer`; the
+//! figures are in docs/PERFORMANCE.md). The writer instead
 //! commits *batches*: it blocks for the first queued request, takes whatever else is
 //! already queued (up to `batch_max_rows` rows, optionally lingering `batch_linger` for
 //! more), writes them all in one transaction, commits, and only then answers each
