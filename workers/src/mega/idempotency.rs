@@ -1,7 +1,7 @@
 //! Idempotent inserts: what a client's `Idempotency-Key` is ([`IdempotencyKey`]), what a
 //! request under it is ([`Fingerprint`], [`Idempotency`]), and what it is answered with
 //! ([`Inserted`]). The writer's backends store each key with its request's rows, in the
-//! same transaction, under the table's unique key (`sqlite_keys`, `pg_keys`): the store
+//! same transaction, under the table's unique key (`sqlite::keys`, `pg::keys`): the store
 //! itself decides which request under a key was first, across threads, processes and
 //! hosts.
 //!

@@ -3,18 +3,21 @@
 //!
 //! - [`ticket`]: [`MegaTicket`], a validated ticket: six distinct numbers in 1..=60.
 //! - [`store`]: [`Database`], where `Mega` lives (a file path or a `postgres://` URL).
-//! - [`schema`]: opening the SQLite file, the pragmas, creating `Mega` or checking that
-//!   an existing one is compatible with the ancestor's readers; [`SchemaError`].
+//! - [`schema`]: what opening either store shares: [`SyncMode`] and [`SchemaError`].
+//! - `sqlite/` and `pg/`: one folder per store, each with its schema (creating the
+//!   tables or checking existing ones), the writer's backend, the idempotency keys'
+//!   statements and the readers.
 //! - [`writer`]: the only writer of the process: one thread fed by a bounded channel
 //!   that commits many requests per transaction and answers each only after its rows
-//!   are committed; the store-specific part is a backend (`sqlite`, `pg`).
+//!   are committed; the store-specific part is a backend (`sqlite`, `pg`);
+//!   [`StartError`], why it did not start.
 //! - [`fault`]: [`StoreFault`], the failures of a store itself (full, read-only, I/O
 //!   error, busy, out of reach), and how each store's errors map to them; [`health`]:
 //!   [`StoreHealth`], the writer's view of its store for readiness.
 //! - [`idempotency`]: inserts a client can retry safely: an `Idempotency-Key` stored
-//!   with the request's rows (`sqlite_keys`, `pg_keys`), a retry answered from it.
-//! - [`reader`]: the readers, a few read connections for lookups, pages and stats;
-//!   [`records`]: what reads return.
+//!   with the request's rows (`sqlite::keys`, `pg::keys`), a retry answered from it.
+//! - [`reader`]: [`MegaReader`], the readers of whichever store, for lookups, pages and
+//!   stats; [`records`]: what reads return.
 //!
 //! A *row* is one stored ticket; a *request* is what one caller submits to the writer:
 //! one row or an all-or-nothing list of rows; a *batch* is what the writer commits in one
@@ -25,13 +28,10 @@ pub mod fault;
 pub mod health;
 pub mod idempotency;
 mod pg;
-mod pg_keys;
-mod pg_reader;
 pub mod reader;
 pub mod records;
 pub mod schema;
 mod sqlite;
-mod sqlite_keys;
 pub mod store;
 pub mod ticket;
 pub mod writer;
@@ -45,4 +45,4 @@ pub use records::{MegaStats, ReadError, StoredTicket};
 pub use schema::{SchemaError, SyncMode};
 pub use store::{Database, DatabaseError, PostgresUrl, Store, mask_password};
 pub use ticket::{MegaTicket, TicketError};
-pub use writer::{MegaWriter, PendingInsert, SubmitError, WriterConfig, WriterHandle};
+pub use writer::{MegaWriter, PendingInsert, StartError, SubmitError, WriterConfig, WriterHandle};

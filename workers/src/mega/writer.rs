@@ -47,7 +47,9 @@ use tokio::sync::oneshot;
 use super::backend::{Backend, InsertOutcome, Request, WriteError};
 use super::health::{ActiveFault, FaultWatch, StoreHealth};
 use super::idempotency::{Idempotency, InFlight, Inserted, PURGE_LIMIT, PurgeSchedule};
+use super::pg::backend::PgBackend;
 use super::schema::{SchemaError, SyncMode};
+use super::sqlite::backend::SqliteBackend;
 use super::store::Database;
 use super::ticket::MegaTicket;
 
@@ -115,6 +117,21 @@ pub enum SubmitError {
     KeyInFlight,
 }
 
+/// Why the writer did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened, reached or prepared.
+    #[error(transparent)]
+    Store(#[from] SchemaError),
+    /// The operating system would not start the writer thread (out of threads or
+    /// memory).
+    #[error("could not start the writer thread")]
+    Spawn(#[source] std::io::Error),
+    /// The writer thread ended (it panicked) before it said whether the store opened.
+    #[error("the writer thread ended while opening the store")]
+    ThreadEnded,
+}
+
 /// One request on the queue.
 enum Message {
     Insert(Request),
@@ -171,97 +188,27 @@ impl MegaWriter {
     /// `postgres` client drives its own runtime, and may not be driven from a thread
     /// that runs async tasks (callers may be on one). The caller blocks until the
     /// store is open (milliseconds; the PostgreSQL connect timeout at worst).
-    pub fn start(config: WriterConfig) -> Result<Self, SchemaError> {
+    pub fn start(config: WriterConfig) -> Result<Self, StartError> {
         let label = config.db.store().label();
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
-        // Register the writer's series at start, so dashboards and `rate()` see zeros
-        // rather than nothing until the first insert, rejection or failure.
-        metrics::gauge!("mega_writer_queue_capacity", "store" => label)
-            .set(config.queue_capacity.max(1) as f64);
-        metrics::gauge!("mega_writer_queue_depth", "store" => label).set(0.0);
-        metrics::gauge!("mega_writer_connected", "store" => label).set(1.0);
-        for name in [
-            "mega_inserts_total",
-            "mega_insert_errors_total",
-            "mega_rejected_total",
-            "mega_writer_panics_total",
-            "mega_checkpoint_errors_total",
-            "mega_reconnects_total",
-            "mega_idempotent_replays_total",
-        ] {
-            metrics::counter!(name, "store" => label).increment(0);
-        }
-        let stopped = Arc::new(AtomicBool::new(false));
-        let closing = Arc::new(AtomicBool::new(false));
-        let connected = Arc::new(AtomicBool::new(true));
-        let health = Arc::new(StoreHealth::default());
-        let in_flight = Arc::new(InFlight::default());
+        register_series(&config, label);
+        let handle = WriterHandle::new(tx, label);
         // The thread reports whether the store opened, then serves (or exits).
         let (opened_tx, opened_rx) = std::sync::mpsc::sync_channel(1);
-        let thread = {
-            let stopped = Arc::clone(&stopped);
-            let connected = Arc::clone(&connected);
-            let faults = FaultWatch::new(Arc::clone(&health), label);
-            let in_flight = Arc::clone(&in_flight);
-            std::thread::Builder::new()
-                .name("loadlab-mega-writer".into())
-                .spawn(move || {
-                    let _stopped = SetOnDrop(stopped);
-                    let opened = OpenedSender(opened_tx);
-                    match &config.db {
-                        Database::Sqlite(path) => {
-                            let Some(backend) = opened.report(
-                                super::sqlite::SqliteBackend::open(
-                                    path,
-                                    config.sync,
-                                    config.max_size_bytes,
-                                ),
-                                label,
-                            ) else {
-                                return;
-                            };
-                            WriterLoop::new(
-                                backend, rx, &config, label, connected, faults, in_flight,
-                            )
-                            .run();
-                        }
-                        Database::Postgres(url) => {
-                            let Some(backend) = opened
-                                .report(super::pg::PgBackend::connect(url, config.sync), label)
-                            else {
-                                return;
-                            };
-                            WriterLoop::new(
-                                backend, rx, &config, label, connected, faults, in_flight,
-                            )
-                            .run();
-                        }
-                    }
-                })
-                .map_err(|e| {
-                    SchemaError::Incompatible(format!("could not start the writer thread: {e}"))
-                })?
+        let thread = spawn_thread(config, rx, &handle, OpenedSender(opened_tx))
+            .map_err(StartError::Spawn)?;
+        let failed = match opened_rx.recv() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(StartError::Store(e)),
+            Err(_) => Some(StartError::ThreadEnded),
         };
-        let opened = opened_rx.recv().unwrap_or_else(|_| {
-            Err(SchemaError::Incompatible(
-                "the writer thread ended while opening the database".into(),
-            ))
-        });
-        if let Err(e) = opened {
+        if let Some(e) = failed {
             // The thread has returned (or is returning) without serving.
             let _ = thread.join();
             return Err(e);
         }
         Ok(Self {
-            handle: WriterHandle {
-                tx,
-                stopped,
-                closing,
-                connected,
-                health,
-                in_flight,
-                store: label,
-            },
+            handle,
             thread: Some(thread),
         })
     }
@@ -301,6 +248,20 @@ impl Drop for MegaWriter {
 }
 
 impl WriterHandle {
+    /// A handle on the queue `tx`, the writer running and connected, nothing in flight;
+    /// `store` labels its metrics.
+    fn new(tx: Sender<Message>, store: &'static str) -> Self {
+        Self {
+            tx,
+            stopped: Arc::new(AtomicBool::new(false)),
+            closing: Arc::new(AtomicBool::new(false)),
+            connected: Arc::new(AtomicBool::new(true)),
+            health: Arc::new(StoreHealth::default()),
+            in_flight: Arc::new(InFlight::default()),
+            store,
+        }
+    }
+
     /// Queues one ticket. Never blocks: a full queue is [`SubmitError::Full`].
     pub fn try_insert(&self, ticket: MegaTicket) -> Result<PendingInsert, SubmitError> {
         self.try_insert_many(vec![ticket])
@@ -437,6 +398,63 @@ impl OpenedSender {
             }
         }
     }
+}
+
+/// Registers the writer's series at start, so dashboards and `rate()` see zeros rather
+/// than nothing until the first insert, rejection or failure.
+fn register_series(config: &WriterConfig, label: &'static str) {
+    metrics::gauge!("mega_writer_queue_capacity", "store" => label)
+        .set(config.queue_capacity.max(1) as f64);
+    metrics::gauge!("mega_writer_queue_depth", "store" => label).set(0.0);
+    metrics::gauge!("mega_writer_connected", "store" => label).set(1.0);
+    for name in [
+        "mega_inserts_total",
+        "mega_insert_errors_total",
+        "mega_rejected_total",
+        "mega_writer_panics_total",
+        "mega_checkpoint_errors_total",
+        "mega_reconnects_total",
+        "mega_idempotent_replays_total",
+    ] {
+        metrics::counter!(name, "store" => label).increment(0);
+    }
+}
+
+/// Starts the writer thread: it opens the store named by `config`, reports that through
+/// `opened`, then runs its [`WriterLoop`] on the store's backend until stopped. It
+/// shares `handle`'s flags, health and keys in flight.
+fn spawn_thread(
+    config: WriterConfig,
+    rx: Receiver<Message>,
+    handle: &WriterHandle,
+    opened: OpenedSender,
+) -> std::io::Result<JoinHandle<()>> {
+    let label = handle.store;
+    let stopped = Arc::clone(&handle.stopped);
+    let connected = Arc::clone(&handle.connected);
+    let faults = FaultWatch::new(Arc::clone(&handle.health), label);
+    let in_flight = Arc::clone(&handle.in_flight);
+    std::thread::Builder::new()
+        .name("loadlab-mega-writer".into())
+        .spawn(move || {
+            let _stopped = SetOnDrop(stopped);
+            match &config.db {
+                Database::Sqlite(path) => {
+                    let backend = SqliteBackend::open(path, config.sync, config.max_size_bytes);
+                    if let Some(backend) = opened.report(backend, label) {
+                        WriterLoop::new(backend, rx, &config, label, connected, faults, in_flight)
+                            .run();
+                    }
+                }
+                Database::Postgres(url) => {
+                    let backend = PgBackend::connect(url, config.sync);
+                    if let Some(backend) = opened.report(backend, label) {
+                        WriterLoop::new(backend, rx, &config, label, connected, faults, in_flight)
+                            .run();
+                    }
+                }
+            }
+        })
 }
 
 struct SetOnDrop(Arc<AtomicBool>);
@@ -673,15 +691,7 @@ mod tests {
     /// A handle whose queue nobody drains, to test submission limits alone.
     fn undrained(capacity: usize) -> (WriterHandle, Receiver<Message>) {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
-        let handle = WriterHandle {
-            tx,
-            stopped: Arc::new(AtomicBool::new(false)),
-            closing: Arc::new(AtomicBool::new(false)),
-            connected: Arc::new(AtomicBool::new(true)),
-            health: Arc::new(StoreHealth::default()),
-            in_flight: Arc::new(InFlight::default()),
-            store: "sqlite",
-        };
+        let handle = WriterHandle::new(tx, "sqlite");
         (handle, rx)
     }
 

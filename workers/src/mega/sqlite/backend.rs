@@ -6,24 +6,24 @@ use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::backend::{Backend, Batch, InsertOutcome, WriteError};
-use super::fault::classify_sqlite;
-use super::idempotency::{self, Inserted};
-use super::schema::{self, SchemaError, SyncMode};
-use super::sqlite_keys;
+use super::{keys, schema};
+use crate::mega::backend::{Backend, Batch, InsertOutcome, WriteError};
+use crate::mega::fault::classify_sqlite;
+use crate::mega::idempotency::{self, Inserted};
+use crate::mega::schema::{SchemaError, SyncMode};
 
 const INSERT: &str =
     "INSERT INTO Mega (num1, num2, num3, num4, num5, num6) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// The writer's SQLite connection.
-pub(super) struct SqliteBackend {
+pub(in crate::mega) struct SqliteBackend {
     conn: Connection,
 }
 
 impl SqliteBackend {
     /// Opens (creating as needed) the file and `Mega`, capped at `max_size_bytes` if
     /// given; also returns the rows it holds.
-    pub(super) fn open(
+    pub(in crate::mega) fn open(
         path: &Path,
         sync: SyncMode,
         max_size_bytes: Option<u64>,
@@ -47,7 +47,7 @@ impl Backend for SqliteBackend {
     }
 
     fn purge_keys(&mut self, ttl: Duration, limit: usize) -> Result<usize, WriteError> {
-        sqlite_keys::purge(&self.conn, ttl, limit).map_err(write_error)
+        keys::purge(&self.conn, ttl, limit).map_err(write_error)
     }
 
     fn finish(&mut self) {
@@ -97,7 +97,7 @@ fn insert_all(
     ttl: Duration,
 ) -> rusqlite::Result<Vec<InsertOutcome>> {
     // IMMEDIATE: the write lock from the start, so the keys read below stay current
-    // until the commit (see `sqlite_keys`).
+    // until the commit (see `keys`).
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let repeats = idempotency::repeats_in(batch.iter().map(|r| r.key.as_ref()));
     let mut out = Vec::with_capacity(batch.len());
@@ -109,7 +109,7 @@ fn insert_all(
                 continue;
             }
             if let Some(key) = &request.key
-                && let Some(stored) = sqlite_keys::lookup(&tx, key, ttl)?
+                && let Some(stored) = keys::lookup(&tx, key, ttl)?
             {
                 out.push(stored.answer(key).map_err(WriteError::from));
                 continue;
@@ -121,7 +121,7 @@ fn insert_all(
                 request_ids.push(tx.last_insert_rowid());
             }
             if let Some(key) = &request.key {
-                sqlite_keys::claim(&tx, key, &idempotency::encode_ids(&request_ids))?;
+                keys::claim(&tx, key, &idempotency::encode_ids(&request_ids))?;
             }
             out.push(Ok(Inserted::Stored(request_ids)));
         }

@@ -20,11 +20,11 @@ use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2;
 
-use super::fault::{StoreFault, classify_pg};
-use super::pg::describe;
-use super::records::{MegaStats, ReadError, StoredTicket};
-use super::store::PostgresUrl;
-use super::ticket::MEGA_MAX;
+use super::describe;
+use crate::mega::fault::{StoreFault, classify_pg};
+use crate::mega::records::{MegaStats, ReadError, StoredTicket};
+use crate::mega::store::PostgresUrl;
+use crate::mega::ticket::MEGA_MAX;
 
 /// How long a read waits for a pooled client before it fails as unavailable.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,7 +44,7 @@ const STATS: &str = "
     GROUP BY v.n";
 
 /// A bounded pool of PostgreSQL clients for reads.
-pub(super) struct PgReader {
+pub(in crate::mega) struct PgReader {
     /// `Some` until dropped (see the `Drop` impl).
     pool: Option<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
     url: PostgresUrl,
@@ -96,7 +96,7 @@ impl r2d2::HandleEvent for CountOpened {
 impl PgReader {
     /// A pool of at most `connections` clients, opened in the background (no wait
     /// here: the writer has just proved the server reachable).
-    pub(super) fn open(url: &PostgresUrl, connections: usize) -> Self {
+    pub(in crate::mega) fn open(url: &PostgresUrl, connections: usize) -> Self {
         let size = u32::try_from(connections.max(1)).unwrap_or(u32::MAX);
         let mut config = url.config().clone();
         if config.get_connect_timeout().is_none() {
@@ -156,11 +156,15 @@ impl PgReader {
         f(&mut fresh).map_err(|e| read_error(&e))
     }
 
-    pub(super) fn get(&self, id: i64) -> Result<Option<StoredTicket>, ReadError> {
+    pub(in crate::mega) fn get(&self, id: i64) -> Result<Option<StoredTicket>, ReadError> {
         self.with_client(|client| client.query_opt(GET, &[&id])?.map(to_ticket).transpose())
     }
 
-    pub(super) fn page(&self, after_id: i64, limit: u32) -> Result<Vec<StoredTicket>, ReadError> {
+    pub(in crate::mega) fn page(
+        &self,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredTicket>, ReadError> {
         self.with_client(|client| {
             client
                 .query(PAGE, &[&after_id, &i64::from(limit)])?
@@ -170,7 +174,7 @@ impl PgReader {
         })
     }
 
-    pub(super) fn stats(&self) -> Result<MegaStats, ReadError> {
+    pub(in crate::mega) fn stats(&self) -> Result<MegaStats, ReadError> {
         self.with_client(|client| {
             let mut stats = MegaStats {
                 rows: 0,

@@ -1,6 +1,6 @@
 //! The SQLite side of idempotent inserts: the table `mega_idempotency` (created next to
-//! `Mega` on open, so existing databases gain it), and the lookups, claims and purges
-//! the SQLite writer runs inside its batch transaction.
+//! `Mega` on open by `schema`, so existing databases gain it), and the
+//! lookups, claims and purges the SQLite writer runs inside its batch transaction.
 //!
 //! The writer's transactions are `BEGIN IMMEDIATE`: it holds the write lock from the
 //! first statement, so a key looked up inside one cannot be committed by another
@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::idempotency::{Idempotency, StoredKey};
+use crate::mega::idempotency::{Idempotency, StoredKey};
 
 /// The keys, with their request's fingerprint and first answer. `created_at` is in
 /// milliseconds since the Unix epoch; its index serves the purge.
-const CREATE: &str = "
+pub(super) const CREATE: &str = "
     CREATE TABLE IF NOT EXISTS mega_idempotency (
         key         TEXT PRIMARY KEY,
         fingerprint BLOB NOT NULL,
@@ -26,8 +26,8 @@ const CREATE: &str = "
     CREATE INDEX IF NOT EXISTS mega_idempotency_created_at
         ON mega_idempotency (created_at);";
 
-/// The columns the writer reads and writes.
-const COLUMNS: [&str; 5] = ["key", "fingerprint", "status", "ids", "created_at"];
+/// The columns the writer reads and writes: an existing table must have them all.
+pub(super) const COLUMNS: [&str; 5] = ["key", "fingerprint", "status", "ids", "created_at"];
 
 const LOOKUP: &str =
     "SELECT fingerprint, status, ids, created_at FROM mega_idempotency WHERE key = ?1";
@@ -37,24 +37,6 @@ const CLAIM: &str = "INSERT INTO mega_idempotency (key, fingerprint, status, ids
 const PURGE: &str = "DELETE FROM mega_idempotency WHERE key IN \
                      (SELECT key FROM mega_idempotency WHERE created_at <= ?1 \
                       ORDER BY created_at LIMIT ?2)";
-
-/// Creates the table and its index if absent (a database from before idempotent
-/// inserts gains them here); returns a column an existing one lacks, for the schema's
-/// own error (this module does not import it: the schema calls this one).
-pub(super) fn prepare_schema(conn: &Connection) -> rusqlite::Result<Option<&'static str>> {
-    conn.execute_batch(CREATE)?;
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('mega_idempotency')")?;
-    let names = stmt
-        .query_map([], |row| row.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some(missing) = COLUMNS
-        .iter()
-        .find(|c| !names.iter().any(|n| n.eq_ignore_ascii_case(c)))
-    {
-        return Ok(Some(missing));
-    }
-    Ok(None)
-}
 
 /// Milliseconds since the Unix epoch, now; the cut-off of `ttl` before it.
 fn now_and_cutoff(ttl: Duration) -> (i64, i64) {
@@ -125,11 +107,12 @@ pub(super) fn purge(conn: &Connection, ttl: Duration, limit: usize) -> rusqlite:
 mod tests {
     use tokio::sync::oneshot;
 
-    use super::super::backend::{Backend, InsertOutcome, Request, WriteError};
-    use super::super::idempotency::{Fingerprint, Idempotency, IdempotencyKey, Inserted};
-    use super::super::sqlite::SqliteBackend;
-    use super::super::ticket::MegaTicket;
+    use super::super::backend::SqliteBackend;
     use super::*;
+    use crate::mega::SyncMode;
+    use crate::mega::backend::{Backend, InsertOutcome, Request, WriteError};
+    use crate::mega::idempotency::{Fingerprint, IdempotencyKey, Inserted};
+    use crate::mega::ticket::MegaTicket;
 
     const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -155,8 +138,7 @@ mod tests {
     fn open() -> (tempfile::TempDir, SqliteBackend, Connection) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("keys.db");
-        let (backend, _) =
-            SqliteBackend::open(&path, super::super::SyncMode::Full, None).expect("open");
+        let (backend, _) = SqliteBackend::open(&path, SyncMode::Full, None).expect("open");
         let check = Connection::open(&path).expect("open");
         (dir, backend, check)
     }
@@ -265,8 +247,7 @@ mod tests {
                  INSERT INTO Mega(num1, num2, num3, num4, num5, num6) VALUES (1,2,3,4,5,6);",
             )
             .expect("ancestor schema");
-        let (mut backend, rows) =
-            SqliteBackend::open(&path, super::super::SyncMode::Full, None).expect("open");
+        let (mut backend, rows) = SqliteBackend::open(&path, SyncMode::Full, None).expect("open");
         assert_eq!(rows, 1);
         let answers = write(&mut backend, &[request(&[ticket(6)], Some("k"))], DAY);
         assert_eq!(answers[0], Ok(Inserted::Stored(vec![2])));
@@ -282,7 +263,7 @@ mod tests {
             .expect("open")
             .execute_batch("CREATE TABLE mega_idempotency(key TEXT PRIMARY KEY, value TEXT);")
             .expect("foreign table");
-        let Err(err) = SqliteBackend::open(&path, super::super::SyncMode::Full, None) else {
+        let Err(err) = SqliteBackend::open(&path, SyncMode::Full, None) else {
             panic!("opened");
         };
         assert!(err.to_string().contains("mega_idempotency"), "{err}");

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use postgres::{Client, Statement, Transaction};
 
-use super::idempotency::{Idempotency, StoredKey};
+use crate::mega::idempotency::{Idempotency, StoredKey};
 
 /// Created with `mega`, under the same advisory lock.
 pub(super) const CREATE: &str = "

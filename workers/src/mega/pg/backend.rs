@@ -1,5 +1,4 @@
-//! The PostgreSQL store: connecting, the `mega` table and its sequence, and the
-//! writer's [`Backend`].
+//! The PostgreSQL [`Backend`] of the writer.
 //!
 //! Several loadlab processes may write the same database at once, each with its own
 //! writer thread committing its own batches. Ids come from the sequence `mega_id_seq`,
@@ -12,7 +11,7 @@
 //! A lost connection fails the batch in flight with [`WriteError::Unavailable`]. When
 //! it died while the copy was committing, the rows may or may not be stored; either way
 //! none of them is acknowledged. The writer reconnects with exponential backoff. A
-//! client that retries under an `Idempotency-Key` learns which (`pg_keys`): a batch
+//! client that retries under an `Idempotency-Key` learns which (`keys`): a batch
 //! holding keyed requests claims their keys and copies their rows in one explicit
 //! transaction.
 
@@ -21,36 +20,19 @@ use std::time::{Duration, Instant};
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
 use loadlab_logs::{RepeatLog, Verdict};
 
-use super::backend::{Backend, Batch, InsertOutcome, WriteError};
-use super::fault::{StoreFault, classify_pg};
-use super::idempotency::{self, Idempotency, Inserted};
-use super::pg_keys::{self, Claim, Claimed, KeyStatements};
-use super::schema::{SchemaError, SyncMode};
-use super::store::PostgresUrl;
-use super::ticket::MegaTicket;
-
-/// Creates what loadlab needs, if absent. The table is `mega` (PostgreSQL folds the
-/// ancestor's unquoted `Mega` to lower case, so both spellings name it).
-const CREATE: &str = "
-    CREATE SEQUENCE IF NOT EXISTS mega_id_seq;
-    CREATE TABLE IF NOT EXISTS mega (
-        id   bigint PRIMARY KEY DEFAULT nextval('mega_id_seq'),
-        num1 smallint NOT NULL,
-        num2 smallint NOT NULL,
-        num3 smallint NOT NULL,
-        num4 smallint NOT NULL,
-        num5 smallint NOT NULL,
-        num6 smallint NOT NULL
-    );";
-
-/// Serialises schema creation between processes starting at once: two concurrent
-/// `CREATE ... IF NOT EXISTS` can both decide to create and one then fails on a
-/// unique violation in the catalogue. The key is arbitrary ("loadlab" in ASCII).
-const SCHEMA_LOCK_KEY: i64 = 0x006c_6f61_646c_6162;
+use super::describe;
+use super::keys::{self, Claim, Claimed, KeyStatements};
+use super::schema::{open, prepare_schema};
+use crate::mega::backend::{Backend, Batch, InsertOutcome, WriteError};
+use crate::mega::fault::{StoreFault, classify_pg};
+use crate::mega::idempotency::{self, Idempotency, Inserted};
+use crate::mega::schema::{SchemaError, SyncMode};
+use crate::mega::store::PostgresUrl;
+use crate::mega::ticket::MegaTicket;
 
 /// Ids reserved per round trip to the sequence, at least. Reserving ahead saves that
 /// round trip on most batches; the price is gaps: a process that stops leaves its unused
@@ -79,31 +61,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Connects with loadlab's defaults: a 5 s connect timeout unless the URL sets one,
-/// and TCP keepalives so a vanished server is noticed.
-pub(super) fn connect(url: &PostgresUrl, application: &str) -> Result<Client, postgres::Error> {
-    let mut config = url.config().clone();
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
-    config.application_name(application);
-    config.keepalives(true);
-    config.connect(NoTls)
-}
-
-/// `error` with its causes: the client's own `Display` often says only "db error".
-pub(super) fn describe(error: &postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("postgresql: {}: {}", db.severity(), db.message()),
-        None => match std::error::Error::source(error) {
-            Some(source) => format!("postgresql: {error}: {source}"),
-            None => format!("postgresql: {error}"),
-        },
-    }
-}
-
 /// The writer's connection, and when to try again while it is down.
-pub(super) struct PgBackend {
+pub(in crate::mega) struct PgBackend {
     url: PostgresUrl,
     sync: SyncMode,
     /// `None` while the connection is down.
@@ -123,7 +82,10 @@ pub(super) struct PgBackend {
 impl PgBackend {
     /// Connects, creates the sequence and table if absent, and checks an existing table;
     /// also returns the rows it holds.
-    pub(super) fn connect(url: &PostgresUrl, sync: SyncMode) -> Result<(Self, i64), SchemaError> {
+    pub(in crate::mega) fn connect(
+        url: &PostgresUrl,
+        sync: SyncMode,
+    ) -> Result<(Self, i64), SchemaError> {
         let mut client = open(url, sync)?;
         prepare_schema(&mut client)?;
         let rows: i64 = client
@@ -166,98 +128,6 @@ impl Session {
             keys,
         })
     }
-}
-
-/// A writer session: connected, with the commit durability the sync mode asks for.
-fn open(url: &PostgresUrl, sync: SyncMode) -> Result<Client, SchemaError> {
-    let mut client = connect(url, "loadlab-writer")
-        .map_err(|e| SchemaError::Unreachable(format!("{url}: {}", describe(&e))))?;
-    // `on`: the commit waits for the WAL flush, as SQLite's FULL; `off`: it does not,
-    // and a crash of the server may lose the last acknowledged commits.
-    let setting = match sync {
-        SyncMode::Full => "SET synchronous_commit = on",
-        SyncMode::Normal => "SET synchronous_commit = off",
-    };
-    client
-        .batch_execute(setting)
-        .map_err(|e| SchemaError::Postgres(describe(&e)))?;
-    Ok(client)
-}
-
-fn prepare_schema(client: &mut Client) -> Result<(), SchemaError> {
-    let pg = |e: postgres::Error| SchemaError::Postgres(describe(&e));
-    let mut tx = client.transaction().map_err(pg)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_KEY])
-        .map_err(pg)?;
-    tx.batch_execute(CREATE).map_err(pg)?;
-    tx.batch_execute(pg_keys::CREATE).map_err(pg)?;
-    tx.commit().map_err(pg)?;
-    check_compatible(client)
-}
-
-/// Checks that `mega` has `id bigint` and `num1`..`num6 smallint` (binary `COPY` needs
-/// the exact types), and that any other column can be left out of an insert.
-fn check_compatible(client: &mut Client) -> Result<(), SchemaError> {
-    let rows = client
-        .query(
-            "SELECT column_name::text, data_type::text, is_nullable::text = 'YES', \
-             column_default IS NOT NULL FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = 'mega'",
-            &[],
-        )
-        .map_err(|e| SchemaError::Postgres(describe(&e)))?;
-    let columns = rows
-        .iter()
-        .map(column_of)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SchemaError::Postgres(describe(&e)))?;
-    let find = |name: &str| columns.iter().find(|c| c.name == name);
-    let wanted = std::iter::once(("id".to_owned(), "bigint"))
-        .chain((1..=6).map(|i| (format!("num{i}"), "smallint")));
-    for (name, want) in wanted {
-        match find(&name) {
-            Some(column) if column.data_type == want => {}
-            Some(column) => {
-                return Err(SchemaError::IncompatiblePostgres(format!(
-                    "{name} has type {}, not {want}",
-                    column.data_type
-                )));
-            }
-            None => {
-                return Err(SchemaError::IncompatiblePostgres(format!(
-                    "there is no column {name}"
-                )));
-            }
-        }
-    }
-    let known = |name: &str| name == "id" || (1..=6).any(|i| name == format!("num{i}"));
-    if let Some(column) = columns
-        .iter()
-        .find(|c| !known(&c.name) && !c.nullable && !c.has_default)
-    {
-        return Err(SchemaError::IncompatiblePostgres(format!(
-            "column {} is NOT NULL without a default, so loadlab cannot insert",
-            column.name
-        )));
-    }
-    Ok(())
-}
-
-/// One column of `mega`, as `information_schema` describes it.
-struct Column {
-    name: String,
-    data_type: String,
-    nullable: bool,
-    has_default: bool,
-}
-
-fn column_of(row: &postgres::Row) -> Result<Column, postgres::Error> {
-    Ok(Column {
-        name: row.try_get(0)?,
-        data_type: row.try_get(1)?,
-        nullable: row.try_get(2)?,
-        has_default: row.try_get(3)?,
-    })
 }
 
 /// Why a batch failed.
@@ -328,7 +198,7 @@ impl Backend for PgBackend {
         let Some(session) = self.client.as_mut() else {
             return Err(WriteError::Unavailable("not connected".into()));
         };
-        let purged = pg_keys::purge(&mut session.client, &session.keys, ttl, limit)
+        let purged = keys::purge(&mut session.client, &session.keys, ttl, limit)
             .map_err(BatchError::Postgres);
         self.outcome(purged)
     }
@@ -445,7 +315,7 @@ fn write_keyed_batch(
         })
         .collect();
     let mut tx = session.client.transaction()?;
-    let found = pg_keys::claim(&mut tx, &session.keys, &claims, ttl)?;
+    let found = keys::claim(&mut tx, &session.keys, &claims, ttl)?;
     for (&(i, key), found) in keyed.iter().zip(found) {
         answers[i] = match found {
             Claimed::Won => None,
