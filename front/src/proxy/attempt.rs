@@ -3,7 +3,8 @@
 //! judges the other; each transport ([`super::inproc`], [`super::tcp`]) turns the one
 //! into the other.
 
-use axum::http::Request;
+use axum::http::response::Parts;
+use axum::http::{self, Request};
 use axum::response::Response;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -11,6 +12,7 @@ use tokio::time::Instant;
 use crate::balance::Member;
 use crate::body::{RequestBody, UpstreamBody};
 use crate::failure::ClientFault;
+use crate::headers::remove_hop_by_hop;
 use crate::upstream::FailureKind;
 
 /// One try at one member: the request, already rewritten for that member, and what
@@ -41,4 +43,19 @@ pub(crate) enum Outcome {
     /// ([`FailureKind::Connect`]), or a connection that broke after the request may
     /// have left ([`FailureKind::Send`]); with the error's chain.
     Failed(FailureKind, String),
+}
+
+/// A member's response head as the client gets it, on either transport (pingora's
+/// `upstream_response_filter`): the member's latency since `started` and its status
+/// counted, hop-by-hop headers removed. The body is the transport's to wrap.
+pub(crate) fn response_head<B>(
+    member: &Member,
+    started: Instant,
+    response: http::Response<B>,
+) -> (Parts, B) {
+    member.duration.record(started.elapsed().as_secs_f64());
+    member.count_status(response.status().as_u16());
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    (parts, body)
 }

@@ -43,37 +43,26 @@ use hyper::body::Body as _;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::attempt::{Attempt, Outcome};
-use crate::headers::remove_hop_by_hop;
+use super::attempt::{Attempt, Outcome, response_head};
 
 /// Sends `attempt` (headers already prepared by the proxy) to the shard whose router
 /// is `router`, within its deadline. The member's `max_conns` slot is held until the
 /// response body has been read. As on the TCP path, a failure reading the client's
 /// body is the client's. Never [`Outcome::Failed`]: there is no connection to fail.
 pub(crate) async fn send(attempt: Attempt<'_>, router: Arc<Router>) -> Outcome {
-    let Attempt {
-        member,
-        request,
-        slot,
-        deadline,
-        client,
-    } = attempt;
     let started = Instant::now();
     // A clone of the router is a clone of one `Arc`: the shard's routes are shared.
-    let call = Router::clone(&router).oneshot(request.map(Body::new));
-    let Ok(response) = tokio::time::timeout_at(deadline, call).await else {
+    let call = Router::clone(&router).oneshot(attempt.request.map(Body::new));
+    let Ok(response) = tokio::time::timeout_at(attempt.deadline, call).await else {
         return Outcome::TimedOut;
     };
     // A router's error type is `Infallible`.
     let response: Response = response.unwrap_or_else(|e| match e {});
-    if let Some((fault, detail)) = client.client_fault() {
+    if let Some((fault, detail)) = attempt.client.client_fault() {
         return Outcome::Client(fault, detail);
     }
-    member.duration.record(started.elapsed().as_secs_f64());
-    member.count_status(response.status().as_u16());
-    let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    let body = match slot {
+    let (parts, body) = response_head(attempt.member, started, response);
+    let body = match attempt.slot {
         // Nothing to wait for (no limit, or an empty body nothing will poll): the slot,
         // if any, is freed here.
         _ if body.is_end_stream() => body,

@@ -10,10 +10,9 @@ use axum::response::Response;
 use metrics::Counter;
 use tokio::time::Instant;
 
-use super::attempt::{Attempt, Outcome};
+use super::attempt::{Attempt, Outcome, response_head};
 use crate::conns::{KeepAliveBody, SendFailure, UpstreamConns};
 use crate::error::error_chain;
-use crate::headers::remove_hop_by_hop;
 use crate::upstream::FailureKind;
 
 /// Sends `attempt` on `connections` (an idle connection, or a new one) within its
@@ -25,20 +24,11 @@ pub(crate) async fn send(
     connections: &Arc<UpstreamConns>,
     stalls: &Counter,
 ) -> Outcome {
-    let Attempt {
-        member,
-        request,
-        slot,
-        deadline,
-        client,
-    } = attempt;
     let started = Instant::now();
-    match tokio::time::timeout_at(deadline, connections.send(request)).await {
+    let client = attempt.client;
+    match tokio::time::timeout_at(attempt.deadline, connections.send(attempt.request)).await {
         Ok(Ok((response, sender))) => {
-            member.duration.record(started.elapsed().as_secs_f64());
-            member.count_status(response.status().as_u16());
-            let (mut parts, incoming) = response.into_parts();
-            remove_hop_by_hop(&mut parts.headers);
+            let (mut parts, incoming) = response_head(attempt.member, started, response);
             if !client.is_finished() {
                 // An early answer: the client's body is not read to its end, so this
                 // connection cannot carry another request.
@@ -49,7 +39,7 @@ pub(crate) async fn send(
             let body = KeepAliveBody::new(
                 incoming,
                 sender,
-                slot,
+                attempt.slot,
                 Arc::clone(connections),
                 client.watch(),
                 stalls.clone(),
