@@ -12,16 +12,25 @@ use crate::scenario::Scenario;
 
 /// Names of the built-in configurations, in report order (built by
 /// [`crate::target::plan`]).
-pub(crate) const BUILT_IN: [&str; 8] = [
+pub(crate) const BUILT_IN: [&str; 12] = [
     "shards1",
     "sharded",
     "front",
     "front-tcp",
     "nginx",
     "haproxy",
+    "front-tls",
+    "front-h2",
+    "nginx-h2",
+    "haproxy-h2",
     "pg1",
     "hosts2",
 ];
+
+/// The built-in configurations that run only when `--configs` names them: the TLS rows,
+/// a comparison of their own (their load generator differs, and they would add most of
+/// an hour to the default run).
+pub(crate) const OPT_IN: [&str; 4] = ["front-tls", "front-h2", "nginx-h2", "haproxy-h2"];
 
 /// Load-test comparisons of loadlab set-ups (and of anything else on this machine).
 ///
@@ -70,8 +79,9 @@ pub(crate) struct Flags {
     scenarios: Option<Vec<Scenario>>,
 
     /// Configurations to run, comma-separated: shards1, sharded, front, front-tcp, nginx,
-    /// haproxy, hosts2 (two processes behind `loadlab front`: needs a shared PostgreSQL
-    /// `--db`) and the names given to --extra [default: all].
+    /// haproxy, pg1 and hosts2 (need PostgreSQL: --postgres), the TLS rows front-tls
+    /// (HTTP/1.1 over TLS, wrk), front-h2, nginx-h2 and haproxy-h2 (h2 over TLS, h2load),
+    /// and the names given to --extra [default: all but the TLS rows].
     #[arg(long, value_delimiter = ',')]
     configs: Option<Vec<String>>,
 
@@ -97,14 +107,19 @@ pub(crate) struct Flags {
     #[arg(long)]
     out: Option<PathBuf>,
 
-    /// Shards of the sharded, front, front-tcp, nginx and haproxy configurations [default:
-    /// number of cores].
+    /// Shards of every configuration but shards1 and pg1 [default: number of cores].
     #[arg(long)]
     shards: Option<usize>,
 
-    /// wrk threads (each drives connections/threads connections).
+    /// wrk threads (each drives connections/threads connections); h2load's too.
     #[arg(long, default_value_t = 1)]
     wrk_threads: usize,
+
+    /// The h2 rows: concurrent streams per h2load connection (`-m`); h2load opens
+    /// connections/streams connections (rounded up), so as many requests are in flight as
+    /// wrk's connections keep.
+    #[arg(long, default_value_t = 8)]
+    h2_streams: usize,
 
     /// Threads of every proxy row: nginx's worker processes, HAProxy's `nbthread`, and
     /// the loadlab front's `--front-threads` (`front`, `front-tcp`). One by default:
@@ -175,8 +190,10 @@ pub(crate) struct Settings {
     pub(crate) out: PathBuf,
     /// Shards of the multi-shard configurations.
     pub(crate) shards: usize,
-    /// wrk threads.
+    /// wrk threads (and h2load's).
     pub(crate) wrk_threads: usize,
+    /// Streams per h2load connection.
+    pub(crate) h2_streams: usize,
     /// nginx worker processes, HAProxy's threads, the loadlab front's threads.
     pub(crate) proxy_threads: usize,
     /// Extra flags for every `loadlab serve`.
@@ -272,6 +289,12 @@ impl Settings {
         if !(1..=256).contains(&shards) {
             bail!("--shards must be between 1 and 256, got {shards}");
         }
+        if !(1..=crate::h2load::MAX_STREAMS).contains(&flags.h2_streams) {
+            bail!(
+                "--h2-streams must be between 1 and {} (the servers' stream limit)",
+                crate::h2load::MAX_STREAMS
+            );
+        }
         if flags.proxy_threads == 0 {
             bail!("--proxy-threads must be at least 1");
         }
@@ -300,6 +323,7 @@ impl Settings {
             out,
             shards,
             wrk_threads: flags.wrk_threads,
+            h2_streams: flags.h2_streams,
             proxy_threads: flags.proxy_threads,
             serve_args: flags.serve_args,
             postgres: flags.postgres,
@@ -313,20 +337,17 @@ impl Settings {
         self.connections.iter().copied().max().unwrap_or(64)
     }
 
-    /// Measured runs in the whole plan when `available` of the configurations can run
-    /// (the others are skipped at no cost): the peak runs with wrk, then in rate mode one
-    /// run per rate.
-    pub(crate) fn runs(&self, available: usize) -> usize {
-        let per_row = match (self.mode, &self.ladder) {
-            (Mode::Max, _) => 1,
-            (Mode::Rate, Ladder::Rates(rates)) => rates.len(),
-            (Mode::Rate, Ladder::Steps(steps)) => 1 + steps.len(),
-        };
-        self.scenarios.len() * self.connections.len() * self.repeat * available * per_row
+    /// Fixed-rate runs per configuration, scenario and connection count: none in max mode.
+    pub(crate) fn rates_per_row(&self) -> usize {
+        match (self.mode, &self.ladder) {
+            (Mode::Max, _) => 0,
+            (Mode::Rate, Ladder::Rates(v) | Ladder::Steps(v)) => v.len(),
+        }
     }
 
-    /// Whether the run measures peaks with wrk (max mode, and rate mode's `--rate-steps`).
-    pub(crate) fn needs_wrk(&self) -> bool {
+    /// Whether the run measures peaks, with wrk or h2load (max mode, and rate mode's
+    /// `--rate-steps`).
+    pub(crate) fn measures_peaks(&self) -> bool {
         !matches!((self.mode, &self.ladder), (Mode::Rate, Ladder::Rates(_)))
     }
 }
@@ -462,7 +483,11 @@ fn selected_configs(flags: &Flags) -> anyhow::Result<Vec<String>> {
         .chain(flags.extras.iter().map(|e| e.name.as_str()))
         .collect();
     let configs: Vec<String> = match &flags.configs {
-        None => known.iter().map(|s| s.to_string()).collect(),
+        None => known
+            .iter()
+            .filter(|k| !OPT_IN.contains(k))
+            .map(|s| s.to_string())
+            .collect(),
         Some(wanted) => {
             if let Some(unknown) = wanted.iter().find(|w| !known.contains(&w.as_str())) {
                 bail!(

@@ -1,13 +1,17 @@
 //! `results.csv`: one line per measured run of either mode, for spreadsheets and
 //! plotting tools. Latencies in microseconds, rates in requests/s; an empty field is a
-//! figure the mode does not have (wrk has no target rate).
+//! figure the mode does not have (wrk has no target rate). `driver` names what measured
+//! the run: `wrk` or `h2load` (peaks), `open-loop` (rate mode's driver).
 
 use std::fmt::Write as _;
 
 use crate::report::RunInfo;
 
 const HEADER: &str = "mode,scenario,connections,config,rep,step,target_rate,achieved_rate,\
-p50_us,p90_us,p99_us,p999_us,max_us,requests,errors,non_2xx,driver_bound";
+p50_us,p90_us,p99_us,p999_us,max_us,requests,errors,non_2xx,driver_bound,driver";
+
+/// The `driver` of rate mode's rows: the harness's own open-loop driver.
+const RATE_DRIVER: &str = "open-loop";
 
 /// Renders results.csv.
 pub(crate) fn render(info: &RunInfo<'_>) -> String {
@@ -21,7 +25,7 @@ pub(crate) fn render(info: &RunInfo<'_>) -> String {
             };
             let _ = writeln!(
                 csv,
-                "max,{},{},{},{},,,{:.1},{},{},{},{},{},{},{},{},",
+                "max,{},{},{},{},,,{:.1},{},{},{},{},{},{},{},{},,{}",
                 cell.scenario.name(),
                 cell.connections,
                 field(&cell.config),
@@ -35,6 +39,7 @@ pub(crate) fn render(info: &RunInfo<'_>) -> String {
                 m.requests,
                 m.errors.total(),
                 m.non_2xx,
+                cell.tool.name(),
             );
         }
     }
@@ -45,7 +50,7 @@ pub(crate) fn render(info: &RunInfo<'_>) -> String {
             };
             let _ = writeln!(
                 csv,
-                "rate,{},{},{},{},{},{:.1},{:.1},{},{},{},{},{},{},{},{},{}",
+                "rate,{},{},{},{},{},{:.1},{:.1},{},{},{},{},{},{},{},{},{},{RATE_DRIVER}",
                 cell.scenario.name(),
                 cell.connections,
                 field(&cell.config),

@@ -10,7 +10,7 @@ use crate::rate::{RateAttempt, RateCell, RateMeasurement, SloRow, slo_rows};
 use crate::report::NotRun;
 use crate::run::Cell;
 use crate::run_info::RunInfo;
-use crate::target::randoms_queue;
+use crate::target::{LoadTool, randoms_queue};
 use crate::wrk::{Measurement, REQUEST_TIMEOUT};
 
 #[derive(Serialize)]
@@ -101,6 +101,7 @@ struct SettingsJson<'a> {
     shards: usize,
     wrk_threads: usize,
     wrk_timeout_s: u64,
+    h2_streams: usize,
     proxy_threads: usize,
     randoms_queue: usize,
     /// Passwords masked.
@@ -118,12 +119,16 @@ struct ScenarioJson {
     path: &'static str,
     script: &'static str,
     wrk: Vec<String>,
+    /// The h2 rows' commands; empty when none ran or h2load cannot send the scenario.
+    h2load: Vec<String>,
 }
 
 #[derive(Serialize)]
 struct ConfigJson<'a> {
     name: &'a str,
     description: &'a str,
+    /// What drives its peak runs: `wrk` or `h2load`.
+    driver: &'static str,
     target: &'a str,
     commands: Vec<String>,
     unavailable: Option<&'a str>,
@@ -135,6 +140,8 @@ struct RowJson<'a> {
     scenario: &'static str,
     connections: usize,
     config: &'a str,
+    /// What measured it: `wrk` or `h2load`.
+    driver: &'static str,
     /// The run with the median throughput; `null` if no run completed.
     median: Option<&'a Measurement>,
     rps_min: Option<f64>,
@@ -165,11 +172,12 @@ pub(crate) fn render(info: &RunInfo<'_>) -> Result<String, serde_json::Error> {
                 description: sc.describe(),
                 path: sc.path(),
                 script: sc.script(),
-                wrk: s
-                    .connections
-                    .iter()
-                    .map(|&c| info.wrk_command(sc, c, s.duration))
-                    .collect(),
+                wrk: info.load_commands(LoadTool::Wrk, sc),
+                h2load: if info.uses(LoadTool::H2load) {
+                    info.load_commands(LoadTool::H2load, sc)
+                } else {
+                    Vec::new()
+                },
             })
             .collect(),
         configs: info
@@ -178,6 +186,7 @@ pub(crate) fn render(info: &RunInfo<'_>) -> Result<String, serde_json::Error> {
             .map(|c| ConfigJson {
                 name: &c.name,
                 description: &c.description,
+                driver: c.tool.name(),
                 target: &c.target,
                 commands: c.commands(info.root),
                 unavailable: c.unavailable.as_deref(),
@@ -224,6 +233,7 @@ impl<'a> SettingsJson<'a> {
             shards: s.shards,
             wrk_threads: s.wrk_threads,
             wrk_timeout_s: REQUEST_TIMEOUT.as_secs(),
+            h2_streams: s.h2_streams,
             proxy_threads: s.proxy_threads,
             randoms_queue: randoms_queue(s.max_connections()),
             serve_args: s
@@ -249,6 +259,7 @@ impl<'a> RowJson<'a> {
             scenario: cell.scenario.name(),
             connections: cell.connections,
             config: &cell.config,
+            driver: cell.tool.name(),
             median: cell.median(),
             rps_min: cell.spread().map(|(lo, _)| lo),
             rps_max: cell.spread().map(|(_, hi)| hi),

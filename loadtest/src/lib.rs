@@ -12,10 +12,13 @@
 //! # Layout
 //! - `cli`: the flags, validated into `cli::Settings`;
 //! - `scenario`: the loads (healthz, insert, randoms, mixed) and their Lua scripts;
-//! - `target`: the configurations (one process, sharded, front, nginx, extras), their
-//!   ports and commands, starting and stopping them;
+//! - `target`: the configurations (one process, sharded, front, nginx, HAProxy, their
+//!   TLS and h2 rows, extras), their ports and commands (`target::plan`), starting and
+//!   stopping them;
 //! - `process`: child processes with a kill-on-drop guard, readiness polling;
 //! - `wrk`: one wrk run and its parsed result;
+//! - `h2load`, `cert`: one h2load run (the h2 rows) and its parsed result; the TLS rows'
+//!   self-signed certificate;
 //! - `driver`, `pacer`, `requests`: the open-loop driver of rate mode, its precise
 //!   timer and the requests it sends;
 //! - `rate`: rate mode's rows and the SLO headline;
@@ -27,11 +30,13 @@
 //! - `machine`: the machine, versions and date;
 //! - `http`: the few HTTP calls the harness makes itself (readiness, row counts).
 
+mod cert;
 mod chart;
 mod cli;
 mod csv;
 mod curve;
 mod driver;
+mod h2load;
 mod html;
 mod http;
 mod json;
@@ -56,6 +61,8 @@ mod wrk;
 mod rate_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -102,13 +109,6 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
     let (date, stamp) = machine::utc_now();
     let settings = Settings::from_flags(flags, root, &stamp)?;
     let tools = Tools::find(loadlab);
-    if tools.wrk.is_none() && settings.needs_wrk() {
-        bail!(
-            "wrk is not installed (it measures the peaks): install it with `sudo apt-get \
-             install -y wrk` (Debian, Ubuntu) or `brew install wrk` (macOS), then run again; \
-             `--mode rate --rates LIST` runs without it"
-        );
-    }
     let (pinned, pin_note) = match (settings.pin, &tools.taskset) {
         (false, _) => (false, None),
         (true, None) => (
@@ -121,11 +121,21 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
         ),
         (true, Some(_)) => (true, None),
     };
-    let mut configs = target::plan(&settings, &tools, pinned).map_err(|e| anyhow!(e))?;
+    let mut configs = target::plan::configs(&settings, &tools, pinned).map_err(|e| anyhow!(e))?;
+    let wrk_rows = configs
+        .iter()
+        .any(|c| c.unavailable.is_none() && c.tool == target::LoadTool::Wrk);
+    if tools.wrk.is_none() && settings.measures_peaks() && wrk_rows {
+        bail!(
+            "wrk is not installed (it measures the peaks): install it with `sudo apt-get \
+             install -y wrk` (Debian, Ubuntu) or `brew install wrk` (macOS), then run again; \
+             `--mode rate --rates LIST` runs without it"
+        );
+    }
     std::fs::create_dir_all(&settings.out)
         .with_context(|| format!("creating {}", settings.out.display()))?;
     let available = configs.iter().filter(|c| c.unavailable.is_none()).count();
-    let runs = settings.runs(available);
+    let runs = run::planned_runs(&settings, &configs);
     let per_run = settings.warmup + settings.duration + RUN_OVERHEAD;
     eprintln!(
         "loadtest: {runs} runs ({available} of {} configurations can run), about {} min; \

@@ -77,6 +77,8 @@ pub(crate) struct Tools {
     pub(crate) nginx: Option<PathBuf>,
     /// HAProxy; `None`: the haproxy rows are skipped.
     pub(crate) haproxy: Option<PathBuf>,
+    /// h2load (nghttp2-client); `None`: the h2 rows are skipped.
+    pub(crate) h2load: Option<PathBuf>,
     /// taskset; `None`: `--pin` cannot be honoured.
     pub(crate) taskset: Option<PathBuf>,
 }
@@ -89,6 +91,7 @@ impl Tools {
             wrk: find_program("wrk"),
             nginx: find_program("nginx"),
             haproxy: find_program("haproxy"),
+            h2load: find_program("h2load"),
             taskset: find_program("taskset"),
         }
     }
@@ -110,6 +113,8 @@ pub(crate) struct Versions {
     pub(crate) nginx: String,
     /// `haproxy -v`'s version, or "not installed".
     pub(crate) haproxy: String,
+    /// `h2load --version` (`nghttp2/1.52.0`), or "not installed".
+    pub(crate) h2load: String,
 }
 
 impl Versions {
@@ -161,6 +166,13 @@ impl Versions {
                     let l = l.trim_start_matches("HAProxy version").trim();
                     l.split(" - ").next().unwrap_or(l).to_owned()
                 })
+                .unwrap_or_else(|| "not installed".into()),
+            // "h2load nghttp2/1.52.0"
+            h2load: tools
+                .h2load
+                .as_deref()
+                .and_then(|p| first_line(p, &["--version"]))
+                .map(|l| l.trim_start_matches("h2load").trim().to_owned())
                 .unwrap_or_else(|| "not installed".into()),
         }
     }

@@ -1,8 +1,10 @@
 //! The generated configurations of the proxies loadlab's front is compared with, each
 //! balancing round robin over the shards of `loadlab serve --no-front` with keep-alive
-//! to them: nginx (`nginx.conf`) and HAProxy (`haproxy.cfg`). Written into the run
+//! to them: nginx (`nginx.conf`) and HAProxy (`haproxy.cfg`), and the same terminating
+//! TLS and h2 for the h2 rows (`nginx-h2.conf`, `haproxy-h2.cfg`). Written into the run
 //! folder by [`crate::target`], with `{run_dir}` standing for that folder.
 
+use crate::cert::{BUNDLE_FILE, CERT_FILE, KEY_FILE};
 use crate::process::RUN_DIR;
 
 /// What a generated proxy configuration describes: the proxy's threads (nginx workers,
@@ -15,6 +17,8 @@ pub(crate) struct Site {
     pub(crate) shards: usize,
     pub(crate) listen: u16,
     pub(crate) max_conns: usize,
+    /// Terminate TLS with the run's certificate and offer h2 by ALPN.
+    pub(crate) tls: bool,
 }
 
 impl Site {
@@ -27,7 +31,8 @@ impl Site {
 }
 
 /// The generated nginx.conf: `workers` processes, `upstream` over the shard ports,
-/// keep-alive sized to the most connections of the run.
+/// keep-alive sized to the most connections of the run; with `tls`, a TLS and h2
+/// listener.
 pub(crate) fn nginx_conf(site: Site) -> String {
     let Site {
         threads: workers,
@@ -36,6 +41,20 @@ pub(crate) fn nginx_conf(site: Site) -> String {
         ..
     } = site;
     let servers = site.servers(|_, port| format!("        server 127.0.0.1:{port};\n"));
+    let listen = if site.tls {
+        // nginx 1.22 (Debian 12) spells h2 on the listen line (`http2 on;` is 1.25+) and
+        // offers TLS 1.3 only when told (the default from 1.23.4). Its h2 requests per
+        // connection are capped by `keepalive_requests` (raised below): h2load does not
+        // reconnect.
+        format!(
+            "{listen} ssl http2;
+        ssl_certificate {RUN_DIR}/{CERT_FILE};
+        ssl_certificate_key {RUN_DIR}/{KEY_FILE};
+        ssl_protocols TLSv1.2 TLSv1.3"
+        )
+    } else {
+        listen.to_string()
+    };
     // Each client connection may hold one upstream connection, plus slack for listeners.
     let worker_connections = (2 * max_conns + 64).max(1024);
     format!(
@@ -87,7 +106,7 @@ http {{
 /// The generated haproxy.cfg: one thread (like nginx's one worker and unlike loadlab's
 /// front, which gets every core: the report says so), `balance roundrobin` over the
 /// shard ports, keep-alive to them with `http-reuse always`, connection caps sized to the
-/// most connections of the run.
+/// most connections of the run; with `tls`, TLS and h2 (ALPN) on its listener.
 pub(crate) fn haproxy_cfg(site: Site) -> String {
     let Site {
         threads,
@@ -96,6 +115,11 @@ pub(crate) fn haproxy_cfg(site: Site) -> String {
         ..
     } = site;
     let servers = site.servers(|i, port| format!("    server shard{i} 127.0.0.1:{port}\n"));
+    let tls = if site.tls {
+        format!(" ssl crt {RUN_DIR}/{BUNDLE_FILE} alpn h2,http/1.1")
+    } else {
+        String::new()
+    };
     // Client connections, plus slack for the readiness checks.
     let maxconn = (max_conns + 64).max(1024);
     format!(
@@ -119,7 +143,7 @@ defaults
     maxconn {maxconn}
 
 frontend loadlab
-    bind 127.0.0.1:{listen}
+    bind 127.0.0.1:{listen}{tls}
     default_backend loadlab_shards
 
 backend loadlab_shards

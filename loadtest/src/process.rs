@@ -154,7 +154,56 @@ pub(crate) fn wait_for(child: &mut Child, limit: Duration) -> Option<ExitStatus>
     }
 }
 
+/// `taskset -c CPU` when pinning, else nothing.
+pub(crate) fn pinned(pin: bool, cpu: usize) -> Vec<String> {
+    if pin {
+        vec!["taskset".into(), "-c".into(), cpu.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Runs a load generator (wrk, h2load) to completion from `cwd`, its output to `log`,
+/// and returns that output. Killed past `limit`; a non-zero exit is an error quoting the
+/// log's tail.
+pub(crate) fn run_logged(
+    label: &str,
+    argv: &[String],
+    cwd: &Path,
+    log: &Path,
+    limit: Duration,
+) -> Result<String, String> {
+    let (program, args) = argv.split_first().ok_or("empty command")?;
+    let out = File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    // Output to a file rather than a pipe: nothing to drain while waiting.
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("starting {label}: {e}"))?;
+    let Some(status) = wait_for(&mut child, limit) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "{label} did not finish within {}s: killed",
+            limit.as_secs()
+        ));
+    };
+    let text =
+        std::fs::read_to_string(log).map_err(|e| format!("reading {}: {e}", log.display()))?;
+    if !status.success() {
+        return Err(format!("{label} failed ({status}): {}", log_tail(log)));
+    }
+    Ok(text)
+}
+
 /// Polls `url` until it answers 200, while checking that `processes` are still alive.
+/// An `https://` URL (a proxy's TLS listener: the harness has no TLS client) is ready
+/// once it accepts a connection; callers check the servers behind it over HTTP first.
 ///
 /// Polling is the only way to learn that another process is ready; it is bounded by
 /// `limit` and fails fast if a process exits.
@@ -170,10 +219,18 @@ pub(crate) fn wait_ready(
                 return Err(why);
             }
         }
-        let last = match crate::http::get(url, Duration::from_secs(1)) {
-            Ok(reply) if reply.status == 200 => return Ok(()),
-            Ok(reply) => format!("{} {}", reply.status, shorten(&reply.body, 160)),
-            Err(e) => e,
+        let last = if let Some(rest) = url.strip_prefix("https://") {
+            let addr = rest.split('/').next().unwrap_or(rest);
+            match std::net::TcpStream::connect(addr) {
+                Ok(_) => return Ok(()),
+                Err(e) => format!("connecting to {addr}: {e}"),
+            }
+        } else {
+            match crate::http::get(url, Duration::from_secs(1)) {
+                Ok(reply) if reply.status == 200 => return Ok(()),
+                Ok(reply) => format!("{} {}", reply.status, shorten(&reply.body, 160)),
+                Err(e) => e,
+            }
         };
         if Instant::now() >= deadline {
             return Err(format!(

@@ -100,16 +100,17 @@ fn rate_flags_are_validated() {
     assert_eq!(s.ladder, Ladder::Steps(Ladder::DEFAULT_STEPS.to_vec()));
     assert_eq!((s.connections.as_slice(), s.repeat), (&[64][..], 1));
     assert_eq!(s.slo, Duration::from_millis(10));
-    assert!(s.needs_wrk());
+    assert!(s.measures_peaks());
     let s =
         settings(&["--mode", "rate", "--rates", "5000,400,400", "--slo", "2ms"]).expect("rates");
     assert_eq!(s.ladder, Ladder::Rates(vec![400.0, 5000.0]));
-    assert!(!s.needs_wrk());
-    // 2 rates x 5 scenarios x 1 connection count x 1 repeat x 3 configurations.
-    assert_eq!(s.runs(3), 30);
+    assert!(!s.measures_peaks());
+    // Two rates per row, no peak (counted per configuration by `run::planned_runs`).
+    assert_eq!(s.rates_per_row(), 2);
     let steps = settings(&["--mode", "rate", "--rate-steps", "0.5,1"]).expect("steps");
     // A peak and two rates per row.
-    assert_eq!(steps.runs(1), 5 * 3);
+    assert!(steps.measures_peaks());
+    assert_eq!(steps.rates_per_row(), 2);
     for bad in [
         &["--rates", "100"][..],
         &["--slo", "5ms"],

@@ -5,9 +5,11 @@
 use std::fmt::Write as _;
 
 use crate::cli::Mode;
+use crate::h2load::{H2Load, H2loadCommand};
+use crate::process::RUN_DIR;
 use crate::run::Cell;
 use crate::scenario::Scenario;
-use crate::target::{Config, randoms_queue, shell_join};
+use crate::target::{Config, LoadTool, randoms_queue, shell_join};
 use crate::wrk::{REQUEST_TIMEOUT, WrkCommand, errors};
 
 pub(crate) use crate::run_info::RunInfo;
@@ -45,9 +47,9 @@ impl RunInfo<'_> {
     pub(crate) fn shares_machine(&self) -> String {
         let cores = self.machine.cores;
         let mut s = format!(
-            "wrk (the load generator) and the servers share this machine ({cores} cores): every \
-                request \
-             also costs wrk CPU time, so absolute figures are lower than on separate machines, and \
+            "The load generator (wrk, h2load) and the servers share this machine ({cores} \
+                cores): every request \
+             also costs the generator CPU time, so absolute figures are lower than on separate machines, and \
              comparisons between rows are the point. "
         );
         if self.pinned {
@@ -92,6 +94,17 @@ impl RunInfo<'_> {
                 })
             })
             .collect();
+        for c in self.configs.iter().filter(|c| c.unavailable.is_none()) {
+            for &scenario in &self.settings.scenarios {
+                if let Some(reason) = c.unsupported(scenario) {
+                    rows.push(NotRun {
+                        config: c.name.clone(),
+                        which: format!("{}, all runs", scenario.name()),
+                        reason: reason.to_owned(),
+                    });
+                }
+            }
+        }
         for cell in self.cells {
             for attempt in &cell.attempts {
                 if let Some(error) = &attempt.error {
@@ -127,27 +140,55 @@ impl RunInfo<'_> {
         }
         rows
     }
+}
 
-    /// The wrk command of a scenario, its target shown as `$TARGET` (see the
-    /// configurations table).
-    pub(crate) fn wrk_command(
+impl RunInfo<'_> {
+    /// The commands `tool` runs for a scenario's measured runs, one per connection count,
+    /// the target shown as `$TARGET`; none when `tool` cannot send the scenario.
+    pub(crate) fn load_commands(&self, tool: LoadTool, scenario: Scenario) -> Vec<String> {
+        let s = self.settings;
+        s.connections
+            .iter()
+            .filter_map(|&connections| self.load_command(tool, scenario, connections))
+            .collect()
+    }
+
+    fn load_command(
         &self,
+        tool: LoadTool,
         scenario: Scenario,
         connections: usize,
-        duration: std::time::Duration,
-    ) -> String {
+    ) -> Option<String> {
         let s = self.settings;
-        let argv = WrkCommand::new(
-            self.pinned,
-            s.wrk_threads,
-            connections,
-            duration,
-            scenario.script(),
-            "",
-        )
-        .argv;
-        let shown = shell_join(&argv[..argv.len() - 1]);
-        format!("{shown} \"$TARGET{}\"", scenario.path())
+        let argv = match tool {
+            LoadTool::Wrk => {
+                let wrk = WrkCommand::new(
+                    self.pinned,
+                    s.wrk_threads,
+                    connections,
+                    s.duration,
+                    scenario.script(),
+                    "",
+                );
+                wrk.argv
+            }
+            LoadTool::H2load => {
+                crate::h2load::unsupported(scenario)
+                    .is_none()
+                    .then_some(())?;
+                let shape =
+                    H2Load::for_concurrency(self.pinned, s.wrk_threads, connections, s.h2_streams);
+                let log = format!("{RUN_DIR}/requests.tsv");
+                H2loadCommand::new(shape, s.duration, scenario, "", &log).argv
+            }
+        };
+        let shown = shell_join(&argv[..argv.len() - 1]).replace(RUN_DIR, "$RUN_DIR");
+        Some(format!("{shown} \"$TARGET{}\"", scenario.path()))
+    }
+
+    /// Whether any configuration of the run is driven by `tool`.
+    pub(crate) fn uses(&self, tool: LoadTool) -> bool {
+        self.configs.iter().any(|c| c.tool == tool)
     }
 }
 
@@ -245,12 +286,12 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
     let rows_sep = if scenario.inserts() { "---|" } else { "" };
     let _ = writeln!(
         t,
-        "| configuration | conns | req/s | spread | p50 | p90 | p99 | p99.9 | max | errors \
-            | non-2xx |{rows_col} vs {base} |"
+        "| configuration | driver | conns | req/s | spread | p50 | p90 | p99 | p99.9 | max \
+            | errors | non-2xx |{rows_col} vs {base} |"
     );
     let _ = writeln!(
         t,
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|{rows_sep}---:|"
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|{rows_sep}---:|"
     );
     for &connections in &info.settings.connections {
         for config in info.configs {
@@ -259,16 +300,15 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
             }) else {
                 continue;
             };
+            let driver = cell.tool.name();
             let Some(m) = cell.median() else {
-                let why = if config.unavailable.is_some() {
-                    "not run"
-                } else {
-                    "failed"
-                };
+                let not_run =
+                    config.unavailable.is_some() || config.unsupported(scenario).is_some();
+                let why = if not_run { "not run" } else { "failed" };
                 let rows = if scenario.inserts() { " |" } else { "" };
                 let _ = writeln!(
                     t,
-                    "| {} | {connections} | {why} (see below) | | | | | | | | |{rows} |",
+                    "| {} | {driver} | {connections} | {why} (see below) | | | | | | | | |{rows} |",
                     config.name
                 );
                 continue;
@@ -289,8 +329,8 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
                 .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
             let _ = writeln!(
                 t,
-                "| {} | {connections} | {} | {spread} | {} | {} | {} | {} | {} | {} | {} |{rows} \
-                 {ratio} |",
+                "| {} | {driver} | {connections} | {} | {spread} | {} | {} | {} | {} | {} | {} | {} \
+                 |{rows} {ratio} |",
                 config.name,
                 thousands(m.rps),
                 ms(m.p50_ms),
@@ -331,6 +371,9 @@ fn method(info: &RunInfo<'_>) -> String {
              rows of \
          similar throughput.\n",
     );
+    if info.uses(LoadTool::H2load) || info.configs.iter().any(|c| !c.rate_reachable()) {
+        md.push_str(&tls_method(info));
+    }
     if s.mode == Mode::Rate {
         md.push_str(&crate::rate_report::method(s));
     }
@@ -361,6 +404,37 @@ fn method(info: &RunInfo<'_>) -> String {
     md
 }
 
+/// The method of the TLS rows: the certificate, what drives them, how h2load is read.
+fn tls_method(info: &RunInfo<'_>) -> String {
+    let s = info.settings;
+    let mut md = String::from(
+        "- TLS rows (`front-tls`, `front-h2`, `nginx-h2`, `haproxy-h2`): every server reads \
+         one self-signed ECDSA P-256 certificate made for the run; TLS 1.2 and 1.3 offered, \
+         the load generator picks (see the notes for what h2load negotiated). `front-tls` is \
+         driven by wrk's HTTP/1.1 over TLS; the `-h2` rows by h2load, ALPN `h2` (a run that \
+         negotiates anything else fails). Behind every front, HTTP/1.1 keep-alive to the \
+         shards (`front*`: in-process).\n",
+    );
+    let _ = writeln!(
+        md,
+        "- h2load (one thread per wrk thread) opens *conns* / {streams} connections of \
+         {streams} concurrent streams each (`--h2-streams`), so as many requests are in \
+         flight as wrk keeps with *conns* connections. Its percentiles come from its \
+         per-request log (`--log-file`), from the actual send, as wrk's; *errors* are the \
+         requests it counts `errored` (no answer: a reset stream or a lost connection; \
+         its `timeout`s apart). It posts the same valid ticket for every insert \
+         (`benches/h2load/ticket.json`) and cannot send the mixed pattern.",
+        streams = s.h2_streams
+    );
+    if s.mode == Mode::Rate {
+        md.push_str(
+            "- Rate mode's open-loop driver speaks cleartext HTTP/1.1 only: the TLS rows have \
+             their peaks, no fixed-rate runs.\n",
+        );
+    }
+    md
+}
+
 fn machine_and_commands(info: &RunInfo<'_>) -> String {
     let (m, v, s) = (&info.machine, &info.versions, info.settings);
     let mut md = String::from("## Machine and versions\n\n");
@@ -373,7 +447,8 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
     let _ = writeln!(md, "| rustc | {} |", v.rustc);
     let _ = writeln!(md, "| wrk | {} |", v.wrk);
     let _ = writeln!(md, "| nginx | {} |", v.nginx);
-    let _ = writeln!(md, "| HAProxy | {} |\n", v.haproxy);
+    let _ = writeln!(md, "| HAProxy | {} |", v.haproxy);
+    let _ = writeln!(md, "| h2load | {} |\n", v.h2load);
     md.push_str("## Commands\n\n");
     let _ = writeln!(
         md,
@@ -382,11 +457,18 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
     );
     md.push_str(
         "Configurations (`$RUN_DIR`: a fresh temporary folder for each run; `$TARGET`: \
-        where wrk points):\n\n",
+        where the driver points):\n\n",
     );
-    md.push_str("| configuration | what | `$TARGET` |\n|---|---|---|\n");
+    md.push_str("| configuration | what | driver | `$TARGET` |\n|---|---|---|---|\n");
     for c in info.configs {
-        let _ = writeln!(md, "| `{}` | {} | {} |", c.name, c.description, c.target);
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {} |",
+            c.name,
+            c.description,
+            c.tool.name(),
+            c.target
+        );
     }
     md.push_str("\n```sh\n");
     for c in info.configs {
@@ -403,21 +485,31 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
         // `--rates`: no peak runs, so no wrk command to show.
         return md;
     }
-    let _ = writeln!(
-        md,
-        "wrk, for each scenario (`-c` as in the table; warm-up: the same with `-d{}s`):\n\n```sh",
-        s.warmup.as_secs()
-    );
-    for &scenario in &s.scenarios {
-        for &connections in &s.connections {
-            let _ = writeln!(
-                md,
-                "{}",
-                info.wrk_command(scenario, connections, s.duration)
-            );
+    let warmup = s.warmup.as_secs();
+    let intros = [
+        (
+            LoadTool::Wrk,
+            format!(
+                "wrk, for each scenario (`-c` as in the table; warm-up: the same with `-d{warmup}s`)"
+            ),
+        ),
+        (
+            LoadTool::H2load,
+            format!(
+                "h2load, for the h2 rows (`-c` connections of `-m` streams: as many requests \
+                 in flight as the table's *conns*; warm-up: the same with `-D{warmup}`)"
+            ),
+        ),
+    ];
+    for (tool, intro) in intros.iter().filter(|(tool, _)| info.uses(*tool)) {
+        let _ = writeln!(md, "{intro}:\n\n```sh");
+        for &scenario in &s.scenarios {
+            for command in info.load_commands(*tool, scenario) {
+                let _ = writeln!(md, "{command}");
+            }
         }
+        md.push_str("```\n\n");
     }
-    md.push_str("```\n");
     md
 }
 

@@ -12,10 +12,11 @@ use serde::Serialize;
 
 use crate::cli::{Ladder, Mode, Settings};
 use crate::driver::{self, RatePlan};
+use crate::h2load::{H2Load, H2loadCommand};
 use crate::rate::{RateAttempt, RateCell, RateMeasurement};
 use crate::rows::HasRows;
 use crate::scenario::Scenario;
-use crate::target::Config;
+use crate::target::{Config, LoadTool};
 use crate::wrk::{Measurement, WrkCommand};
 
 /// One measured run of a cell: its figures or why it failed.
@@ -41,6 +42,8 @@ pub(crate) struct Cell {
     pub(crate) connections: usize,
     /// The configuration's name.
     pub(crate) config: String,
+    /// What drove its runs.
+    pub(crate) tool: LoadTool,
     /// Its runs, in the order they ran.
     pub(crate) attempts: Vec<Attempt>,
 }
@@ -130,10 +133,9 @@ pub(crate) fn run_all(
     scratch: &Path,
     pin: bool,
 ) -> Measured {
-    let available = configs.iter().filter(|c| c.unavailable.is_none()).count();
     let mut progress = Progress {
         index: 0,
-        total: settings.runs(available),
+        total: planned_runs(settings, configs),
         started: Instant::now(),
     };
     let bench = Bench {
@@ -146,7 +148,7 @@ pub(crate) fn run_all(
     for &scenario in &settings.scenarios {
         for &connections in &settings.connections {
             let first = measured.cells.len();
-            if settings.needs_wrk() {
+            if settings.measures_peaks() {
                 let peaks = bench.peaks(configs, scenario, connections, &mut progress);
                 measured.cells.extend(peaks);
             }
@@ -159,6 +161,29 @@ pub(crate) fn run_all(
         }
     }
     measured
+}
+
+/// Measured runs in the whole plan: per configuration that can run, one peak run per
+/// scenario its load generator can send, and in rate mode one run per rate where the
+/// open-loop driver reaches it; each for every connection count and repeat. The
+/// configurations that cannot run cost nothing.
+pub(crate) fn planned_runs(settings: &Settings, configs: &[Config]) -> usize {
+    let rates = settings.rates_per_row() * settings.scenarios.len();
+    configs
+        .iter()
+        .filter(|c| c.unavailable.is_none())
+        .map(|c| {
+            let scenarios = settings.scenarios.iter();
+            let sendable = scenarios.filter(|&&s| c.unsupported(s).is_none()).count();
+            let peaks = if settings.measures_peaks() {
+                sendable
+            } else {
+                0
+            };
+            let rates = if c.rate_reachable() { rates } else { 0 };
+            (peaks + rates) * settings.connections.len() * settings.repeat
+        })
+        .sum()
 }
 
 /// The rate cells of one scenario and connection count, in run order (rate, then
@@ -179,7 +204,12 @@ fn ladder(
         attempts: Vec::new(),
     };
     let mut cells = Vec::new();
-    let available = || configs.iter().filter(|c| c.unavailable.is_none());
+    // The TLS rows are out of the driver's reach: their peaks are all they get.
+    let available = || {
+        configs
+            .iter()
+            .filter(|c| c.unavailable.is_none() && c.rate_reachable())
+    };
     match &settings.ladder {
         Ladder::Rates(rates) => {
             for &rate in rates {
@@ -220,6 +250,7 @@ impl Bench<'_> {
                 scenario,
                 connections,
                 config: c.name.clone(),
+                tool: c.tool,
                 attempts: Vec::new(),
             })
             .collect();
@@ -228,6 +259,10 @@ impl Bench<'_> {
             // right after the same neighbour.
             for k in 0..configs.len() {
                 let i = (k + rep) % configs.len();
+                if configs[i].unsupported(scenario).is_some() {
+                    // Listed under "Rows not run" by the report; no run to count.
+                    continue;
+                }
                 let what = format!(
                     "{} c={connections} peak rep {}/{}",
                     scenario.name(),
@@ -236,11 +271,11 @@ impl Bench<'_> {
                 );
                 let load = Load {
                     warm_up: |config: &Config, run_dir: &Path| {
-                        self.wrk_run(config, scenario, connections, run_dir, None)
+                        self.peak_run(config, scenario, connections, run_dir, None)
                             .map(drop)
                     },
                     measure: |config: &Config, run_dir: &Path| {
-                        self.wrk_run(config, scenario, connections, run_dir, Some(s.duration))
+                        self.peak_run(config, scenario, connections, run_dir, Some(s.duration))
                     },
                 };
                 let Some(outcome) = self.one_run(&mut configs[i], scenario, &what, progress, load)
@@ -255,6 +290,10 @@ impl Bench<'_> {
                             m.p99_ms,
                             progress.eta()
                         );
+                        if let Some(what) = &m.negotiated {
+                            configs[i]
+                                .note(format!("{} negotiated {what}", configs[i].tool.name()));
+                        }
                         (Some(m), None)
                     }
                     Err(why) => (None, Some(why)),
@@ -388,9 +427,9 @@ impl Bench<'_> {
         }
     }
 
-    /// A wrk run: the measured one for `Some(duration)`, else the warm-up (nothing when
-    /// `--warmup 0s`).
-    fn wrk_run(
+    /// A peak run with the configuration's load generator (wrk or h2load): the measured
+    /// one for `Some(duration)`, else the warm-up (nothing when `--warmup 0s`).
+    fn peak_run(
         &self,
         config: &Config,
         scenario: Scenario,
@@ -400,23 +439,46 @@ impl Bench<'_> {
     ) -> Result<Measurement, String> {
         let s = self.settings;
         let url = format!("{}{}", config.target, scenario.path());
-        let wrk = |duration| {
-            WrkCommand::new(
-                self.pin,
-                s.wrk_threads,
-                connections,
-                duration,
-                scenario.script(),
-                &url,
-            )
-        };
         let (duration, log) = match measured {
-            Some(duration) => (duration, "wrk.txt"),
+            Some(duration) => (duration, "load.txt"),
             None if s.warmup.is_zero() => return Ok(Measurement::default()),
+            // A separate short run: h2load's own --warm-up-time measured nothing here.
             None => (s.warmup, "warmup.txt"),
         };
-        let result = wrk(duration).run(self.root, &run_dir.join(log))?;
-        Ok(Measurement::from_wrk(&result))
+        let log = run_dir.join(log);
+        match config.tool {
+            LoadTool::Wrk => {
+                let wrk = WrkCommand::new(
+                    self.pin,
+                    s.wrk_threads,
+                    connections,
+                    duration,
+                    scenario.script(),
+                    &url,
+                );
+                Ok(Measurement::from_wrk(&wrk.run(self.root, &log)?))
+            }
+            LoadTool::H2load => {
+                let shape =
+                    H2Load::for_concurrency(self.pin, s.wrk_threads, connections, s.h2_streams);
+                let requests = run_dir.join("requests.tsv");
+                let h2load = H2loadCommand::new(
+                    shape,
+                    duration,
+                    scenario,
+                    &url,
+                    &requests.to_string_lossy(),
+                );
+                let result = h2load.run(self.root, &log, &requests)?;
+                if result.summary.protocol.as_deref() != Some("h2") {
+                    return Err(format!(
+                        "h2load did not negotiate h2 ({})",
+                        result.summary.negotiated()
+                    ));
+                }
+                Ok(Measurement::from_h2load(&result, scenario.inserts()))
+            }
+        }
     }
 }
 

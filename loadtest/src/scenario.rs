@@ -87,6 +87,13 @@ impl Scenario {
         }
     }
 
+    /// The request body h2load posts (`-d`), relative to the package root: the same
+    /// valid ticket every time, since h2load cannot vary it (wrk's script draws a random
+    /// one per request). `None`: a GET.
+    pub(crate) fn body_file(self) -> Option<&'static str> {
+        (self == Scenario::Insert).then_some("benches/h2load/ticket.json")
+    }
+
     /// Whether the scenario inserts rows, so the table is counted before and after.
     pub(crate) fn inserts(self) -> bool {
         matches!(self, Scenario::Insert | Scenario::Mixed)

@@ -41,7 +41,7 @@ checks! {
     peak_charts_show_bars_whiskers_and_gaps => peak_chart,
     dates_and_numbers_format => formatting,
     shell_commands_quote_what_needs_it => shell_quoting,
-    every_scenario_script_is_committed => scripts_exist,
+    every_scenario_script_and_body_is_committed => scripts_exist,
     generated_proxy_configs_balance_every_shard => proxy_configs,
 }
 
@@ -203,6 +203,7 @@ fn median() -> Result<(), String> {
         scenario: Scenario::Healthz,
         connections: 64,
         config: "x".into(),
+        tool: crate::target::LoadTool::Wrk,
         attempts: vec![
             attempt(300.0, 3.0)?,
             attempt(100.0, 1.0)?,
@@ -257,12 +258,25 @@ fn scripts_exist() -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let root = root.as_path();
     for scenario in Scenario::ALL {
-        let script = root.join(scenario.script());
-        ensure(script.is_file(), || {
-            format!("{} is missing", script.display())
-        })?;
+        let files = [Some(scenario.script()), scenario.body_file()];
+        for file in files.into_iter().flatten().map(|f| root.join(f)) {
+            ensure(file.is_file(), || format!("{} is missing", file.display()))?;
+        }
     }
-    Ok(())
+    // h2load posts it as it is: it must be a ticket the service accepts.
+    let body = root.join("benches/h2load/ticket.json");
+    let ticket: serde_json::Value = std::fs::read_to_string(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))?;
+    let mut numbers: Vec<u64> = (1..=6)
+        .filter_map(|i| ticket.get(format!("num{i}"))?.as_u64())
+        .filter(|n| (1..=60).contains(n))
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    ensure(numbers.len() == 6, || {
+        format!("{ticket}: not a valid ticket")
+    })
 }
 
 fn proxy_configs() -> Result<(), String> {
@@ -272,6 +286,7 @@ fn proxy_configs() -> Result<(), String> {
         shards: 3,
         listen: 21_010,
         max_conns: 256,
+        tls: false,
     };
     let (nginx, haproxy) = (nginx_conf(site), haproxy_cfg(site));
     for port in 21_000..21_003 {
@@ -322,6 +337,7 @@ fn peak_chart() -> Result<(), String> {
             scenario: Scenario::Healthz,
             connections: 64,
             config: "a".into(),
+            tool: crate::target::LoadTool::Wrk,
             attempts: vec![
                 attempt(300.0, 3.0)?,
                 attempt(100.0, 1.0)?,
@@ -332,6 +348,7 @@ fn peak_chart() -> Result<(), String> {
             scenario: Scenario::Healthz,
             connections: 64,
             config: "b".into(),
+            tool: crate::target::LoadTool::H2load,
             attempts: vec![attempt(42_000.0, 1.0)?],
         },
     ];

@@ -3,12 +3,11 @@
 //! [`Measurement`].
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::process::{log_tail, wait_for};
+use crate::process::run_logged;
 use crate::rows::{HasRows, RowCheck};
 
 /// wrk's per-request timeout: a request slower than this counts as a timeout error and
@@ -37,7 +36,7 @@ impl WrkCommand {
         script: &str,
         url: &str,
     ) -> Self {
-        let mut argv = crate::target::pinned(pin, 1);
+        let mut argv = crate::process::pinned(pin, 1);
         argv.push("wrk".into());
         argv.push(format!("-t{threads}"));
         argv.push(format!("-c{connections}"));
@@ -50,35 +49,9 @@ impl WrkCommand {
 
     /// Runs it from `cwd`, its output to `log`, and parses the result line.
     pub(crate) fn run(&self, cwd: &Path, log: &Path) -> Result<WrkResult, String> {
-        let (program, args) = self.argv.split_first().ok_or("empty wrk command")?;
-        let out =
-            std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        // Output to a file rather than a pipe: nothing to drain while waiting.
-        let mut child = Command::new(program)
-            .args(args)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("starting wrk: {e}"))?;
         // wrk stops itself after -d; the margin covers its start and a slow last request.
         let limit = self.duration + REQUEST_TIMEOUT + Duration::from_secs(20);
-        let Some(status) = wait_for(&mut child, limit) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "wrk did not finish within {}s: killed",
-                limit.as_secs()
-            ));
-        };
-        let text =
-            std::fs::read_to_string(log).map_err(|e| format!("reading {}: {e}", log.display()))?;
-        if !status.success() {
-            return Err(format!("wrk failed ({status}): {}", log_tail(log)));
-        }
-        parse_result(&text)
+        parse_result(&run_logged("wrk", &self.argv, cwd, log, limit)?)
     }
 }
 
@@ -168,6 +141,10 @@ pub(crate) struct Measurement {
     /// Acknowledged inserts against rows found (insert and mixed).
     #[serde(flatten)]
     pub(crate) rows: RowCheck,
+    /// What TLS and ALPN settled on, where the load generator says (h2load: `TLSv1.3,
+    /// TLS_AES_128_GCM_SHA256, h2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) negotiated: Option<String>,
 }
 
 impl Measurement {
@@ -199,6 +176,7 @@ impl Measurement {
                 inserts_acked: r.count_2xx.and(r.count_201),
                 ..RowCheck::default()
             },
+            negotiated: None,
         }
     }
 }
