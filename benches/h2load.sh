@@ -89,12 +89,15 @@ http {
   upstream shards {
     server 127.0.0.1:$shard_base;
     server 127.0.0.1:$((shard_base + 1));
-    keepalive 64;
+    # As many idle upstream connections as streams in flight (16 x 8): fewer churn.
+    keepalive 128;
   }
   server {
     listen 127.0.0.1:${port[nginx-h2]} ssl http2;
     ssl_certificate $dir/cert.pem;
     ssl_certificate_key $dir/key.pem;
+    # nginx 1.22 offers TLS 1.3 only when told (loadlab's front and HAProxy do by default).
+    ssl_protocols TLSv1.2 TLSv1.3;
     # h2load keeps its connections: nginx's default (1000) would end them early.
     keepalive_requests 10000000;
     location / {
@@ -132,21 +135,27 @@ pids+=($!)
 for name in "${order[@]}"; do
   wait_for "https://127.0.0.1:${port[$name]}$path"
 done
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-run() { # name seconds -> requests/s
-  h2load -c 16 -m 8 -D "$2" "https://127.0.0.1:${port[$1]}$path" 2>&1 |
-    awk '/^finished in/ { gsub(/,/, "", $4); print $4 }'
+run() { # name seconds -> requests/s (only answered 2xx count), TLS version
+  h2load -c 16 -m 8 -D "$2" "https://127.0.0.1:${port[$1]}$path" >"$dir/h2load-$1.txt" 2>&1
+  awk '/^TLS Protocol:/ { tls = $3 } /^Application protocol:/ { alpn = $3 }
+    /^finished in/ { secs = $3 + 0 } /^status codes:/ { ok = $3 + 0 }
+    END { if (alpn != "h2") { print "not-h2"; exit } printf "%.0f %s\n", ok / secs, tls }' \
+    "$dir/h2load-$1.txt"
 }
 
-declare -A results
+declare -A results tls
 for name in "${order[@]}"; do run "$name" 1 >/dev/null; done
 for round in $(seq 1 "$rounds"); do
   for name in "${order[@]}"; do
-    rps=$(run "$name" "$duration")
+    read -r rps version < <(run "$name" "$duration")
     results[$name]+="$rps "
-    echo "round $round: $name $rps req/s"
+    tls[$name]=$version
+    echo "round $round: $name $rps req/s ($version)"
   done
 done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 mkdir -p "$out"
 {
@@ -158,11 +167,13 @@ mkdir -p "$out"
   echo "(\`front-h2-inproc\`: its own shards, in-process). Machine: $(nproc) cores,"
   echo "$(uname -sr), h2load on the same machine; shared with other work while it ran."
   echo
-  echo "| front | requests/s per round | mean |"
-  echo "|---|---|---|"
+  echo "Load average (1, 5, 15 min): $load_before before the runs, $load_after after."
+  echo
+  echo "| front | requests/s per round (2xx answers) | mean | TLS |"
+  echo "|---|---|---|---|"
   for name in "${order[@]}"; do
     mean=$(echo "${results[$name]}" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF }')
-    echo "| $name | ${results[$name]% } | $mean |"
+    echo "| $name | ${results[$name]% } | $mean | ${tls[$name]} |"
   done
   echo
   echo "Versions: $("$bin" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(h2load --version | head -1)."

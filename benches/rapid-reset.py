@@ -103,6 +103,7 @@ def main():
                     break
                 except OSError:
                     time.sleep(0.05)
+            load_before = os.getloadavg()
             seconds = f"{int(args.duration)}s"
             quiet = subprocess.run(["wrk", "-t1", "-c4", "-d", seconds, "--latency", url],
                                    capture_output=True, text=True).stdout
@@ -116,6 +117,7 @@ def main():
             for f in floods:
                 f.join()
             alive = server.poll() is None
+            load_after = os.getloadavg()
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -129,6 +131,8 @@ def main():
     print(f"polite client under flood: {summary(loaded)}")
     print(f"flood: {stats['streams']} streams opened and reset over {stats['connections']} "
           f"connections, {stats['goaway']} GOAWAYs; server still up: {alive}")
+    print("load average (1, 5, 15 min): before %.2f %.2f %.2f, after %.2f %.2f %.2f"
+          % (*load_before, *load_after))
     return 0 if alive else 1
 
 

@@ -305,7 +305,8 @@ mod tests {
     /// h2load 1.52's output for `-c 4 -m 8 -D 1` over TLS (nginx, `return 200`),
     /// captured on this machine.
     const SAMPLE: &str = "starting benchmark...
-spawning thread #0: 4 total client(s). Timing-based test with 0s of warm-up time and 1s of main duration for measurements.
+spawning thread #0: 4 total client(s). Timing-based test with 0s of warm-up time and 1s \
+of main duration for measurements.
 Warm-up started for thread #0.
 progress: 25% of clients started
 progress: 100% of clients started
@@ -321,7 +322,8 @@ Stopped all clients for thread #0
 finished in 1.00s, 11248.00 req/s, 747.13KB/s
 requests: 11248 total, 11280 started, 11248 done, 11240 succeeded, 8 failed, 3 errored, 1 timeout
 status codes: 11240 2xx, 0 3xx, 5 4xx, 0 5xx
-traffic: 747.13KB (765060) total, 527.25KB (539904) headers (space savings 51.02%), 21.97KB (22496) data
+traffic: 747.13KB (765060) total, 527.25KB (539904) headers (space savings 51.02%), \
+21.97KB (22496) data
                      min         max         mean         sd        +/- sd
 time for request:       55us     39.98ms      1.96ms      4.16ms    94.35%
 time for connect:    63.69ms     85.23ms     79.79ms     10.73ms    75.00%

@@ -122,16 +122,7 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
         (true, Some(_)) => (true, None),
     };
     let mut configs = target::plan::configs(&settings, &tools, pinned).map_err(|e| anyhow!(e))?;
-    let wrk_rows = configs
-        .iter()
-        .any(|c| c.unavailable.is_none() && c.tool == target::LoadTool::Wrk);
-    if tools.wrk.is_none() && settings.measures_peaks() && wrk_rows {
-        bail!(
-            "wrk is not installed (it measures the peaks): install it with `sudo apt-get \
-             install -y wrk` (Debian, Ubuntu) or `brew install wrk` (macOS), then run again; \
-             `--mode rate --rates LIST` runs without it"
-        );
-    }
+    wrk_found_if_needed(&tools, &settings, &configs)?;
     std::fs::create_dir_all(&settings.out)
         .with_context(|| format!("creating {}", settings.out.display()))?;
     let available = configs.iter().filter(|c| c.unavailable.is_none()).count();
@@ -199,6 +190,25 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails when the run needs wrk (peak runs of a row wrk drives) and it is not installed.
+fn wrk_found_if_needed(
+    tools: &Tools,
+    settings: &Settings,
+    configs: &[target::Config],
+) -> anyhow::Result<()> {
+    let wrk_rows = configs
+        .iter()
+        .any(|c| c.unavailable.is_none() && c.tool == target::LoadTool::Wrk);
+    if tools.wrk.is_none() && settings.measures_peaks() && wrk_rows {
+        bail!(
+            "wrk is not installed (it measures the peaks): install it with `sudo apt-get \
+             install -y wrk` (Debian, Ubuntu) or `brew install wrk` (macOS), then run again; \
+             `--mode rate --rates LIST` runs without it"
+        );
+    }
+    Ok(())
 }
 
 /// Writes the charts, report.md, report.html, results.json, results.csv and the proxies'

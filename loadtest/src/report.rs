@@ -48,9 +48,8 @@ impl RunInfo<'_> {
         let cores = self.machine.cores;
         let mut s = format!(
             "The load generator (wrk, h2load) and the servers share this machine ({cores} \
-                cores): every request \
-             also costs the generator CPU time, so absolute figures are lower than on separate machines, and \
-             comparisons between rows are the point. "
+             cores): every request also costs the generator CPU time, so absolute figures are \
+             lower than on separate machines, and comparisons between rows are the point. "
         );
         if self.pinned {
             s.push_str(
@@ -329,8 +328,8 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
                 .map_or_else(|| "—".to_owned(), |r| format!("{r:.2}×"));
             let _ = writeln!(
                 t,
-                "| {} | {driver} | {connections} | {} | {spread} | {} | {} | {} | {} | {} | {} | {} \
-                 |{rows} {ratio} |",
+                "| {} | {driver} | {connections} | {} | {spread} | {} | {} | {} | {} | {} | {} \
+                 | {} |{rows} {ratio} |",
                 config.name,
                 thousands(m.rps),
                 ms(m.p50_ms),
@@ -490,7 +489,8 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
         (
             LoadTool::Wrk,
             format!(
-                "wrk, for each scenario (`-c` as in the table; warm-up: the same with `-d{warmup}s`)"
+                "wrk, for each scenario (`-c` as in the table; warm-up: the same with \
+                 `-d{warmup}s`)"
             ),
         ),
         (
