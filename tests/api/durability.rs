@@ -19,7 +19,8 @@ use crate::support::child::{
     ChildProcess, assert_sigterm_lets_a_slow_job_finish, free_port, loadlab,
 };
 use crate::support::{
-    insert_each_until_acknowledged, serve_args, spawn_app_on, ticket, ticket_key, unique_ticket,
+    all_rows, insert_each_until_acknowledged, serve_args, spawn_app_on, ticket, ticket_key,
+    unique_ticket,
 };
 
 /// What the clients were told.
@@ -77,44 +78,6 @@ fn spawn_load(
             })
         })
         .collect()
-}
-
-/// Every row of the table, read through the HTTP API of a running instance.
-pub(crate) async fn all_rows(base: &str) -> Vec<(i64, [i64; 6])> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let mut rows = Vec::new();
-    let mut after = 0i64;
-    loop {
-        let page: Value = client
-            .get(format!("{base}/app/mega?after_id={after}&limit=1000"))
-            .send()
-            .await
-            .expect("page")
-            .json()
-            .await
-            .expect("json");
-        for t in page["tickets"].as_array().expect("tickets") {
-            let n = |k: &str| t[k].as_i64().expect("number");
-            rows.push((
-                n("id"),
-                [
-                    n("num1"),
-                    n("num2"),
-                    n("num3"),
-                    n("num4"),
-                    n("num5"),
-                    n("num6"),
-                ],
-            ));
-        }
-        match page["next_after_id"].as_i64() {
-            Some(next) => after = next,
-            None => return rows,
-        }
-    }
 }
 
 /// Checks the table against the ledger; returns how many acked rows were checked.

@@ -2,29 +2,14 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{assert_two_pages, expect_error, spawn_app, spawn_app_with, ticket};
+use crate::support::{
+    assert_insert_reads_back, assert_two_pages, expect_error, spawn_app, spawn_app_with, ticket,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn insert_returns_201_with_an_id_that_reads_back() {
     let app = spawn_app().await;
-    let response = app
-        .post_json("/app/insert", &ticket([4, 8, 15, 16, 23, 42]))
-        .await;
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.expect("json");
-    let id = body["id"].as_i64().expect("an id");
-    let stored: Value = app
-        .get(&format!("/app/mega/{id}"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        stored,
-        json!({"id": id, "num1": 4, "num2": 8, "num3": 15, "num4": 16, "num5": 23, "num6": 42})
-    );
-    expect_error(app.get("/app/mega/999999").await, 404).await;
-    expect_error(app.get("/app/mega/abc").await, 400).await;
+    assert_insert_reads_back(&app).await;
     app.stop().await;
 }
 

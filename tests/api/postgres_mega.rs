@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::support::postgres::{fresh_database_async, private_server, query_i64};
 use crate::support::{
-    assert_two_pages, expect_error, insert_each_until_acknowledged, spawn_app_on_postgres, ticket,
-    ticket_key,
+    assert_insert_reads_back, assert_two_pages, expect_error, insert_each_until_acknowledged,
+    spawn_app_on_postgres, ticket, ticket_key,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -29,25 +29,7 @@ async fn postgres_insert_read_page_and_stats_answer_as_on_sqlite() {
     let app = spawn_app_on_postgres(&url, &[]);
 
     // Insert one, read it back; unknown and malformed ids.
-    let response = app
-        .post_json("/app/insert", &ticket([4, 8, 15, 16, 23, 42]))
-        .await;
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.expect("json")["id"]
-        .as_i64()
-        .expect("an id");
-    let stored: Value = app
-        .get(&format!("/app/mega/{id}"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        stored,
-        json!({"id": id, "num1": 4, "num2": 8, "num3": 15, "num4": 16, "num5": 23, "num6": 42})
-    );
-    expect_error(app.get("/app/mega/999999").await, 404).await;
-    expect_error(app.get("/app/mega/abc").await, 400).await;
+    let id = assert_insert_reads_back(&app).await;
 
     // A batch: all stored, ids in submission order; a bad batch stores nothing.
     let good: Vec<Value> = (0..20).map(|i| ticket([1, 2, 3, 4, 5, 10 + i])).collect();

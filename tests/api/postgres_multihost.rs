@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::support::child::{ChildProcess, free_port, loadlab};
 use crate::support::postgres::fresh_database_async;
-use crate::support::{ticket, unique_ticket};
+use crate::support::{all_rows, ticket, unique_ticket};
 
 /// What the clients were told.
 #[derive(Default)]
@@ -138,37 +138,13 @@ async fn stop_load(stop: &AtomicBool, clients: Vec<tokio::task::JoinHandle<()>>)
     stop.store(false, Ordering::Relaxed);
 }
 
-/// Every row, read page by page through `base`.
-async fn all_rows(base: &str) -> HashMap<i64, [i64; 6]> {
-    let client = client();
+/// Every row, read page by page through `base`, by id (each id listed once).
+async fn rows_by_id(base: &str) -> HashMap<i64, [i64; 6]> {
     let mut rows = HashMap::new();
-    let mut after = 0i64;
-    loop {
-        let page: Value = client
-            .get(format!("{base}/app/mega?after_id={after}&limit=1000"))
-            .send()
-            .await
-            .expect("page")
-            .json()
-            .await
-            .expect("json");
-        for t in page["tickets"].as_array().expect("tickets") {
-            let n = |k: &str| t[k].as_i64().expect("number");
-            let numbers = [
-                n("num1"),
-                n("num2"),
-                n("num3"),
-                n("num4"),
-                n("num5"),
-                n("num6"),
-            ];
-            assert!(rows.insert(n("id"), numbers).is_none(), "id listed twice");
-        }
-        match page["next_after_id"].as_i64() {
-            Some(next) => after = next,
-            None => return rows,
-        }
+    for (id, numbers) in all_rows(base).await {
+        assert!(rows.insert(id, numbers).is_none(), "id listed twice");
     }
+    rows
 }
 
 /// Checks the acknowledgements against the table: ids unique, none missing, each
@@ -320,7 +296,7 @@ async fn two_app_processes_on_one_postgres_behind_the_front_agree_and_survive_ki
             ledger.unknown, 0,
             "without failures every insert is acknowledged"
         );
-        let rows = all_rows(&front.base).await;
+        let rows = rows_by_id(&front.base).await;
         assert_eq!(
             rows.len(),
             ledger.acked.len(),
@@ -349,7 +325,7 @@ async fn two_app_processes_on_one_postgres_behind_the_front_agree_and_survive_ki
 
     // Assert 2: nothing acknowledged is lost, nothing stored twice, stats exact.
     let ledger = ledger.lock().await;
-    let rows = all_rows(&front.base).await;
+    let rows = rows_by_id(&front.base).await;
     check_acked(&ledger, &rows);
     assert!(
         rows.len() <= ledger.acked.len() + ledger.unknown,

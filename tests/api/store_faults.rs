@@ -17,9 +17,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::durability::all_rows;
 use crate::support::child::{ChildProcess, free_port, loadlab};
-use crate::support::{spawn_app_with, ticket, unique_ticket};
+use crate::support::{all_rows, spawn_app_with, ticket, unique_ticket};
 
 /// Polls `condition` every 10 ms until it holds; panics with `what` after `limit`.
 async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F) -> Duration

@@ -212,6 +212,71 @@ pub async fn assert_two_pages(
     assert_eq!(rest["next_after_id"], serde_json::Value::Null);
 }
 
+/// Every row of the table, `(id, numbers)` in id order, read page by page through the
+/// HTTP API of the instance at `base`.
+pub async fn all_rows(base: &str) -> Vec<(i64, [i64; 6])> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let mut rows = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let page: serde_json::Value = client
+            .get(format!("{base}/app/mega?after_id={after}&limit=1000"))
+            .send()
+            .await
+            .expect("page")
+            .json()
+            .await
+            .expect("json");
+        for t in page["tickets"].as_array().expect("tickets") {
+            let n = |k: &str| t[k].as_i64().expect("number");
+            rows.push((
+                n("id"),
+                [
+                    n("num1"),
+                    n("num2"),
+                    n("num3"),
+                    n("num4"),
+                    n("num5"),
+                    n("num6"),
+                ],
+            ));
+        }
+        match page["next_after_id"].as_i64() {
+            Some(next) => after = next,
+            None => return rows,
+        }
+    }
+}
+
+/// Inserts one ticket into `app` and reads it back by its id, which it returns; an
+/// unknown id is 404, a malformed one 400 (the same on either store).
+pub async fn assert_insert_reads_back(app: &TestApp) -> i64 {
+    let response = app
+        .post_json("/app/insert", &ticket([4, 8, 15, 16, 23, 42]))
+        .await;
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().await.expect("json");
+    let id = body["id"].as_i64().expect("an id");
+    let stored: serde_json::Value = app
+        .get(&format!("/app/mega/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        stored,
+        serde_json::json!(
+            {"id": id, "num1": 4, "num2": 8, "num3": 15, "num4": 16, "num5": 23, "num6": 42}
+        )
+    );
+    expect_error(app.get("/app/mega/999999").await, 404).await;
+    expect_error(app.get("/app/mega/abc").await, 400).await;
+    id
+}
+
 /// Asserts `response` is a JSON error with `status`, returning its message.
 pub async fn expect_error(response: reqwest::Response, status: u16) -> String {
     assert_eq!(response.status().as_u16(), status, "status");
