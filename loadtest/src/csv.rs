@@ -36,9 +36,9 @@ pub(crate) fn render(info: &RunInfo<'_>) -> String {
                 us(m.p99_ms),
                 us(m.p999_ms),
                 us(m.max_ms),
-                m.requests,
-                m.errors.total(),
-                m.non_2xx,
+                m.answers.requests,
+                m.answers.errors.total(),
+                m.answers.non_2xx,
                 cell.tool.name(),
             );
         }
@@ -63,9 +63,9 @@ pub(crate) fn render(info: &RunInfo<'_>) -> String {
                 m.p99_us,
                 m.p999_us,
                 m.max_us,
-                m.requests,
-                m.errors.total(),
-                m.non_2xx,
+                m.answers.requests,
+                m.answers.errors.total(),
+                m.answers.non_2xx,
                 m.driver_bound,
             );
         }

@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use crate::process::run_logged;
 use crate::rows::RowCheck;
 use crate::scenario::Scenario;
-use crate::wrk::{Measurement, SocketErrors};
+use crate::wrk::{Answers, Measurement, SocketErrors};
 
 /// The most concurrent streams any h2 row's server allows per connection (nginx's
 /// `http2_max_concurrent_streams` default, and loadlab's front's): `--h2-streams` above
@@ -277,17 +277,19 @@ impl Measurement {
             p99_ms: ms(0.99),
             p999_ms: ms(0.999),
             max_ms: h.max() as f64 / 1e3,
-            requests: answered,
-            seconds: s.seconds,
-            errors: SocketErrors {
-                read: s.errored.saturating_sub(s.timeout),
-                timeout: s.timeout,
-                ..SocketErrors::default()
-            },
-            non_2xx: s.status[1..].iter().sum(),
-            rows: RowCheck {
-                inserts_acked: inserts.then_some(r.requests.created),
-                ..RowCheck::default()
+            answers: Answers {
+                requests: answered,
+                seconds: s.seconds,
+                errors: SocketErrors {
+                    read: s.errored.saturating_sub(s.timeout),
+                    timeout: s.timeout,
+                    ..SocketErrors::default()
+                },
+                non_2xx: s.status[1..].iter().sum(),
+                rows: RowCheck {
+                    inserts_acked: inserts.then_some(r.requests.created),
+                    ..RowCheck::default()
+                },
             },
             negotiated: Some(s.negotiated()),
         }
@@ -381,14 +383,18 @@ req/s           :    2701.93     2978.20     2810.84      119.94    75.00%
         let log = "1\t201\t1000\n2\t201\t3000\n3\t500\t2000\n";
         let requests = read_request_log(log).expect("parses");
         let m = Measurement::from_h2load(&H2loadResult { summary, requests }, true);
-        assert_eq!(m.requests, 11245);
+        assert_eq!(m.answers.requests, 11245);
         assert_eq!(m.rps, 11245.0);
-        assert_eq!(m.non_2xx, 5);
+        assert_eq!(m.answers.non_2xx, 5);
         assert_eq!(
-            (m.errors.read, m.errors.timeout, m.errors.total()),
+            (
+                m.answers.errors.read,
+                m.answers.errors.timeout,
+                m.answers.errors.total()
+            ),
             (2, 1, 3)
         );
-        assert_eq!(m.rows.inserts_acked, Some(2));
+        assert_eq!(m.answers.rows.inserts_acked, Some(2));
         assert!((m.max_ms - 3.0).abs() < 0.01, "{m:?}");
     }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::driver::Drive;
 use crate::rows::{HasRows, RowCheck};
 use crate::scenario::Scenario;
-use crate::wrk::SocketErrors;
+use crate::wrk::Answers;
 
 /// Below this share of the target rate, a run missed its rate.
 pub(crate) const RATE_KEPT: f64 = 0.99;
@@ -36,17 +36,9 @@ pub(crate) struct RateMeasurement {
     pub(crate) max_us: u64,
     /// p99 from the actual send (not corrected): what a closed-loop tool would report.
     pub(crate) uncorrected_p99_us: u64,
-    /// Answered requests.
-    pub(crate) requests: u64,
-    /// Seconds from the first intended send to the last answer.
-    pub(crate) seconds: f64,
-    /// Socket errors (timeouts include requests the run ended before sending).
-    pub(crate) errors: SocketErrors,
-    /// Answers outside 2xx.
-    pub(crate) non_2xx: u64,
-    /// Acknowledged inserts against rows found (insert and mixed).
+    /// What its requests came to (flattened: results.json keeps one level).
     #[serde(flatten)]
-    pub(crate) rows: RowCheck,
+    pub(crate) answers: Answers,
     /// Median and 99th percentile of the driver's own send lag, microseconds.
     pub(crate) send_lag_p50_us: u64,
     /// See `send_lag_p50_us`.
@@ -79,13 +71,15 @@ impl RateMeasurement {
             p999_us: q(c, 0.999),
             max_us: c.max(),
             uncorrected_p99_us: q(&drive.uncorrected, 0.99),
-            requests: drive.answered,
-            seconds: drive.seconds,
-            errors: drive.errors,
-            non_2xx: drive.non_2xx,
-            rows: RowCheck {
-                inserts_acked: inserts.then_some(drive.created),
-                ..RowCheck::default()
+            answers: Answers {
+                requests: drive.answered,
+                seconds: drive.seconds,
+                errors: drive.errors,
+                non_2xx: drive.non_2xx,
+                rows: RowCheck {
+                    inserts_acked: inserts.then_some(drive.created),
+                    ..RowCheck::default()
+                },
             },
             send_lag_p50_us,
             send_lag_p99_us: q(&drive.send_lag, 0.99),
@@ -99,15 +93,15 @@ impl RateMeasurement {
     pub(crate) fn meets(&self, slo: std::time::Duration) -> bool {
         self.achieved_rate >= RATE_KEPT * self.target_rate
             && u128::from(self.p99_us) <= slo.as_micros()
-            && self.errors.total() == 0
-            && self.non_2xx == 0
+            && self.answers.errors.total() == 0
+            && self.answers.non_2xx == 0
             && !self.driver_bound
     }
 }
 
 impl HasRows for RateMeasurement {
     fn rows_mut(&mut self) -> &mut RowCheck {
-        &mut self.rows
+        &mut self.answers.rows
     }
 }
 
@@ -160,7 +154,7 @@ impl RateCell {
         self.attempts
             .iter()
             .filter_map(|a| a.measurement.as_ref())
-            .any(|m| m.rows.missing())
+            .any(|m| m.answers.rows.missing())
     }
 }
 

@@ -186,7 +186,7 @@ fn rate_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
             String::new()
         };
         let rows = if inserts {
-            format!(" {} |", m.rows.cell(cell.rows_missing()))
+            format!(" {} |", m.answers.rows.cell(cell.rows_missing()))
         } else {
             String::new()
         };
@@ -202,8 +202,8 @@ fn rate_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
             us(m.p99_us),
             us(m.p999_us),
             us(m.max_us),
-            errors(m.errors),
-            thousands(m.non_2xx as f64),
+            errors(m.answers.errors),
+            thousands(m.answers.non_2xx as f64),
         );
     }
     t

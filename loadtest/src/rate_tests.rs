@@ -12,7 +12,7 @@ use crate::rate::{RateAttempt, RateCell, RateMeasurement, slo_rows};
 use crate::requests::{RequestMaker, Target};
 use crate::scenario::Scenario;
 use crate::stall::{Stall, StallServer};
-use crate::wrk::SocketErrors;
+use crate::wrk::{Answers, SocketErrors};
 
 fn settings(args: &[&str]) -> Result<Settings, String> {
     let flags = Flags::try_parse_from(std::iter::once("loadtest").chain(args.iter().copied()))
@@ -39,8 +39,11 @@ fn a_stall_counts_against_every_request_scheduled_during_it() {
     };
     let run = drive(&plan).expect("the driver runs");
     let m = RateMeasurement::from_drive(plan.rate, &run, false);
-    assert_eq!(m.errors, SocketErrors::default(), "{m:?}");
-    assert!(m.requests >= 1100, "most of 1200 requests answered: {m:?}");
+    assert_eq!(m.answers.errors, SocketErrors::default(), "{m:?}");
+    assert!(
+        m.answers.requests >= 1100,
+        "most of 1200 requests answered: {m:?}"
+    );
     assert!(
         m.p99_us >= 100_000,
         "corrected p99 {} us: the stall must count against the requests it delayed",
@@ -143,11 +146,11 @@ fn measured(target_rate: f64, achieved_rate: f64, p99_us: u64) -> RateMeasuremen
         p999_us: p99_us * 2,
         max_us: p99_us * 3,
         uncorrected_p99_us: p99_us,
-        requests: achieved_rate as u64,
-        seconds: 1.0,
-        errors: SocketErrors::default(),
-        non_2xx: 0,
-        rows: crate::rows::RowCheck::default(),
+        answers: Answers {
+            requests: achieved_rate as u64,
+            seconds: 1.0,
+            ..Answers::default()
+        },
         send_lag_p50_us: 5,
         send_lag_p99_us: 50,
         driver_busy: Some(0.3),
@@ -175,7 +178,7 @@ fn the_slo_row_is_the_highest_rate_held_within_the_target() {
     let mut bound = measured(40_000.0, 30_000.0, 900);
     bound.driver_bound = true;
     let mut refused = measured(20_000.0, 20_000.0, 800);
-    refused.non_2xx = 3;
+    refused.answers.non_2xx = 3;
     let cells = [
         cell("a", measured(1_000.0, 1_000.0, 500)),
         cell("a", measured(10_000.0, 9_990.0, 9_000)),

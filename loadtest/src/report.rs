@@ -319,7 +319,7 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
                     format!("{}–{}", thousands(lo), thousands(hi))
                 });
             let rows = if scenario.inserts() {
-                format!(" {} |", m.rows.cell(cell.rows_missing()))
+                format!(" {} |", m.answers.rows.cell(cell.rows_missing()))
             } else {
                 String::new()
             };
@@ -337,8 +337,8 @@ fn scenario_table(info: &RunInfo<'_>, scenario: Scenario) -> String {
                 ms(m.p99_ms),
                 ms(m.p999_ms),
                 ms(m.max_ms),
-                errors(m.errors),
-                thousands(m.non_2xx as f64),
+                errors(m.answers.errors),
+                thousands(m.answers.non_2xx as f64),
             );
         }
     }

@@ -72,7 +72,7 @@ impl Cell {
 
     /// Whether any run lost an acknowledged insert.
     pub(crate) fn rows_missing(&self) -> bool {
-        self.measured().any(|m| m.rows.missing())
+        self.measured().any(|m| m.answers.rows.missing())
     }
 }
 

@@ -38,6 +38,7 @@ checks! {
     bad_flags_are_refused => bad_flags,
     extras_must_be_loopback_http => extras_loopback,
     median_is_one_real_run => median,
+    a_measurements_json_is_one_level => flat_json,
     peak_charts_show_bars_whiskers_and_gaps => peak_chart,
     dates_and_numbers_format => formatting,
     shell_commands_quote_what_needs_it => shell_quoting,
@@ -63,11 +64,12 @@ fn wrk_result_line() -> Result<(), String> {
                      \"p999_us\":4000,\"max_us\":9000,\"mean_us\":500,\"count_2xx\":null,\
                  \"count_non2xx\":null,\"count_201\":null}\n";
     let m = Measurement::from_wrk(&parse_result(plain)?);
-    ensure(m.rps == 500.0 && m.p99_ms == 1.5 && m.non_2xx == 7, || {
-        format!("{m:?}")
-    })?;
     ensure(
-        m.errors.total() == 3 && m.rows.inserts_acked.is_none(),
+        m.rps == 500.0 && m.p99_ms == 1.5 && m.answers.non_2xx == 7,
+        || format!("{m:?}"),
+    )?;
+    ensure(
+        m.answers.errors.total() == 3 && m.answers.rows.inserts_acked.is_none(),
         || format!("{m:?}"),
     )?;
     let counted = plain.replace(
@@ -75,15 +77,16 @@ fn wrk_result_line() -> Result<(), String> {
         "\"count_2xx\":990,\"count_non2xx\":10,\"count_201\":990",
     );
     let mut m = Measurement::from_wrk(&parse_result(&counted)?);
-    ensure(m.non_2xx == 10 && m.rows.inserts_acked == Some(990), || {
-        format!("{m:?}")
-    })?;
-    m.rows.rows_found = Some(989);
-    ensure(m.rows.missing(), || {
+    ensure(
+        m.answers.non_2xx == 10 && m.answers.rows.inserts_acked == Some(990),
+        || format!("{m:?}"),
+    )?;
+    m.answers.rows.rows_found = Some(989);
+    ensure(m.answers.rows.missing(), || {
         "989 rows for 990 acks must count as missing".into()
     })?;
-    m.rows.rows_found = Some(995);
-    ensure(!m.rows.missing(), || {
+    m.answers.rows.rows_found = Some(995);
+    ensure(!m.answers.rows.missing(), || {
         "995 rows for 990 acks are fine".into()
     })?;
     ensure(parse_result("wrk: connection refused").is_err(), || {
@@ -377,4 +380,21 @@ fn peak_chart() -> Result<(), String> {
     ensure(svg.matches("<polyline").count() >= 3, || {
         "no whisker".to_owned()
     })
+}
+
+fn flat_json() -> Result<(), String> {
+    let m = attempt(100.0, 1.0)?.measurement.ok_or("measured")?;
+    let json = serde_json::to_value(&m).map_err(|e| e.to_string())?;
+    // results.json's readers see the shared answers and the row check beside the rates.
+    for key in [
+        "rps",
+        "requests",
+        "seconds",
+        "errors",
+        "non_2xx",
+        "inserts_acked",
+    ] {
+        ensure(json.get(key).is_some(), || format!("no {key} in {json}"))?;
+    }
+    ensure(json.get("answers").is_none(), || format!("nested: {json}"))
 }

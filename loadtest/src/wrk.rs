@@ -114,6 +114,26 @@ impl SocketErrors {
     }
 }
 
+/// What a run's requests came to, the same in every mode and from every load generator
+/// (wrk, h2load, the rate driver), so the reports, results.csv and results.json read
+/// them alike.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Answers {
+    /// Completed responses.
+    pub(crate) requests: u64,
+    /// Measured seconds (rate mode: from the first intended send to the last answer).
+    pub(crate) seconds: f64,
+    /// Socket errors (rate mode: timeouts include requests the run ended before
+    /// sending).
+    pub(crate) errors: SocketErrors,
+    /// Responses outside 2xx. Where a wrk script does not count responses (healthz,
+    /// randoms), wrk's own status errors: 4xx and 5xx.
+    pub(crate) non_2xx: u64,
+    /// Acknowledged inserts against rows found (insert and mixed).
+    #[serde(flatten)]
+    pub(crate) rows: RowCheck,
+}
+
 /// One measured run, in the report's units.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Measurement {
@@ -129,18 +149,9 @@ pub(crate) struct Measurement {
     pub(crate) p999_ms: f64,
     /// Slowest response, milliseconds.
     pub(crate) max_ms: f64,
-    /// Completed responses.
-    pub(crate) requests: u64,
-    /// Measured seconds.
-    pub(crate) seconds: f64,
-    /// Socket errors.
-    pub(crate) errors: SocketErrors,
-    /// Responses outside 2xx. Where the script does not count responses (healthz,
-    /// randoms), wrk's own status errors: 4xx and 5xx.
-    pub(crate) non_2xx: u64,
-    /// Acknowledged inserts against rows found (insert and mixed).
+    /// What its requests came to (flattened: results.json keeps one level).
     #[serde(flatten)]
-    pub(crate) rows: RowCheck,
+    pub(crate) answers: Answers,
     /// What TLS and ALPN settled on, where the load generator says (h2load: `TLSv1.3,
     /// TLS_AES_128_GCM_SHA256, h2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,18 +174,20 @@ impl Measurement {
             p99_ms: ms(r.p99_us),
             p999_ms: ms(r.p999_us),
             max_ms: ms(r.max_us),
-            requests: r.requests,
-            seconds,
-            errors: SocketErrors {
-                connect: r.connect,
-                read: r.read,
-                write: r.write,
-                timeout: r.timeout,
-            },
-            non_2xx: r.count_non2xx.unwrap_or(r.status),
-            rows: RowCheck {
-                inserts_acked: r.count_2xx.and(r.count_201),
-                ..RowCheck::default()
+            answers: Answers {
+                requests: r.requests,
+                seconds,
+                errors: SocketErrors {
+                    connect: r.connect,
+                    read: r.read,
+                    write: r.write,
+                    timeout: r.timeout,
+                },
+                non_2xx: r.count_non2xx.unwrap_or(r.status),
+                rows: RowCheck {
+                    inserts_acked: r.count_2xx.and(r.count_201),
+                    ..RowCheck::default()
+                },
             },
             negotiated: None,
         }
@@ -183,7 +196,7 @@ impl Measurement {
 
 impl HasRows for Measurement {
     fn rows_mut(&mut self) -> &mut RowCheck {
-        &mut self.rows
+        &mut self.answers.rows
     }
 }
 
