@@ -12,7 +12,7 @@
 # Each front gets a separate short warm-up run (h2load's own --warm-up-time reported
 # 0 req/s here), then the measured runs, interleaved: every front once per round.
 #
-# Usage: benches/h2load.sh [rounds=2] [duration=4] [path=/healthz]
+# Usage: [BIN=target/release/loadlab] benches/h2load.sh [rounds=2] [duration=4] [path=/healthz]
 # Needs h2load, nginx (nginx-light has ssl and http_v2), haproxy, openssl, curl; builds
 # the release binary first. Writes benches/results/<UTC stamp>-h2/report.md.
 set -euo pipefail
@@ -21,8 +21,14 @@ rounds=${1:-2}
 duration=${2:-4}
 path=${3:-/healthz}
 root=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/loadlab"
+# BIN=path: measure that binary instead of building one (e.g. the one `cargo bench`
+# built: a plain `cargo build --release` after it rebuilds every dependency).
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+  bin="$root/target/release/loadlab"
+fi
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 out="$root/benches/results/$stamp-h2"
 dir=$(mktemp -d)
