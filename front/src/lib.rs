@@ -40,9 +40,9 @@
 //!
 //! Arrows: `listen` imports nothing from `proxy` or `pools`; `proxy` uses `pools` (the
 //! member it tries) and `listen` (the JSON error shape, the edge's timeout answer).
-//! The old paths `loadlab_front::{server, edge, error}` are the kit's modules,
-//! re-exported here; inside the crate `crate::upstream` and the like name the modules
-//! of the folders the same way.
+//! The old paths `loadlab_front::{server, edge, error, protocol, tls}` are the kit's
+//! modules, re-exported here for the service; inside the crate, modules are named by
+//! their folder (`crate::pools::upstream`, `crate::proxy::headers`).
 //!
 //! The front answers `/metrics` (when given a handler: [`Front::with_metrics`]) and
 //! `GET /front/status` itself; every other request is proxied, `/healthz` included
@@ -68,10 +68,7 @@ mod pools;
 mod proxy;
 
 use self::listen::access::AccessLayer;
-use self::listen::leftover;
 pub use self::listen::{edge, error, protocol, server, tls};
-use self::pools::{balance, health, upstream};
-use self::proxy::{body, conns, failure, headers};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -92,16 +89,16 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use self::balance::{Member, Pool, Routes};
 pub use self::config::{
     FrontConfig, HealthConfig, PoolConfig, RouteConfig, UpstreamConfig, UpstreamLimits,
 };
 pub use self::error::json_error;
 pub use self::listen::limits::{ConnectionLimits, EdgeLimits};
+use self::pools::balance::{Member, Pool, Routes};
+use self::pools::upstream::Upstream;
 use self::proxy::Proxy;
 use self::server::{Serving, ServingThread, ThreadSet};
 use self::tls::{Certificates, TlsAcceptor};
-use self::upstream::Upstream;
 
 /// Where `loadlab front` listens without `--bind` or `listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -378,7 +375,10 @@ impl Front {
         let mut attached = 0;
         for member in self.inner.pools.iter().flat_map(|p| p.members()) {
             if member.upstream.addr() == addr
-                && member.local.set(upstream::LocalShard::new(router)).is_ok()
+                && member
+                    .local
+                    .set(pools::upstream::LocalShard::new(router))
+                    .is_ok()
             {
                 attached += 1;
             }
@@ -392,7 +392,7 @@ impl Front {
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.
     pub fn spawn_health_checks(&self, shutdown: CancellationToken) {
-        health::spawn_checks(&self.inner.upstreams, &self.inner.health, &shutdown);
+        pools::health::spawn_checks(&self.inner.upstreams, &self.inner.health, &shutdown);
     }
 
     /// Starts the front's threads (`--front-threads`), each with its own

@@ -138,13 +138,14 @@ pub fn time_limit(router: Router, limit: Duration) -> Router {
 
 /// Refuses requests whose head is well-formed HTTP but unsafe to act on (see the
 /// module docs); passes the rest on with their body watched for leftovers
-/// ([`crate::leftover`]). One middleware for both: each layer costs a boxed future
+/// ([`crate::listen::leftover`]). One middleware for both: each layer costs a boxed future
 /// per request.
 async fn guard_request(req: Request, next: Next) -> Response {
     if let Some(refusal) = refusal(&req) {
         return refusal;
     }
-    next.run(crate::leftover::watch_leftovers(req)).await
+    next.run(crate::listen::leftover::watch_leftovers(req))
+        .await
 }
 
 /// The refusal `req` deserves, if any.

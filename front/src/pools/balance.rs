@@ -282,7 +282,7 @@ impl Routes {
 mod tests {
     use super::*;
     use crate::config::HealthConfig;
-    use crate::upstream::tests::test_limits;
+    use crate::pools::upstream::tests::test_limits;
 
     fn pool(weights: &[u32]) -> Pool {
         let members = weights
@@ -347,7 +347,7 @@ mod tests {
         for member in &p.members {
             member
                 .upstream
-                .record_failure(crate::upstream::FailureKind::Send);
+                .record_failure(crate::pools::upstream::FailureKind::Send);
         }
         assert!(p.in_panic());
         assert_eq!(picks(&p, 2).len(), 2, "both tried in panic");
@@ -355,7 +355,7 @@ mod tests {
         p.members[0].upstream.set_active_up(false);
         p.members[0]
             .upstream
-            .record_failure(crate::upstream::FailureKind::Send);
+            .record_failure(crate::pools::upstream::FailureKind::Send);
         assert_eq!(picks(&p, 3), [1, 1, 1], "actively down stays out");
         p.members[1].upstream.set_active_up(false);
         assert!(!p.in_panic());

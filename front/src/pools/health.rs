@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthConfig;
-use crate::upstream::Upstream;
+use crate::pools::upstream::Upstream;
 
 /// The client of the checks: no pooling, connect bounded by the check timeout.
 type CheckClient = Client<HttpConnector, Empty<Bytes>>;

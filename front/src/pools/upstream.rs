@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::HealthConfig;
 use crate::config::UpstreamLimits;
-use crate::conns::UpstreamConns;
+use crate::proxy::conns::UpstreamConns;
 
 /// Why a try at an upstream failed: the `kind` label of `front_upstream_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

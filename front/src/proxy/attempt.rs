@@ -9,11 +9,11 @@ use axum::response::Response;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::balance::Member;
-use crate::body::{RequestBody, UpstreamBody};
-use crate::failure::ClientFault;
-use crate::headers::remove_hop_by_hop;
-use crate::upstream::FailureKind;
+use crate::pools::balance::Member;
+use crate::pools::upstream::FailureKind;
+use crate::proxy::body::{RequestBody, UpstreamBody};
+use crate::proxy::failure::ClientFault;
+use crate::proxy::headers::remove_hop_by_hop;
 
 /// One try at one member: the request, already rewritten for that member, and what
 /// the transport needs to send it.

@@ -9,7 +9,7 @@
 //!   (hyperium/hyper#4176).
 //!
 //! The response body, which gives its connection back, is the keep-alive connections':
-//! [`crate::conns::KeepAliveBody`].
+//! [`crate::proxy::conns::KeepAliveBody`].
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 //! streaming it upstream. hyper reports that as a failed send, exactly like a broken
 //! upstream connection; counting it against the upstream would let two tiny malformed
 //! requests mark every shard failed (`max_fails = 1`) and take the service down for
-//! `fail_timeout`. So [`crate::body::UpstreamBody`] records what went wrong on
+//! `fail_timeout`. So [`crate::proxy::body::UpstreamBody`] records what went wrong on
 //! the client's side, and [`crate::proxy`] asks here before blaming anyone:
 //! a [`ClientFault`] is answered by the front itself (nginx's 400 / 408 / 499), counted
 //! in `front_client_errors_total{kind}`, never retried and never marks an upstream.

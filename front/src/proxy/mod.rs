@@ -31,14 +31,14 @@
 //! request's phases):
 //! - [`Proxy::forward`]: the retry policy: which member next, and whether to go on.
 //! - `Outgoing::new` and `Outgoing::upstream_request`: the header policy
-//!   ([`crate::headers`]), once per request and once per try.
+//!   ([`crate::proxy::headers`]), once per request and once per try.
 //! - `Proxy::try_member`: one try: a `max_conns` slot, the member's `Transport`, and
 //!   what the try's [`attempt::Outcome`] means for the client and the member.
 //! - `Transport`: `InProcess` ([`inproc`]) or `Tcp` ([`tcp`]), each in its own file,
 //!   each turning an [`attempt::Attempt`] into an [`attempt::Outcome`].
 //! - The answers the front gives itself ([`answers`]): 504 when no `max_conns` slot
 //!   or no answer came in time, 502 when the last member failed or none was left, and
-//!   the client's faults (400, 408: [`crate::failure`]).
+//!   the client's faults (400, 408: [`crate::proxy::failure`]).
 
 mod answers;
 mod attempt;
@@ -63,19 +63,19 @@ use metrics::Counter;
 use tokio::time::Instant;
 
 use self::attempt::{Attempt, Outcome};
-use crate::balance::{Member, Pool};
-use crate::body::{RequestBody, UpstreamBody};
 use crate::config::UpstreamLimits;
-use crate::conns::UpstreamConns;
 use crate::edge::request_timed_out;
-use crate::failure::{ClientErrors, ClientFault};
-use crate::headers::prepare_request_headers;
 use crate::listen::access::UpstreamSlot;
+use crate::pools::balance::{Member, Pool};
+use crate::pools::upstream::FailureKind;
 use crate::protocol::OverTls;
-use crate::upstream::FailureKind;
+use crate::proxy::body::{RequestBody, UpstreamBody};
+use crate::proxy::conns::UpstreamConns;
+use crate::proxy::failure::{ClientErrors, ClientFault};
+use crate::proxy::headers::prepare_request_headers;
 
 /// What forwarding needs besides the pools: the limits and the retry counter. The
-/// connections live with each upstream ([`crate::conns::UpstreamConns`]).
+/// connections live with each upstream ([`crate::proxy::conns::UpstreamConns`]).
 #[derive(Debug)]
 pub(crate) struct Proxy {
     limits: UpstreamLimits,

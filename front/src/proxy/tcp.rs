@@ -1,5 +1,5 @@
 //! The TCP transport: a member reached over one of this front thread's keep-alive
-//! HTTP/1.1 connections to it ([`crate::conns`]). Every member that is not one of
+//! HTTP/1.1 connections to it ([`crate::proxy::conns`]). Every member that is not one of
 //! this process's shards goes this way (those go in-process: [`super::inproc`]).
 
 use std::sync::Arc;
@@ -11,9 +11,9 @@ use metrics::Counter;
 use tokio::time::Instant;
 
 use super::attempt::{Attempt, Outcome, response_head};
-use crate::conns::{KeepAliveBody, SendFailure, UpstreamConns};
 use crate::error::error_chain;
-use crate::upstream::FailureKind;
+use crate::pools::upstream::FailureKind;
+use crate::proxy::conns::{KeepAliveBody, SendFailure, UpstreamConns};
 
 /// Sends `attempt` on `connections` (an idle connection, or a new one) within its
 /// deadline. The response body streams back through a [`KeepAliveBody`], which gives the
