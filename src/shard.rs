@@ -13,7 +13,6 @@
 
 use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -23,6 +22,7 @@ use axum::response::Response;
 use loadlab_front::EdgeLimits;
 use loadlab_front::edge;
 use loadlab_front::listen::access::AccessLayer;
+use loadlab_front::listen::window::LiveWindow;
 use loadlab_front::server::{self, ServingThread};
 use loadlab_logs::access::AccessLogger;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -144,17 +144,24 @@ impl ShardLabel {
 }
 
 /// What one shard counts of the requests it answers, read by the process itself (the
-/// stop line), not by Prometheus: the metrics exporter renders text for scrapers.
+/// stop line, the live page), not by Prometheus: the metrics exporter renders text for
+/// scrapers.
 #[derive(Debug, Default)]
 pub struct ShardStats {
-    /// Requests answered (over its socket or the front's in-process path).
-    requests: AtomicU64,
+    /// Requests answered (over its socket or the front's in-process path): the last few
+    /// seconds, and totals.
+    window: LiveWindow,
 }
 
 impl ShardStats {
     /// Requests this shard has answered.
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.window.snapshot().requests
+    }
+
+    /// The shard's last few seconds.
+    pub fn window(&self) -> &LiveWindow {
+        &self.window
     }
 }
 
@@ -184,9 +191,10 @@ pub async fn track_requests(
         .to_owned();
     let method = req.method().as_str().to_owned();
     let in_flight = InFlight::enter(metrics::gauge!("http_requests_in_flight", "shard" => shard.0));
+    let live_in_flight = tracking.stats.window.enter();
     let started = Instant::now();
     let response = next.run(req).await;
-    drop(in_flight);
+    drop((in_flight, live_in_flight));
     let status = response.status().as_u16().to_string();
     let labels = [
         ("method", method),
@@ -197,7 +205,10 @@ pub async fn track_requests(
     metrics::counter!("http_requests_total", &labels).increment(1);
     let elapsed = started.elapsed();
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
-    tracking.stats.requests.fetch_add(1, Ordering::Relaxed);
+    tracking
+        .stats
+        .window
+        .record(elapsed, response.status().is_server_error());
     let [(_, method), (_, route), (_, status), (_, shard)] = &labels;
     tracing::debug!(
         %method,

@@ -322,11 +322,7 @@ impl Front {
                     .map(|m| {
                         let u = &m.upstream;
                         let up = m.is_available();
-                        let state = match (up, m.weight) {
-                            (false, _) => "down",
-                            (true, 0) => "draining",
-                            (true, _) => "up",
-                        };
+                        let state = member_state(m);
                         json!({
                             "addr": m.label,
                             "resolved": u.addr().to_string(),
@@ -365,6 +361,29 @@ impl Front {
             "listeners": listeners,
             "certificate": certificate,
         })
+    }
+
+    /// Each member of each pool, its state (`up`, `down`, `draining`) and its
+    /// upstream's last few seconds ([`listen::window::LiveSnapshot`]), as a JSON array
+    /// for the live page.
+    pub fn live(&self) -> serde_json::Value {
+        let members = self.inner.pools.iter().flat_map(|pool| {
+            pool.members().iter().map(move |m| {
+                let mut member = json!({
+                    "pool": pool.name(),
+                    "addr": m.label,
+                    "state": member_state(m),
+                });
+                if let (Some(fields), Ok(serde_json::Value::Object(window))) = (
+                    member.as_object_mut(),
+                    serde_json::to_value(m.upstream.live().snapshot()),
+                ) {
+                    fields.extend(window);
+                }
+                member
+            })
+        });
+        serde_json::Value::Array(members.collect())
     }
 
     /// Reaches the members listening on `addr` in-process, through `router` (one of
@@ -543,6 +562,16 @@ impl tower::Service<Request> for Dispatch {
             let pool = &inner.pools[inner.routes.pool_for(req.uri().path())];
             Ok(inner.proxy.forward(pool, thread, req, limit).await)
         })
+    }
+}
+
+/// A member's state on the status and live pages: `down` (out of rotation), `draining`
+/// (weight 0: no new requests) or `up`.
+fn member_state(member: &Member) -> &'static str {
+    match (member.is_available(), member.weight) {
+        (false, _) => "down",
+        (true, 0) => "draining",
+        (true, _) => "up",
     }
 }
 

@@ -12,10 +12,12 @@
 //! | `GET /app/mega/stats` | [`mega::mega_stats`] |
 //! | `GET /healthz`, `GET /readyz` | [`health::health_live`], [`health::health_ready`] |
 //! | `GET /info` | [`info::info_show`] |
+//! | `GET /live`, `GET /live/events` | [`live::live_page`], [`live::live_events`] |
 //! | `GET /metrics` | [`crate::metrics::metrics_render`] |
 
 pub mod health;
 pub mod info;
+pub mod live;
 pub mod mega;
 pub mod randoms;
 
@@ -52,6 +54,8 @@ pub fn app(state: AppState, shard: usize) -> Router {
         .route("/healthz", get(health::health_live))
         .route("/readyz", get(health::health_ready))
         .route("/info", get(info::info_show))
+        .route("/live", get(live::live_page))
+        .route("/live/events", get(live::live_events))
         .route("/metrics", get(metrics_render))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .with_state(state.clone());

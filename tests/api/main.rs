@@ -9,6 +9,7 @@ mod front;
 mod health;
 mod idempotency;
 mod info;
+mod live;
 mod logs;
 mod mega;
 mod metrics;

@@ -95,15 +95,20 @@ fn find_binary(name: &str) -> Option<PathBuf> {
 /// `None` means skip: the binary is absent and this is not CI (under `CI`, absence
 /// fails the test: CI installs the `prometheus` package).
 pub(crate) fn binary_or_skip(name: &str, test: &str) -> Option<PathBuf> {
+    package_binary_or_skip(name, "prometheus", test)
+}
+
+/// [`binary_or_skip`] for a binary of Debian's `package`.
+pub(crate) fn package_binary_or_skip(name: &str, package: &str, test: &str) -> Option<PathBuf> {
     let found = find_binary(name);
     if found.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "{test}: `{name}` is not installed (apt-get install -y prometheus), and CI is set"
+            "{test}: `{name}` is not installed (apt-get install -y {package}), and CI is set"
         );
         eprintln!(
             "SKIPPED {test}: `{name}` not found on PATH or in /usr/bin (apt-get install -y \
-                prometheus)"
+                {package})"
         );
     }
     found

@@ -12,6 +12,8 @@
 //! - [`error`]: the JSON error shape, `{"error": "..."}`.
 //! - [`protocol`]: which HTTP a connection speaks (HTTP/1.1, h2 by ALPN, h2c by its
 //!   preface), served with hyper's builder for it, and the HTTP/2 limits.
+//! - [`window`]: [`window::LiveWindow`], the last few seconds of one place's requests
+//!   (a shard, an upstream), for the live page.
 //! - [`tls`]: the front's certificate, the TLS handshake and its reload on SIGHUP.
 //! - [`limits`]: [`EdgeLimits`](limits::EdgeLimits) and
 //!   [`ConnectionLimits`](limits::ConnectionLimits), what every listener is bounded by.
@@ -24,3 +26,4 @@ pub mod limits;
 pub mod protocol;
 pub mod server;
 pub mod tls;
+pub mod window;

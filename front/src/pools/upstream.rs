@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::HealthConfig;
 use crate::config::UpstreamLimits;
+use crate::listen::window::LiveWindow;
 use crate::proxy::conns::UpstreamConns;
 
 /// Why a try at an upstream failed: the `kind` label of `front_upstream_errors_total`.
@@ -85,6 +86,8 @@ pub(crate) struct Upstream {
     errors: [Counter; 3],
     /// `front_upstream_up{pool, upstream}`, one per pool listing the address.
     up_gauges: Vec<Gauge>,
+    /// Its last few seconds, for the live page.
+    live: LiveWindow,
 }
 
 #[derive(Debug)]
@@ -122,6 +125,7 @@ impl Upstream {
             .collect();
         let now = Instant::now();
         let upstream = Self {
+            live: LiveWindow::new(),
             label: label.to_owned(),
             addr,
             authority,
@@ -202,6 +206,11 @@ impl Upstream {
     }
 
     /// Requests holding a `max_conns` slot now; `None` without a limit (not counted).
+    /// Its last few seconds: what the front's tries at it did.
+    pub(crate) fn live(&self) -> &LiveWindow {
+        &self.live
+    }
+
     pub(crate) fn in_flight(&self) -> Option<usize> {
         let slots = self.slots.as_ref()?;
         Some(self.max_conns.saturating_sub(slots.available_permits()))

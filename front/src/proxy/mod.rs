@@ -232,7 +232,18 @@ impl Proxy {
             deadline: outgoing.deadline,
             client: &outgoing.body,
         };
-        match transport.send(attempt).await {
+        let live = member.upstream.live();
+        let (in_flight, started) = (live.enter(), std::time::Instant::now());
+        let outcome = transport.send(attempt).await;
+        drop(in_flight);
+        match &outcome {
+            Outcome::Answered(response) => {
+                live.record(started.elapsed(), response.status().is_server_error());
+            }
+            Outcome::TimedOut | Outcome::Failed(..) => live.record(started.elapsed(), true),
+            Outcome::Client(..) => {}
+        }
+        match outcome {
             Outcome::Answered(response) => Next::Answer(response),
             Outcome::Client(fault, detail) => Next::Answer(self.client_fault(fault, &detail)),
             Outcome::TimedOut => {

@@ -13,7 +13,7 @@
 //! [`super::WriterHandle::is_connected`].
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use loadlab_logs::{RepeatLog, Verdict};
@@ -24,10 +24,15 @@ use super::fault::StoreFault;
 /// How long a fault keeps the store unready after its last failure, without a commit.
 pub const FAULT_HOLD: Duration = Duration::from_secs(5);
 
-/// The store's last fault, if it is still current. Shared between the writer thread
-/// (which records) and readiness checks (which read).
+/// The store's last fault, if it is still current, and what it has committed. Shared
+/// between the writer thread (which records) and readiness checks and the live page
+/// (which read).
 #[derive(Debug, Default)]
 pub struct StoreHealth {
+    /// Batches committed since start.
+    batches: AtomicU64,
+    /// Rows in those batches.
+    rows: AtomicU64,
     /// Whether `current` holds a fault: lets the writer skip the lock on every healthy
     /// commit.
     faulted: AtomicBool,
@@ -79,7 +84,17 @@ impl StoreHealth {
     }
 
     /// Clears the fault; whether there was one.
-    fn record_commit(&self) -> bool {
+    /// Batches committed since start, and the rows in them.
+    pub fn committed(&self) -> (u64, u64) {
+        (
+            self.batches.load(Ordering::Relaxed),
+            self.rows.load(Ordering::Relaxed),
+        )
+    }
+
+    fn record_commit(&self, rows: usize) -> bool {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
         if !self.faulted.swap(false, Ordering::AcqRel) {
             return false;
         }
@@ -141,9 +156,10 @@ impl FaultWatch {
         }
     }
 
-    /// A batch committed: the store is healthy; closes the log episode if one ran.
-    pub(crate) fn committed(&self) {
-        let was_faulted = self.health.record_commit();
+    /// A batch of `rows` committed: the store is healthy; closes the log episode if one
+    /// ran.
+    pub(crate) fn committed(&self, rows: usize) {
+        let was_faulted = self.health.record_commit(rows);
         if was_faulted || self.failures.is_running() {
             let repeats = self.failures.settle().unwrap_or(0);
             tracing::warn!(store = self.store, repeats, "the Mega store commits again");
@@ -179,8 +195,8 @@ mod tests {
         assert_eq!(health.current_at(t0 + FAULT_HOLD), None, "half-open");
         health.record_fault(StoreFault::Full, "again", t0 + FAULT_HOLD);
         assert!(health.current_at(t0 + FAULT_HOLD).is_some(), "renewed");
-        assert!(health.record_commit());
+        assert!(health.record_commit(1));
         assert_eq!(health.current_at(t0 + FAULT_HOLD), None);
-        assert!(!health.record_commit(), "nothing to clear");
+        assert!(!health.record_commit(1), "nothing to clear");
     }
 }

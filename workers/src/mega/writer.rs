@@ -353,6 +353,11 @@ impl WriterHandle {
         self.health.current()
     }
 
+    /// Batches committed since the writer started, and the rows in them.
+    pub fn committed(&self) -> (u64, u64) {
+        self.health.committed()
+    }
+
     /// The `store` label: `sqlite` or `postgres`.
     pub fn store(&self) -> &'static str {
         self.store
@@ -614,7 +619,7 @@ impl<'a, B: Backend> WriterLoop<'a, B> {
         match outcome {
             Ok(answers) => {
                 self.record_commit(started, &answers);
-                self.faults.committed();
+                self.faults.committed(rows);
                 for (request, answer) in self.batch.drain(..).zip(answers) {
                     answer_request(&self.in_flight, request, answer);
                 }

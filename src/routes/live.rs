@@ -1,0 +1,158 @@
+//! The live page: `GET /live` ([`live_page`], one HTML file, everything inline, so it
+//! works offline and behind any proxy) and `GET /live/events` ([`live_events`]:
+//! server-sent events, one JSON object a second: [`live_snapshot`]).
+//!
+//! Built from the process's own counts (each shard's and each upstream's
+//! `LiveWindow`, the compute threads, the writer), not from the Prometheus text. A
+//! stream holds nothing while its client is slow or gone: each event is made when
+//! the connection asks for it, and a closed connection drops the stream. At most
+//! [`STREAMS_MAX`] streams are open at once; the next is answered 503.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event, Sse};
+use axum::response::{Html, IntoResponse};
+use futures_util::Stream;
+use serde_json::{Value, json};
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// The page.
+const PAGE: &str = include_str!("live.html");
+
+/// Event streams open at once, per process.
+pub const STREAMS_MAX: usize = 32;
+
+/// Time between two events.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Streams open now (all apps of the process: the limit is on its sockets and tasks).
+static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// `GET /live`: the page. Its Content-Security-Policy allows nothing from elsewhere:
+/// the page is whole by itself.
+pub async fn live_page() -> impl IntoResponse {
+    (
+        [
+            (header::CACHE_CONTROL, "no-cache"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:",
+            ),
+        ],
+        Html(PAGE),
+    )
+}
+
+/// `GET /live/events`: a [`live_snapshot`] at once, then one a second, until the
+/// client goes; 503 when [`STREAMS_MAX`] streams are open.
+pub async fn live_events(
+    State(state): State<AppState>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let ticket = StreamTicket::take().ok_or(AppError::Busy {
+        what: "the live event stream",
+        retry_after_secs: 5,
+    })?;
+    let mut ticks = tokio::time::interval(EVERY);
+    // A client that was slow to read gets the present, not a burst of the past.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let start = (state, ticket, ticks, None::<Committed>);
+    let stream =
+        futures_util::stream::unfold(start, |(state, ticket, mut ticks, last)| async move {
+            ticks.tick().await;
+            let (data, now) = live_snapshot(&state, last);
+            let event = Event::default().data(data.to_string());
+            Some((Ok(event), (state, ticket, ticks, Some(now))))
+        });
+    Ok(Sse::new(stream))
+}
+
+/// One open stream, counted in [`OPEN_STREAMS`] until dropped (with its stream).
+struct StreamTicket;
+
+impl StreamTicket {
+    fn take() -> Option<Self> {
+        OPEN_STREAMS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < STREAMS_MAX).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| Self)
+    }
+}
+
+impl Drop for StreamTicket {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The writer's totals at one event, for the next event's rates.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    at: Instant,
+    batches: u64,
+    rows: u64,
+}
+
+/// What the page shows now: each shard's and each upstream's last seconds, the compute
+/// threads and the writer (its batches since `last`, the previous event's totals).
+pub fn live_snapshot(state: &AppState, last: Option<Committed>) -> (Value, Committed) {
+    let shards: Vec<Value> = state
+        .listeners()
+        .shards
+        .iter()
+        .enumerate()
+        .map(|(index, addr)| {
+            let mut shard = json!({ "shard": index, "addr": addr.to_string() });
+            let window = serde_json::to_value(state.shard_stats(index).window().snapshot());
+            if let (Some(fields), Ok(Value::Object(window))) = (shard.as_object_mut(), window) {
+                fields.extend(window);
+            }
+            shard
+        })
+        .collect();
+    let compute = state.compute();
+    let writer = state.writer();
+    let (batches, rows) = writer.committed();
+    let now = Committed {
+        at: Instant::now(),
+        batches,
+        rows,
+    };
+    let (batches_per_second, rows_per_batch) = match last {
+        Some(last) => {
+            let seconds = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
+            let batches = now.batches.saturating_sub(last.batches);
+            let rows = now.rows.saturating_sub(last.rows);
+            let per_batch = (batches > 0).then(|| rows as f64 / batches as f64);
+            (Some(batches as f64 / seconds), per_batch)
+        }
+        None => (None, None),
+    };
+    let data = json!({
+        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "uptime_seconds": state.started().elapsed().as_secs_f64(),
+        "shards": shards,
+        "upstreams": state.front().map_or(Value::Array(Vec::new()), |f| f.live()),
+        "compute": {
+            "in_flight": compute.in_flight(),
+            "capacity": compute.max_jobs(),
+            "threads": compute.threads(),
+        },
+        "writer": {
+            "store": writer.store(),
+            "queue": writer.queue_depth(),
+            "capacity": writer.queue_capacity(),
+            "batches_per_second": batches_per_second,
+            "rows_per_batch": rows_per_batch,
+        },
+    });
+    (data, now)
+}
