@@ -166,7 +166,7 @@ impl App {
             .collect();
         if let (Some(FrontParts { front, .. }), FrontPath::Inproc) = (&front, front_path) {
             for (shard, addr) in shards.iter().zip(&state.listeners().shards) {
-                front.attach_shard(*addr, shard.router());
+                front.attach_shard(*addr, shard.router(), shard.runtime());
             }
         }
         Ok(Self {

@@ -221,9 +221,11 @@ pub struct EdgeArgs {
     #[arg(long, env = "LOADLAB_REQUEST_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub request_timeout: Duration,
 
-    /// Open connections per listener; further clients wait in the accept queue.
-    #[arg(long, env = "LOADLAB_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
+    /// Open connections per listener; further clients wait in the kernel's backlog, and
+    /// idle keep-alive connections are closed to make room [default: what the fd limit
+    /// leaves once the process's own descriptors are set aside]
+    #[arg(long, env = "LOADLAB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// TLS on the front's listener (see docs/TLS.md). Each flag takes precedence over the

@@ -170,7 +170,9 @@ impl Config {
             batch_request_max: args.batch_request_max,
             body_limit_bytes: args.body_limit,
             batch_body_limit_bytes: args.batch_body_limit,
-            edge: edge_limits(&args.serving.edge)?,
+            edge: edge_limits(&args.serving.edge, || {
+                serve_max_connections(args, shards, front_file.as_ref(), plain_bind)
+            })?,
             upstream: upstream_limits(&args.serving.upstream),
             metrics_bind: args.serving.metrics_bind,
             access_log: AccessLogConfig::from_args(&args.serving.logs)?,
@@ -178,8 +180,60 @@ impl Config {
     }
 }
 
-/// Validates the edge flags (shared by `serve` and `front`).
-pub fn edge_limits(args: &EdgeArgs) -> anyhow::Result<EdgeLimits> {
+/// The default `--max-connections` of `loadlab serve` with `shards` shards, the front
+/// config `front_file` (if any) and a `--plain-bind` listener (if any): what one client
+/// connection costs depends on how the front reaches its upstreams.
+fn serve_max_connections(
+    args: &ServeArgs,
+    shards: usize,
+    front_file: Option<&FrontConfig>,
+    plain_bind: Option<SocketAddr>,
+) -> usize {
+    let tcp_upstreams = match front_file {
+        _ if args.no_front => 0,
+        Some(front) => front.pools.iter().map(|p| p.upstreams.len()).sum(),
+        None => shards,
+    };
+    let front_threads = upstream_limits(&args.serving.upstream).front_threads;
+    let (runtimes, fds_per_connection) = match (args.no_front, args.front_path) {
+        (true, _) => (shards + 1, 1),
+        // Every member is one of our shards, reached in-process.
+        (false, FrontPath::Inproc) if front_file.is_none() => (shards + front_threads + 1, 1),
+        (false, _) => (shards + front_threads + 1, 3),
+    };
+    // The front's --plain-bind listener has its own cap.
+    let listeners = if plain_bind.is_some() { 2 } else { 1 };
+    default_max_connections(
+        reserved_fds(runtimes, args.read_connections + 1, tcp_upstreams),
+        fds_per_connection * listeners,
+    )
+}
+
+/// Descriptors a process keeps for itself, outside the client connections: standard
+/// streams, logs and listeners (a fixed share), each tokio runtime's epoll and wake-up
+/// descriptors, the database connections (SQLite: the file, its WAL and shared memory;
+/// PostgreSQL: a socket), and one health-check socket per upstream.
+pub fn reserved_fds(runtimes: usize, db_connections: usize, tcp_upstreams: usize) -> u64 {
+    let reserved = 64 + 4 * runtimes + 3 * db_connections + tcp_upstreams;
+    u64::try_from(reserved).unwrap_or(u64::MAX)
+}
+
+/// The default `--max-connections`: the soft fd limit, less `reserved`, divided by what
+/// one client connection costs (see [`loadlab_front::fds::connection_cap`]); the old
+/// fixed default (10,000) where the limit cannot be read.
+pub fn default_max_connections(reserved: u64, fds_per_connection: u64) -> usize {
+    match loadlab_front::fds::current() {
+        Ok(limit) => loadlab_front::fds::connection_cap(limit.soft, reserved, fds_per_connection),
+        Err(_) => 10_000,
+    }
+}
+
+/// Validates the edge flags (shared by `serve` and `front`); `default_max_connections`
+/// gives `--max-connections` when it is not set.
+pub fn edge_limits(
+    args: &EdgeArgs,
+    default_max_connections: impl FnOnce() -> usize,
+) -> anyhow::Result<EdgeLimits> {
     for origin in &args.cors_origins {
         if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
             bail!("--cors-origin `{origin}` is not a valid origin");
@@ -188,7 +242,8 @@ pub fn edge_limits(args: &EdgeArgs) -> anyhow::Result<EdgeLimits> {
             bail!("--cors-origin `{origin}` must look like https://example.com (or be *)");
         }
     }
-    if args.max_connections == 0 {
+    let max_connections = args.max_connections.unwrap_or_else(default_max_connections);
+    if max_connections == 0 {
         bail!("--max-connections must be at least 1");
     }
     Ok(EdgeLimits {
@@ -196,7 +251,7 @@ pub fn edge_limits(args: &EdgeArgs) -> anyhow::Result<EdgeLimits> {
         request_timeout: args.request_timeout,
         connections: ConnectionLimits {
             header_read_timeout: args.header_read_timeout,
-            max_connections: args.max_connections,
+            max_connections,
             shutdown_grace: Duration::from_secs(30),
         },
     })

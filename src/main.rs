@@ -16,6 +16,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let format = cli.command.log_format();
     loadlab::telemetry::init(format);
+    raise_fd_limit();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -47,6 +48,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("configuration OK");
             Ok(())
         }
+    }
+}
+
+/// Raises the soft fd limit to the hard limit (a systemd service starts at 1024) before
+/// anything reads it: the default `--max-connections` is derived from it.
+fn raise_fd_limit() {
+    match loadlab_front::fds::raise_soft_limit() {
+        Ok((before, after)) => tracing::info!(
+            soft_before = before.soft,
+            soft = after.soft,
+            hard = after.hard,
+            "file descriptor limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
 }
 

@@ -19,11 +19,11 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use loadlab_front::EdgeLimits;
 use loadlab_front::edge;
 use loadlab_front::listen::access::AccessLayer;
 use loadlab_front::listen::window::LiveWindow;
 use loadlab_front::server::{self, ServingThread};
+use loadlab_front::{EdgeLimits, ShardRuntime};
 use loadlab_logs::access::AccessLogger;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,8 @@ pub struct Shard {
     /// The access log's layer, outermost on the shard's listener; `None`: no access
     /// log. The front's in-process path does not pass it: the front logs those.
     access: Option<AccessLayer>,
+    /// The shard's runtime once its thread runs, for the front's health checks.
+    runtime: ShardRuntime,
 }
 
 impl Shard {
@@ -67,6 +69,7 @@ impl Shard {
             router: Arc::new(router),
             stop: CancellationToken::new(),
             access: None,
+            runtime: ShardRuntime::new(),
         }
     }
 
@@ -81,6 +84,11 @@ impl Shard {
     /// The shard's router, for the front's in-process path (which keeps a `Weak`).
     pub fn router(&self) -> &Arc<Router> {
         &self.router
+    }
+
+    /// The shard's runtime, for the front's in-process health checks.
+    pub fn runtime(&self) -> &ShardRuntime {
+        &self.runtime
     }
 
     /// A switch that stops this shard alone.
@@ -105,6 +113,7 @@ impl Shard {
             router,
             stop,
             access,
+            runtime,
         } = self;
         let listener_router = match access {
             Some(access) => listener_router.layer(access),
@@ -115,6 +124,7 @@ impl Shard {
             format!("loadlab-shard-{index}"),
             shutdown.clone(),
             async move {
+                runtime.set_current();
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let own_stop = stop.clone();
                 tokio::spawn(async move {

@@ -9,16 +9,27 @@ use loadlab_front::{DEFAULT_LISTEN, Front, FrontConfig, FrontListeners};
 
 use crate::access_log::AccessLogConfig;
 use crate::cli::FrontArgs;
-use crate::config::{edge_limits, front_tls, upstream_limits};
+use crate::config::{
+    default_max_connections, edge_limits, front_tls, reserved_fds, upstream_limits,
+};
 
 /// Runs `loadlab front` on the current runtime (which accepts, checks health and
 /// serves `--metrics-bind`; the front's threads bring their own runtimes). Returns
 /// `Ok` after a clean drain (exit status 0).
 pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
     let config = FrontConfig::load(&args.config)?;
-    let edge = edge_limits(&args.serving.edge)?;
     let limits = upstream_limits(&args.serving.upstream);
     let (tls, plain_bind) = front_tls(&args.serving.tls, Some(&config))?;
+    let edge = edge_limits(&args.serving.edge, || {
+        let upstreams = config.pools.iter().map(|p| p.upstreams.len()).sum();
+        // Each client connection may hold a socket to an upstream too, and each
+        // listener (TLS and --plain-bind) has its own cap.
+        let listeners = if plain_bind.is_some() { 2 } else { 1 };
+        default_max_connections(
+            reserved_fds(limits.front_threads + 1, 0, upstreams),
+            2 * listeners,
+        )
+    })?;
     let bind = match args.bind.or(config.listen) {
         Some(addr) => addr,
         None => DEFAULT_LISTEN

@@ -18,8 +18,10 @@
 //!   what a handler left of a request body), [`listen::access`] (the access log's
 //!   layer and `X-Request-Id`), [`error`] (the JSON error shape),
 //!   [`protocol`] (HTTP/1.1, h2 by ALPN, h2c by preface, and the HTTP/2 limits), [`tls`]
-//!   (the certificate, the handshake, reload on SIGHUP) and [`listen::limits`]
-//!   ([`EdgeLimits`], [`ConnectionLimits`]).
+//!   (the certificate, the handshake, reload on SIGHUP), [`listen::limits`]
+//!   ([`EdgeLimits`], [`ConnectionLimits`]), `accept` (the connection cap, closing idle
+//!   connections at it, the pause and throttled log after failed accepts) and [`fds`]
+//!   (the fd limit, raised at start, and the default cap derived from it).
 //! - `proxy`: forwarding one request in named phases: the retry policy, one try per
 //!   member, the header policy, the front's own 502/504 answers (`proxy::answers`);
 //!   over one of two transports, `proxy::inproc` (a member that is one of this
@@ -68,7 +70,7 @@ mod pools;
 mod proxy;
 
 use self::listen::access::AccessLayer;
-pub use self::listen::{edge, error, protocol, server, tls};
+pub use self::listen::{edge, error, fds, protocol, server, tls};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -99,6 +101,7 @@ use self::pools::upstream::Upstream;
 use self::proxy::Proxy;
 use self::server::{Serving, ServingThread, ThreadSet};
 use self::tls::{Certificates, TlsAcceptor};
+pub use self::pools::upstream::ShardRuntime;
 
 /// Where `loadlab front` listens without `--bind` or `listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -387,22 +390,28 @@ impl Front {
     }
 
     /// Reaches the members listening on `addr` in-process, through `router` (one of
-    /// this process's shards, which keeps `router` alive while it serves; see
-    /// `proxy::inproc`); returns how many members that is. Call before serving: a member's
-    /// path is set once.
-    pub fn attach_shard(&self, addr: SocketAddr, router: &Arc<Router>) -> usize {
-        let mut attached = 0;
-        for member in self.inner.pools.iter().flat_map(|p| p.members()) {
-            if member.upstream.addr() == addr
-                && member
-                    .local
-                    .set(pools::upstream::LocalShard::new(router))
-                    .is_ok()
-            {
-                attached += 1;
-            }
+    /// this process's shards, which keeps `router` alive while it serves, on `runtime`;
+    /// see `proxy::inproc`); returns how many members that is. Their active health
+    /// checks then ask the shard itself, with no socket. Call before serving: a
+    /// member's path is set once.
+    pub fn attach_shard(
+        &self,
+        addr: SocketAddr,
+        router: &Arc<Router>,
+        runtime: &ShardRuntime,
+    ) -> usize {
+        let Some(upstream) = self.inner.upstreams.iter().find(|u| u.addr() == addr) else {
+            return 0;
+        };
+        if !upstream.attach_local(pools::upstream::LocalShard::new(router, runtime)) {
+            return 0;
         }
-        attached
+        self.inner
+            .pools
+            .iter()
+            .flat_map(|p| p.members())
+            .filter(|m| m.upstream.addr() == addr)
+            .count()
     }
 
     /// Starts the active health checks (one task per upstream address) on the current

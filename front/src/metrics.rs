@@ -5,8 +5,10 @@
 //! Recorded in: `balance` (`front_requests_total`, `front_upstream_duration_seconds`),
 //! `upstream` (`front_upstream_up`, `front_upstream_errors_total`,
 //! `front_upstream_queued_total`), `proxy` (`front_retries_total`), [`crate::edge`]
-//! (`http_request_timeouts_total`), [`crate::server`] (`http_accept_errors_total`),
-//! [`crate::protocol`] (`http_connections_total`) and [`crate::tls`]
+//! (`http_request_timeouts_total`), `accept` (`http_accept_errors_total`,
+//! `http_connections_open`, `http_listener_at_cap_total`,
+//! `http_connections_idle_closed_total`, each registered at 0 when its listener
+//! starts), [`crate::protocol`] (`http_connections_total`) and [`crate::tls`]
 //! (`tls_handshakes_total`, `tls_certificate_expiry_seconds`,
 //! `tls_certificate_reloads_total`).
 
@@ -75,7 +77,8 @@ pub fn describe() {
     );
     describe_counter!(
         "http_accept_errors_total",
-        "Failed accepts on any listener (out of file descriptors and the like)"
+        "Failed accepts, by listener and kind (emfile, enfile, enobufs, enomem: the listener \
+            pauses; aborted: the client gave up in the backlog; other)"
     );
     describe_counter!(
         "http_connections_total",
@@ -96,9 +99,20 @@ pub fn describe() {
         "Reloads of the TLS certificate files on SIGHUP, by result (ok, failed: the old \
             certificate stays)"
     );
-    for name in ["http_request_timeouts_total", "http_accept_errors_total"] {
-        metrics::counter!(name).increment(0);
-    }
+    describe_gauge!(
+        "http_connections_open",
+        "Client connections open, by listener"
+    );
+    describe_counter!(
+        "http_listener_at_cap_total",
+        "Times a listener reached --max-connections and stopped accepting (new clients wait \
+            in the kernel's backlog), by listener"
+    );
+    describe_counter!(
+        "http_connections_idle_closed_total",
+        "Idle keep-alive connections closed to make room at the connection cap, by listener"
+    );
+    metrics::counter!("http_request_timeouts_total").increment(0);
     for reason in crate::edge::REFUSAL_REASONS {
         metrics::counter!("http_refused_requests_total", "reason" => reason).increment(0);
     }

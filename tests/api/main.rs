@@ -5,6 +5,7 @@ mod access_log;
 mod dashboard;
 mod docs;
 mod durability;
+mod fds;
 mod front;
 mod health;
 mod idempotency;

@@ -17,10 +17,15 @@
 //! - [`tls`]: the front's certificate, the TLS handshake and its reload on SIGHUP.
 //! - [`limits`]: [`EdgeLimits`](limits::EdgeLimits) and
 //!   [`ConnectionLimits`](limits::ConnectionLimits), what every listener is bounded by.
+//! - `accept`: the connection cap, closing idle connections at it, the pause and
+//!   throttled log after failed accepts; [`fds`]: the fd limit, raised at start, and
+//!   the default cap derived from it.
 
+pub(crate) mod accept;
 pub mod access;
 pub mod edge;
 pub mod error;
+pub mod fds;
 pub(crate) mod leftover;
 pub mod limits;
 pub mod protocol;

@@ -23,20 +23,23 @@
 //!   its request runs drops the request's future, which cancels its work (a randoms
 //!   job's cancel flag is raised on drop), so resets buy no free CPU.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::{ConnectInfo, Request};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
+use hyper_util::server::graceful::GracefulConnection;
 use metrics::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tower::ServiceExt as _;
 
+use super::accept::ConnState;
 use super::edge::HttpService;
 use super::limits::ConnectionLimits;
 use super::tls::TlsAcceptor;
@@ -112,45 +115,61 @@ impl Protocols {
     }
 
     /// Serves one accepted connection to its end: the TLS handshake first when `tls`
-    /// is given, then HTTP/1.1 or h2 as the client chose. `watcher` makes it close
-    /// gracefully on shutdown. Failures are the client's (a reset, a timeout, a bad
-    /// handshake): nothing to answer.
+    /// is given, then HTTP/1.1 or h2 as the client chose. Each request marks `conn`
+    /// busy until its response is ready, so a connection between requests (HTTP/1.1)
+    /// or with no stream open (h2) counts as idle to the connection cap. Once `close`
+    /// resolves the connection closes gracefully: at once before or between requests,
+    /// else once those in flight are answered. Failures are the client's (a reset, a
+    /// timeout, a bad handshake): nothing to answer.
     pub(crate) async fn serve(
         &self,
         mut stream: TcpStream,
         peer: SocketAddr,
         tls: Option<TlsAcceptor>,
         service: impl HttpService,
-        watcher: Watcher,
+        conn: &Arc<ConnState>,
+        close: impl Future<Output = ()>,
     ) {
         let service = move |over_tls: bool| {
+            let conn = Arc::clone(conn);
             hyper::service::service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 if over_tls {
                     req.extensions_mut().insert(OverTls);
                 }
-                service.clone().oneshot(req.map(axum::body::Body::new))
+                let busy = conn.begin_request();
+                let response = service.clone().oneshot(req.map(axum::body::Body::new));
+                async move {
+                    let response = response.await;
+                    drop(busy);
+                    response
+                }
             })
         };
+        let mut close = std::pin::pin!(close);
         if let Some(tls) = tls {
-            let Some(handshaken) = tls.accept(stream).await else {
+            // A client still in its handshake has sent no request: closing it is free.
+            let handshaken = tokio::select! {
+                handshaken = tls.accept(stream) => handshaken,
+                _ = close.as_mut() => None,
+            };
+            let Some(handshaken) = handshaken else {
                 return;
             };
             let (io, service) = (TokioIo::new(handshaken.stream), service(true));
             if handshaken.h2 {
                 self.counted[1].increment(1);
-                let _ = watcher
-                    .watch(self.http2.serve_connection(io, service))
-                    .await;
+                until_closed(self.http2.serve_connection(io, service), close).await;
             } else {
                 self.counted[0].increment(1);
-                let _ = watcher
-                    .watch(self.http1.serve_connection(io, service))
-                    .await;
+                until_closed(self.http1.serve_connection(io, service), close).await;
             }
             return;
         }
-        let read = tokio::time::timeout(self.preface_timeout, read_preface(&mut stream)).await;
+        let read = tokio::select! {
+            read = tokio::time::timeout(self.preface_timeout, read_preface(&mut stream)) => read,
+            _ = close.as_mut() => return,
+        };
         let Ok(Ok(Some(start))) = read else {
             // Silent past the header-read timeout, closed, or a socket error.
             return;
@@ -162,14 +181,26 @@ impl Protocols {
         });
         if h2 {
             self.counted[2].increment(1);
-            let _ = watcher
-                .watch(self.http2.serve_connection(io, service(false)))
-                .await;
+            until_closed(self.http2.serve_connection(io, service(false)), close).await;
         } else {
             self.counted[0].increment(1);
-            let _ = watcher
-                .watch(self.http1.serve_connection(io, service(false)))
-                .await;
+            until_closed(self.http1.serve_connection(io, service(false)), close).await;
+        }
+    }
+}
+
+/// Serves `connection` to its end, closing it gracefully once `close` resolves.
+async fn until_closed<C: GracefulConnection>(
+    connection: C,
+    close: Pin<&mut impl Future<Output = ()>>,
+) {
+    let mut connection = std::pin::pin!(connection);
+    // Errors here are the client's (reset, timeout): nothing to answer.
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = close => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
         }
     }
 }

@@ -4,11 +4,13 @@
 //! `axum::serve` hides hyper's connection builder, and loadlab needs two of its knobs at
 //! every listener (front and shards): a header-read timeout against slow clients, and a
 //! cap on open connections. So this is a small accept loop in the style of mini-redis's
-//! `Listener`: a semaphore bounds connections (a client over the cap waits in the
-//! kernel's accept queue rather than being served badly), each connection is served by
-//! hyper's builder for the HTTP version it speaks ([`crate::protocol`]: HTTP/1.1, h2
-//! over TLS, h2c), and shutdown stops accepting, lets in-flight requests finish,
-//! closes idle keep-alive connections, then returns.
+//! `Listener`: [`super::accept`] bounds connections (a client over the cap waits in the
+//! kernel's accept queue rather than being served badly; idle connections, HTTP/1.1
+//! between requests or h2 with no stream open, are closed to make room) and pauses
+//! after failed accepts, each connection is served by hyper's builder for the HTTP
+//! version it speaks ([`crate::protocol`]: HTTP/1.1, h2 over TLS, h2c), and shutdown
+//! stops accepting, lets in-flight requests finish, closes idle keep-alive connections,
+//! then returns.
 //!
 //! Two shapes:
 //! - [`serve`]: accept and serve on the current runtime (a shard, the metrics
@@ -30,11 +32,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use super::accept::{Gate, Slot};
 use super::protocol::Protocols;
 use super::tls::TlsAcceptor;
 use crate::config::ConnectionLimits;
@@ -49,10 +52,21 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
+    let gate = gate_for(&listener, &limits);
+    serve_gated(listener, gate, service, limits, shutdown).await;
+}
+
+/// [`serve`] with the gate `gate`.
+async fn serve_gated(
+    listener: TcpListener,
+    gate: Gate,
+    service: impl HttpService,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
     let connections = Connections::new(service, &limits);
-    accept_loop(&listener, &limits, &shutdown, |accepted| {
-        let permit = accepted.permit;
-        connections.spawn(accepted.stream, accepted.peer, None, move || drop(permit));
+    accept_loop(&listener, gate, &shutdown, |accepted| {
+        connections.spawn(accepted.stream, accepted.peer, None, accepted.slot, || {});
     })
     .await;
     drop(listener);
@@ -66,7 +80,7 @@ struct Handoff {
     stream: std::net::TcpStream,
     peer: SocketAddr,
     /// The connection's slot under `max_connections`, held until it closes.
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
     /// How to run its TLS handshake, if its listener serves TLS.
     tls: Option<TlsAcceptor>,
 }
@@ -125,7 +139,8 @@ pub async fn serve_on_threads(
     shutdown: CancellationToken,
 ) {
     let mut next = 0;
-    accept_loop(&listener, &limits, &shutdown, |accepted| {
+    let gate = gate_for(&listener, &limits);
+    accept_loop(&listener, gate, &shutdown, |accepted| {
         let handles = &threads.handles;
         let count = handles.len();
         let pick = (0..count)
@@ -144,7 +159,7 @@ pub async fn serve_on_threads(
         let handoff = Handoff {
             stream,
             peer: accepted.peer,
-            permit: accepted.permit,
+            slot: accepted.slot,
             tls: tls.clone(),
         };
         if handles[pick].outbox.send(handoff).is_err() {
@@ -172,11 +187,15 @@ impl FrontThread {
                 }
             };
             let open = Arc::clone(&self.open);
-            let permit = accepted.permit;
-            connections.spawn(stream, accepted.peer, accepted.tls, move || {
-                open.fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
-            });
+            connections.spawn(
+                stream,
+                accepted.peer,
+                accepted.tls,
+                accepted.slot,
+                move || {
+                    open.fetch_sub(1, Ordering::Relaxed);
+                },
+            );
         }
         connections.drain(limits.shutdown_grace).await;
     }
@@ -186,47 +205,29 @@ impl FrontThread {
 struct NewConnection {
     stream: TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
-/// Accepts until `shutdown`, one connection at a time under the `max_connections` cap.
+/// The gate of `listener` under `limits`; the listener's metrics carry its address as
+/// their `listener` label.
+fn gate_for(listener: &TcpListener, limits: &ConnectionLimits) -> Gate {
+    let name = listener
+        .local_addr()
+        .map_or_else(|_| "unknown".to_owned(), |addr| addr.to_string());
+    Gate::new(&name, limits.max_connections)
+}
+
+/// Accepts until `shutdown`, under the `max_connections` cap and pausing after failed
+/// accepts (see [`super::accept`]).
 async fn accept_loop(
     listener: &TcpListener,
-    limits: &ConnectionLimits,
+    mut gate: Gate,
     shutdown: &CancellationToken,
     mut handle: impl FnMut(NewConnection),
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    loop {
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                // The semaphore is never closed.
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of fds and the like: back off briefly instead of spinning.
-                    metrics::counter!("http_accept_errors_total").increment(1);
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer, slot)) = gate.accept(listener, shutdown).await {
         let _ = stream.set_nodelay(true);
-        handle(NewConnection {
-            stream,
-            peer,
-            permit,
-        });
+        handle(NewConnection { stream, peer, slot });
     }
 }
 
@@ -235,7 +236,10 @@ struct Connections<S> {
     service: S,
     /// hyper's builders and the connection counters (see [`crate::protocol`]).
     protocols: Arc<Protocols>,
-    graceful: GracefulShutdown,
+    /// Every connection task, awaited by [`Connections::drain`].
+    tasks: TaskTracker,
+    /// Cancelled when draining starts: every connection closes once idle.
+    draining: CancellationToken,
 }
 
 impl<S: HttpService> Connections<S> {
@@ -243,30 +247,46 @@ impl<S: HttpService> Connections<S> {
         Self {
             service,
             protocols: Arc::new(Protocols::new(limits)),
-            graceful: GracefulShutdown::new(),
+            tasks: TaskTracker::new(),
+            draining: CancellationToken::new(),
         }
     }
 
     /// Serves one connection in its own task (its TLS handshake first, with `tls`),
-    /// then calls `closed`.
+    /// then calls `closed` and frees its slot. The connection closes gracefully (at
+    /// once if idle, else after its requests) when draining starts or when its
+    /// listener's cap asks it to.
     fn spawn(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
         tls: Option<TlsAcceptor>,
+        slot: Slot,
         closed: impl FnOnce() + Send + 'static,
     ) {
         let (service, protocols) = (self.service.clone(), Arc::clone(&self.protocols));
-        let watcher = self.graceful.watcher();
-        tokio::spawn(async move {
-            protocols.serve(stream, peer, tls, service, watcher).await;
+        let draining = self.draining.clone();
+        self.tasks.spawn(async move {
+            let conn = slot.conn();
+            let close = async {
+                tokio::select! {
+                    _ = draining.cancelled() => {}
+                    _ = conn.close_requested() => {}
+                }
+            };
+            protocols
+                .serve(stream, peer, tls, service, conn, close)
+                .await;
             closed();
+            drop(slot);
         });
     }
 
     /// Lets in-flight requests finish (up to `grace`), closing idle connections.
     async fn drain(self, grace: Duration) {
-        if tokio::time::timeout(grace, self.graceful.shutdown())
+        self.draining.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
             .await
             .is_err()
         {
@@ -425,6 +445,73 @@ mod tests {
         }
         let text = String::from_utf8(response).expect("utf-8");
         text.rsplit("\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    /// Reads until `stream` closes, failing after 5 s.
+    async fn expect_closed(stream: &mut TcpStream) {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest));
+        let closed = matches!(read.await, Ok(Ok(_)) | Ok(Err(_)));
+        assert!(closed, "the connection is still open");
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_an_idle_connection_makes_room_and_a_busy_one_is_left_alone() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 2,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let release = Arc::new(tokio::sync::Notify::new());
+        let held = Arc::clone(&release);
+        let router = Router::new()
+            .route("/", axum::routing::get(|| async { "1" }))
+            .route(
+                "/slow",
+                axum::routing::get(move || async move {
+                    held.notified().await;
+                    "2"
+                }),
+            );
+        let mut gate = gate_for(&listener, &limits);
+        gate.set_idle_close_after(Duration::from_millis(50));
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(serve_gated(
+            listener,
+            gate,
+            router,
+            limits,
+            shutdown.clone(),
+        ));
+
+        // Arrange: the cap taken by an idle keep-alive connection and a busy one.
+        let mut idle = TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(get(&mut idle).await, "1");
+        let mut busy = TcpStream::connect(addr).await.expect("connect");
+        busy.write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("write");
+
+        // Act: a third client waits in the backlog.
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+
+        // Assert: the idle connection is closed to let it in; the busy one is kept.
+        assert_eq!(get(&mut third).await, "1");
+        expect_closed(&mut idle).await;
+        release.notify_one();
+        let mut answer = vec![0u8; 1024];
+        let n = busy.read(&mut answer).await.expect("read");
+        let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with('2'),
+            "{answer}"
+        );
+
+        shutdown.cancel();
+        drop((busy, third));
+        serving.await.expect("serve");
     }
 
     #[tokio::test]

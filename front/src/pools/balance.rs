@@ -53,10 +53,6 @@ pub(crate) struct Member {
     /// first use so the request path neither formats labels nor looks up the registry.
     statuses: Box<[OnceLock<Counter>]>,
     pool: String,
-    /// Set when the member is one of this process's shards and the front reaches it
-    /// in-process ([`crate::proxy::inproc`]); unset: over TCP. Set once, at start-up, before
-    /// serving; a `OnceLock` because the shards' routers exist only after the front.
-    pub(crate) local: OnceLock<LocalShard>,
 }
 
 #[derive(Debug)]
@@ -81,7 +77,6 @@ impl Member {
             label: label.to_owned(),
             weight,
             pool: pool.to_owned(),
-            local: OnceLock::new(),
         }
     }
 
@@ -98,12 +93,12 @@ impl Member {
     /// Whether requests may go to it now (weights aside): its upstream is available
     /// and, on the in-process path, its shard still serves.
     pub(crate) fn is_available(&self) -> bool {
-        self.upstream.is_available() && self.local.get().is_none_or(LocalShard::is_live)
+        self.upstream.is_available() && self.upstream.local().is_none_or(LocalShard::is_live)
     }
 
     /// How the front reaches it: `inproc` or `tcp` (for `/front/status`).
     pub(crate) fn path(&self) -> &'static str {
-        if self.local.get().is_some() {
+        if self.upstream.local().is_some() {
             "inproc"
         } else {
             "tcp"

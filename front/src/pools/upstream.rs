@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -88,6 +88,10 @@ pub(crate) struct Upstream {
     up_gauges: Vec<Gauge>,
     /// Its last few seconds, for the live page.
     live: LiveWindow,
+    /// Set when the address is one of this process's shards and the front reaches it
+    /// in-process ([`super::proxy::inproc`]); unset: over TCP. Set once, at start-up, before
+    /// serving; a `OnceLock` because the shards' routers exist only after the front.
+    local: OnceLock<LocalShard>,
 }
 
 #[derive(Debug)]
@@ -156,6 +160,7 @@ impl Upstream {
             fail_timeout: health.fail_timeout,
             errors,
             up_gauges,
+            local: OnceLock::new(),
         };
         upstream.publish();
         Ok(upstream)
@@ -164,6 +169,16 @@ impl Upstream {
     /// The address as configured.
     pub(crate) fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The shard this address is, when the front reaches it in-process.
+    pub(crate) fn local(&self) -> Option<&LocalShard> {
+        self.local.get()
+    }
+
+    /// Reaches this address in-process, through `shard`; `false` if it already was.
+    pub(crate) fn attach_local(&self, shard: LocalShard) -> bool {
+        self.local.set(shard).is_ok()
     }
 
     /// Where connections go.
@@ -304,13 +319,17 @@ impl Upstream {
 pub(crate) struct LocalShard {
     /// The shard's router; alive while the shard's thread serves (see `proxy::inproc`).
     router: Weak<Router>,
+    /// The shard's runtime, once it runs: the health checks ask it to run a task.
+    runtime: ShardRuntime,
 }
 
 impl LocalShard {
-    /// The member side of `router`, which the shard's serving thread keeps alive.
-    pub(crate) fn new(router: &Arc<Router>) -> Self {
+    /// The member side of `router`, which the shard's serving thread keeps alive, on
+    /// the runtime `runtime` names once it runs.
+    pub(crate) fn new(router: &Arc<Router>, runtime: &ShardRuntime) -> Self {
         Self {
             router: Arc::downgrade(router),
+            runtime: runtime.clone(),
         }
     }
 
@@ -322,6 +341,45 @@ impl LocalShard {
     /// The shard's router, or `None` once the shard has stopped.
     pub(crate) fn router(&self) -> Option<Arc<Router>> {
         self.router.upgrade()
+    }
+
+    /// The active health check of an in-process member: the shard still serves and its
+    /// runtime runs a task within `timeout`. No socket is opened, so running out of file
+    /// descriptors cannot take a healthy shard out of rotation.
+    pub(crate) async fn is_responsive(&self, timeout: Duration) -> bool {
+        if !self.is_live() {
+            return false;
+        }
+        let Some(runtime) = self.runtime.0.get() else {
+            // Not started yet: the router is alive, so it is starting.
+            return true;
+        };
+        // A runtime that has shut down cancels the task at once (a `JoinError`).
+        let ping = runtime.spawn(async {});
+        matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(())))
+    }
+}
+
+/// The runtime a shard of this process serves on, for the front's health checks of
+/// in-process members: created with the shard, set by the shard's thread once its
+/// runtime runs ([`ShardRuntime::set_current`]), handed to
+/// [`crate::Front::attach_shard`].
+#[derive(Debug, Clone, Default)]
+pub struct ShardRuntime(Arc<OnceLock<tokio::runtime::Handle>>);
+
+impl ShardRuntime {
+    /// A runtime not started yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the current runtime as the shard's: call it on the shard's thread,
+    /// inside its runtime. Later calls do nothing.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, like `tokio::spawn`.
+    pub fn set_current(&self) {
+        let _ = self.0.set(tokio::runtime::Handle::current());
     }
 }
 

@@ -369,7 +369,7 @@ impl<'a> Transport<'a> {
     /// `member`'s transport on front thread `thread`; `None` when `member` is one of
     /// this process's shards and it has stopped since the pick.
     fn of(member: &'a Member, thread: usize, stalls: &'a Counter) -> Option<Self> {
-        match member.local.get() {
+        match member.upstream.local() {
             None => Some(Self::Tcp {
                 connections: member.upstream.connections(thread),
                 stalls,

@@ -142,6 +142,11 @@ impl ChildProcess {
     pub fn log(&self) -> String {
         log_tail(&self.log)
     }
+
+    /// Everything the child wrote so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 fn log_tail(path: &Path) -> String {
