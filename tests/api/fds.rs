@@ -28,7 +28,51 @@ const ACCEPT_ERROR_LINES: [&str; 2] = [
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_flood_under_256_fds_takes_no_shard_down_and_floods_no_log() {
+async fn a_flood_past_the_default_cap_waits_in_the_backlog_and_takes_no_shard_down() {
+    let flood = flood_a_serve_under_256_fds(&[]).await;
+    assert!(
+        flood.metric("http_listener_at_cap_total", "") >= 1.0,
+        "the front reached its cap"
+    );
+    assert_eq!(
+        flood.metric("http_accept_errors_total", ",kind=\"emfile\""),
+        0.0,
+        "the cap kept the front off EMFILE"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_that_exhausts_the_fds_pauses_accepting_and_takes_no_shard_down() {
+    // A cap past the limit: accepts do fail with EMFILE.
+    let flood = flood_a_serve_under_256_fds(&["--max-connections", "1000"]).await;
+    assert!(
+        flood.metric("http_accept_errors_total", ",kind=\"emfile\"") >= 1.0,
+        "the process ran out of descriptors"
+    );
+}
+
+/// What [`flood_a_serve_under_256_fds`] saw after its checks passed.
+struct Flood {
+    /// The front's address, its `listener` label.
+    front: String,
+    /// A scrape of the front's `/metrics` after the flood.
+    metrics: String,
+}
+
+impl Flood {
+    /// The value of `name{listener="<front>"<more labels>}`.
+    fn metric(&self, name: &str, more_labels: &str) -> f64 {
+        let series = format!("{name}{{listener=\"{}\"{more_labels}}}", self.front);
+        metric_value(&self.metrics, &series)
+    }
+}
+
+/// Runs `loadlab serve` (two in-process shards, `extra` flags) under a hard limit of
+/// 256 descriptors, floods its front with [`FLOOD`] connections held [`HOLD`], and
+/// checks the "done when": no member was ever down (watched over a connection
+/// opened before the flood), every `/healthz` in the [`AFTER`] that follow answers 200,
+/// at most 10 accept-error lines were logged. The process must then exit 0 on SIGTERM.
+async fn flood_a_serve_under_256_fds(extra: &[&str]) -> Flood {
     // The flood needs its 600 descriptors on this side too.
     let _ = loadlab_front::fds::raise_soft_limit();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -41,6 +85,7 @@ async fn a_connection_flood_under_256_fds_takes_no_shard_down_and_floods_no_log(
         .args(["serve", "--bind", &front, "--shard-base-port", "0"])
         .args(["--shards", "2", "--threads", "1", "--db"])
         .arg(dir.path().join("loadlab.db"))
+        .args(extra)
         .env("RUST_LOG", "warn,loadlab=info");
     let process = ChildProcess::start_ready(
         "loadlab serve under ulimit -n 256",
@@ -66,7 +111,7 @@ async fn a_connection_flood_under_256_fds_takes_no_shard_down_and_floods_no_log(
     stop.send(true).expect("the watcher runs");
     let (polls, downs) = watcher.await.expect("watcher");
 
-    eprintln!("flood: {opened} opened, {polls} status polls, {calls} /healthz calls after");
+    eprintln!("{extra:?}: {opened} opened, {polls} status polls, {calls} /healthz calls after");
     assert!(
         opened > 256,
         "the flood got past the fd limit: {opened} opened"
@@ -74,28 +119,24 @@ async fn a_connection_flood_under_256_fds_takes_no_shard_down_and_floods_no_log(
     assert!(polls >= 10, "the members were watched ({polls} polls)");
     assert!(downs.is_empty(), "members went down: {downs:?}");
     assert!(calls > 0, "/healthz was called after the flood");
-    let metrics = get_text(&format!("http://{front}/metrics")).await;
-    let at_cap = metric_value(
-        &metrics,
-        &format!("http_listener_at_cap_total{{listener=\"{front}\"}}"),
-    );
-    assert!(at_cap >= 1.0, "the front reached its cap: {at_cap}");
     let log = process.log_text();
     let accept_lines = log
         .lines()
         .filter(|line| ACCEPT_ERROR_LINES.iter().any(|m| line.contains(m)))
         .count();
-    eprintln!("front reached its cap {at_cap} times; {accept_lines} accept-error lines");
+    eprintln!("{extra:?}: {accept_lines} accept-error lines");
     assert!(
         accept_lines <= 10,
         "{accept_lines} accept-error lines:\n{log}"
     );
+    let metrics = get_text(&format!("http://{front}/metrics")).await;
 
     process.sigterm();
     assert!(
         process.wait_exit().await.success(),
         "exits 0 after the flood"
     );
+    Flood { front, metrics }
 }
 
 /// Opens [`FLOOD`] connections to `addr` (each connect given 3 s: past the cap they
