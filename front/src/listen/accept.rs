@@ -17,8 +17,9 @@
 //!   ENOMEM) pause the listener for [`ERROR_PAUSE`] (nginx: 500 ms), after asking idle
 //!   connections to close, instead of retrying in a loop. They are counted by kind and
 //!   logged through a `RepeatLog`: the first at once, then at most one line per
-//!   [`LOG_WINDOW`] carrying `repeats`, the failures it stands for. A connection that died in the backlog (ECONNABORTED and the like) is
-//!   the client's: counted, not logged, no pause.
+//!   [`LOG_WINDOW`] carrying `repeats`, the failures it stands for. A connection that
+//!   died in the backlog (ECONNABORTED and the like) is the client's: counted, not
+//!   logged, no pause.
 
 use std::collections::HashMap;
 use std::io;
@@ -211,7 +212,8 @@ impl Gate {
         self.metrics.errors[kind].increment(1);
         let kind = ACCEPT_ERROR_KINDS[kind];
         if kind == "aborted" {
-            tracing::debug!(listener = %self.name, %error, "a connection died before it was accepted");
+            let listener = &self.name;
+            tracing::debug!(%listener, %error, "a connection died before it was accepted");
             return false;
         }
         self.last_error = Some(Instant::now());

@@ -514,6 +514,97 @@ mod tests {
         serving.await.expect("serve");
     }
 
+    /// Sends `GET path` on the h2 connection `sender`; returns the status and body.
+    async fn h2_get(
+        sender: &mut hyper::client::conn::http2::SendRequest<axum::body::Body>,
+        path: &str,
+    ) -> (u16, String) {
+        use http_body_util::BodyExt as _;
+        let request = axum::http::Request::get(format!("http://test{path}"))
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.expect("body");
+        (
+            status,
+            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_an_h2_connection_with_no_stream_open_is_idle_and_one_with_a_stream_busy() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 2,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (entered, release) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let (enter, held) = (Arc::clone(&entered), Arc::clone(&release));
+        let router = Router::new()
+            .route("/", axum::routing::get(|| async { "1" }))
+            .route(
+                "/slow",
+                axum::routing::get(move || async move {
+                    enter.notify_one();
+                    held.notified().await;
+                    "2"
+                }),
+            );
+        let mut gate = gate_for(&listener, &limits);
+        gate.set_idle_close_after(Duration::from_millis(50));
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(serve_gated(
+            listener,
+            gate,
+            router,
+            limits,
+            shutdown.clone(),
+        ));
+        let h2c = || async {
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            let (sender, connection) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .expect("h2c handshake");
+            (sender, tokio::spawn(connection))
+        };
+
+        // Arrange: the cap taken by an h2c connection whose stream has ended, and one
+        // with a stream open.
+        let (mut idle, idle_connection) = h2c().await;
+        assert_eq!(h2_get(&mut idle, "/").await, (200, "1".to_owned()));
+        let (mut busy, _busy_connection) = h2c().await;
+        let slow = tokio::spawn(async move { h2_get(&mut busy, "/slow").await });
+        entered.notified().await;
+
+        // Act: a third client waits in the backlog.
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+
+        // Assert: the h2 connection with no stream open is closed to let it in; the
+        // one with a stream open is kept and its stream answered.
+        let third_answer = tokio::time::timeout(Duration::from_secs(5), get(&mut third)).await;
+        assert_eq!(third_answer.expect("let in within 5 s"), "1");
+        // Closed by the server: how the client's end reports it does not matter.
+        let _ = tokio::time::timeout(Duration::from_secs(5), idle_connection)
+            .await
+            .expect("the idle h2 connection is closed")
+            .expect("connection task");
+        release.notify_one();
+        assert_eq!(slow.await.expect("slow request"), (200, "2".to_owned()));
+
+        shutdown.cancel();
+        drop((idle, third));
+        serving.await.expect("serve");
+    }
+
     #[tokio::test]
     async fn connections_are_dealt_to_the_thread_with_the_fewest() {
         let limits = ConnectionLimits {
