@@ -97,11 +97,11 @@ pub use self::config::{
 pub use self::error::json_error;
 pub use self::listen::limits::{ConnectionLimits, EdgeLimits};
 use self::pools::balance::{Member, Pool, Routes};
+pub use self::pools::upstream::ShardRuntime;
 use self::pools::upstream::Upstream;
 use self::proxy::Proxy;
 use self::server::{Serving, ServingThread, ThreadSet};
 use self::tls::{Certificates, TlsAcceptor};
-pub use self::pools::upstream::ShardRuntime;
 
 /// Where `loadlab front` listens without `--bind` or `listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

@@ -89,7 +89,7 @@ pub(crate) struct Upstream {
     /// Its last few seconds, for the live page.
     live: LiveWindow,
     /// Set when the address is one of this process's shards and the front reaches it
-    /// in-process ([`super::proxy::inproc`]); unset: over TCP. Set once, at start-up, before
+    /// in-process (`proxy::inproc`); unset: over TCP. Set once, at start-up, before
     /// serving; a `OnceLock` because the shards' routers exist only after the front.
     local: OnceLock<LocalShard>,
 }
