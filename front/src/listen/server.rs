@@ -4,7 +4,7 @@
 //! `axum::serve` hides hyper's connection builder, and loadlab needs two of its knobs at
 //! every listener (front and shards): a header-read timeout against slow clients, and a
 //! cap on open connections. So this is a small accept loop in the style of mini-redis's
-//! `Listener`: [`super::accept`] bounds connections (a client over the cap waits in the
+//! `Listener`: `accept` bounds connections (a client over the cap waits in the
 //! kernel's accept queue rather than being served badly; idle connections, HTTP/1.1
 //! between requests or h2 with no stream open, are closed to make room) and pauses
 //! after failed accepts, each connection is served by hyper's builder for the HTTP
@@ -218,7 +218,7 @@ fn gate_for(listener: &TcpListener, limits: &ConnectionLimits) -> Gate {
 }
 
 /// Accepts until `shutdown`, under the `max_connections` cap and pausing after failed
-/// accepts (see [`super::accept`]).
+/// accepts (see `accept`).
 async fn accept_loop(
     listener: &TcpListener,
     mut gate: Gate,
