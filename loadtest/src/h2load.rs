@@ -100,6 +100,14 @@ impl H2loadCommand {
         log: &Path,
         request_log: &Path,
     ) -> Result<H2loadResult, String> {
+        // h2load appends to its --log-file: a log left by the warm-up (or an earlier
+        // run in the same folder) would count its requests, and its 201s as inserts
+        // acknowledged, in this run.
+        match std::fs::remove_file(request_log) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", request_log.display())),
+        }
         // h2load stops itself after -D; the margin covers its TLS handshakes.
         let limit = self.duration + Duration::from_secs(20);
         let output = run_logged("h2load", &self.argv, cwd, log, limit)?;
