@@ -407,6 +407,30 @@ req/s           :    2701.93     2978.20     2810.84      119.94    75.00%
     }
 
     #[test]
+    fn a_stale_request_log_is_not_counted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("requests.tsv");
+        // What a warm-up run left: a 201 that is not this run's.
+        std::fs::write(&log, "1\t201\t5\n").expect("written");
+        // A stand-in for h2load: appends one request to the log, prints a summary.
+        let script = format!(
+            "printf '2\\t201\\t7\\n' >> {}; printf '%s\\n' 'finished in 1.00s, 1 req/s' \
+             'requests: 1 total, 1 started, 1 done, 1 succeeded, 0 failed, 0 errored, 0 timeout' \
+             'status codes: 1 2xx, 0 3xx, 0 4xx, 0 5xx'",
+            log.display()
+        );
+        let command = H2loadCommand {
+            argv: vec!["sh".into(), "-c".into(), script],
+            duration: Duration::from_secs(1),
+        };
+        let result = command
+            .run(dir.path(), &dir.path().join("out.txt"), &log)
+            .expect("runs");
+        assert_eq!(result.requests.created, 1);
+        assert_eq!(result.requests.latency_us.len(), 1);
+    }
+
+    #[test]
     fn the_shape_keeps_the_concurrency_of_wrks_connections() {
         let shape = H2Load::for_concurrency(false, 1, 64, 8);
         assert_eq!((shape.clients, shape.streams, shape.threads), (8, 8, 1));

@@ -461,7 +461,12 @@ impl Bench<'_> {
             LoadTool::H2load => {
                 let shape =
                     H2Load::for_concurrency(self.pin, s.wrk_threads, connections, s.h2_streams);
-                let requests = run_dir.join("requests.tsv");
+                // Apart from the warm-up's, so each run reads only its own requests.
+                let requests = run_dir.join(if measured.is_some() {
+                    "requests.tsv"
+                } else {
+                    "warmup-requests.tsv"
+                });
                 let h2load = H2loadCommand::new(
                     shape,
                     duration,
