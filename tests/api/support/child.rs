@@ -163,7 +163,8 @@ impl Drop for ChildProcess {
 }
 
 /// The graceful-stop check, for any `loadlab serve` child answering at `base`: a
-/// `cant=2e9` randoms request is started, and once its job is admitted (read from the
+/// `cant=5e8` randoms request (seconds of work, well inside the 30 s shutdown grace even
+/// on a loaded 2-core machine, where `2e9` outlived it) is started, and once its job is admitted (read from the
 /// process's own `/metrics`) the process gets SIGTERM. The request must be answered in
 /// full and the process exit 0.
 pub async fn assert_sigterm_lets_a_slow_job_finish(process: ChildProcess, base: &str) {
@@ -174,7 +175,7 @@ pub async fn assert_sigterm_lets_a_slow_job_finish(process: ChildProcess, base: 
     let slow = {
         let (client, url) = (
             client.clone(),
-            format!("{base}/api/randoms?cant=2e9&seed=1"),
+            format!("{base}/api/randoms?cant=5e8&seed=1"),
         );
         tokio::spawn(async move {
             client
@@ -204,7 +205,7 @@ pub async fn assert_sigterm_lets_a_slow_job_finish(process: ChildProcess, base: 
         .expect("task")
         .expect("the in-flight request was answered in full");
     let total: u64 = counts.values().map(|v| v.as_u64().expect("count")).sum();
-    assert_eq!(total, 2_000_000_000);
+    assert_eq!(total, 500_000_000);
     let exit = process.wait_exit().await;
     assert!(exit.success(), "loadlab exits 0 after SIGTERM");
 }
