@@ -163,10 +163,10 @@ impl Drop for ChildProcess {
 }
 
 /// The graceful-stop check, for any `loadlab serve` child answering at `base`: a
-/// `cant=5e8` randoms request (seconds of work, well inside the 30 s shutdown grace even
-/// on a loaded 2-core machine, where `2e9` outlived it) is started, and once its job is admitted (read from the
-/// process's own `/metrics`) the process gets SIGTERM. The request must be answered in
-/// full and the process exit 0.
+/// `cant=5e8` randoms request (seconds of work, well inside the 30 s shutdown grace
+/// even on a loaded 2-core machine, where `2e9` outlived it) is started, and once its
+/// job is admitted (read from the process's own `/metrics`) the process gets SIGTERM.
+/// The request must be answered in full and the process exit 0.
 pub async fn assert_sigterm_lets_a_slow_job_finish(process: ChildProcess, base: &str) {
     let client = reqwest::Client::builder()
         .no_proxy()
