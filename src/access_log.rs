@@ -1,13 +1,12 @@
 //! The access log as `serve` and `front` run it: built from the flags
 //! ([`AccessLogConfig`]), opened at start-up (a bad path fails the start), reopened on
-//! SIGHUP ([`spawn_reopens`]), stopped after the listeners (so the last requests'
-//! lines are written). The writer thread and the line formats are in `loadlab_logs`,
+//! SIGHUP (by [`crate::reload`], the process's one handler), stopped after the
+//! listeners (so the last requests' lines are written). The writer thread and the line formats are in `loadlab_logs`,
 //! the layer each listener puts outermost in `loadlab_front::listen::access`.
 
 use anyhow::Context;
-use loadlab_logs::access::{AccessLog, AccessLogger, Destination};
+use loadlab_logs::access::{AccessLog, Destination};
 use loadlab_logs::access_line::AccessFormat;
-use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AccessLogFormat, LogArgs};
 
@@ -46,32 +45,6 @@ impl AccessLogConfig {
             Destination::Stdout => "--access-log: could not start the writer".to_owned(),
         })
     }
-}
-
-/// Reopens the access log's file on every SIGHUP (logrotate renames the file, then
-/// sends SIGHUP) until `shutdown`, on a task of the current runtime. The listener is
-/// in place when this returns: a SIGHUP sent afterwards never finds the default action
-/// (exit). Other parts listen for SIGHUP too (the TLS certificate): tokio tells every
-/// listener.
-///
-/// # Panics
-/// Outside a tokio runtime.
-pub fn spawn_reopens(logger: AccessLogger, shutdown: CancellationToken) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                received = hangups.recv() => match received {
-                    // The writer thread reopens: no file I/O on the runtime.
-                    Some(()) => logger.reopen(),
-                    None => return,
-                },
-            }
-        }
-    });
-    Ok(())
 }
 
 /// Stops the writer after the listeners: it writes what is queued and flushes. The

@@ -22,6 +22,7 @@
 //! the writer (which commits what is queued and checkpoints), then return.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -72,9 +73,10 @@ impl FrontParts {
         shard_addrs: &[SocketAddr],
         logger: Option<&AccessLogger>,
     ) -> anyhow::Result<Self> {
-        let front_config = match &config.front_config {
-            Some(path) => FrontConfig::load(path)?,
-            None => FrontConfig::round_robin(shard_addrs),
+        // From a file, the front can be reloaded (SIGHUP: `crate::reload`).
+        let front = match &config.front_config {
+            Some(path) => Front::load(path, config.upstream)?,
+            None => Front::new(FrontConfig::round_robin(shard_addrs), config.upstream)?,
         };
         let listener = bind(config.bind).context("front")?;
         let plain = config
@@ -82,10 +84,12 @@ impl FrontParts {
             .map(|addr| bind(addr).context("--plain-bind"))
             .transpose()?;
         let tls = config.tls.as_ref().map(TlsAcceptor::new).transpose()?;
-        let mut front = Front::new(front_config, config.upstream)?
-            .with_metrics(axum::routing::get(crate::metrics::metrics_render));
+        let mut front = front.with_metrics(axum::routing::get(crate::metrics::metrics_render));
         if let Some(logger) = logger {
             front = front.with_access_log(logger.clone());
+        }
+        if let Some(tokens) = &config.operations.admin_tokens {
+            front = front.with_admin(Arc::clone(tokens));
         }
         Ok(Self {
             front,
@@ -234,10 +238,12 @@ impl App {
             metrics,
             access_log,
         } = self;
-        if let Some(log) = &access_log {
-            crate::access_log::spawn_reopens(log.logger(), shutdown.clone())?;
-        }
+        // The SIGHUP handler before anything answers: a signal must never find the
+        // default action (exit).
+        let reloadable = reloadable(state.config(), front.as_ref(), access_log.as_ref());
+        crate::reload::spawn_on_hangup(reloadable, shutdown.clone())?;
         let limits = state.config().edge.connections.clone();
+        let operations = &state.config().operations;
         let mut serving = Serving::new();
         for shard in shards {
             serving.add_threads([shard.spawn(&state.config().edge, &shutdown)?]);
@@ -253,6 +259,9 @@ impl App {
                     .map(tokio::net::TcpListener::from_std)
                     .transpose()?,
             };
+            if let Some(every) = operations.resolve_interval {
+                parts.front.spawn_resolver(every, shutdown.clone());
+            }
             let edge = &state.config().edge;
             parts
                 .front
@@ -315,6 +324,26 @@ fn log_stop(state: &AppState) {
         front_requests = state.front().map(Front::requests_taken),
         "loadlab stopped"
     );
+}
+
+/// What SIGHUP reloads in `loadlab serve` (see [`crate::reload`]): the token files,
+/// the front's certificate, its config when it comes from a file, the access log.
+fn reloadable(
+    config: &Config,
+    front: Option<&FrontParts>,
+    access_log: Option<&AccessLog>,
+) -> crate::reload::Reloadable {
+    let tokens = [&config.write_tokens, &config.operations.admin_tokens];
+    crate::reload::Reloadable {
+        tokens: tokens.into_iter().flatten().cloned().collect(),
+        certificates: front
+            .and_then(|f| f.tls.as_ref())
+            .map(|tls| Arc::clone(tls.certificates())),
+        front: front
+            .filter(|_| config.front_config.is_some())
+            .map(|f| f.front.clone()),
+        access_log: access_log.map(AccessLog::logger),
+    }
 }
 
 /// Binds a non-blocking std listener (tokio adopts it inside a shard's runtime).

@@ -160,6 +160,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LOADLAB_BATCH_BODY_LIMIT", default_value = "4MiB", value_parser = bytes)]
     pub batch_body_limit: usize,
 
+    /// Require `Authorization: Bearer TOKEN` on every POST route, with a token from this
+    /// file (one a line; `#` comments; re-read on SIGHUP). Reads stay open. Off by default.
+    #[arg(long, env = "LOADLAB_WRITE_TOKEN_FILE")]
+    pub write_token_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub serving: ServingArgs,
 }
@@ -198,6 +203,27 @@ pub struct ServingArgs {
     /// Also serve /metrics on this address (it is always on every listener too).
     #[arg(long, env = "LOADLAB_METRICS_BIND")]
     pub metrics_bind: Option<SocketAddr>,
+
+    /// Turn on the front's admin actions (POST /front/upstreams/{addr}/drain and
+    /// /ready) for `Authorization: Bearer TOKEN` with a token from this file (one a line;
+    /// re-read on SIGHUP). Without it every admin action answers 403.
+    #[arg(long, env = "LOADLAB_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Resolve the front config's host names again this often (e.g. 30s), swapping in
+    /// the addresses that changed; they are also resolved on every reload (SIGHUP).
+    /// Off by default.
+    #[arg(long, env = "LOADLAB_RESOLVE_INTERVAL", value_parser = positive_duration)]
+    pub resolve_interval: Option<Duration>,
+}
+
+/// A duration longer than zero (`--resolve-interval`).
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Limits applied at every listener (front and shards).

@@ -5,17 +5,19 @@
 //! so `loadlab check-config` can report it without side effects.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use loadlab_workers::mega::{Database, SyncMode, WriterConfig};
 
 use crate::access_log::AccessLogConfig;
-use crate::cli::{DbSync, EdgeArgs, FrontPath, ServeArgs, TlsArgs, UpstreamArgs};
+use crate::cli::{DbSync, EdgeArgs, FrontPath, ServeArgs, ServingArgs, TlsArgs, UpstreamArgs};
 use crate::count::parse_count;
 use loadlab_front::ConnectionLimits;
 use loadlab_front::config::{DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig};
+use loadlab_front::tokens::TokenFile;
 use loadlab_front::{EdgeLimits, FrontConfig, UpstreamLimits};
 
 /// The validated configuration of `loadlab serve`.
@@ -61,6 +63,20 @@ pub struct Config {
     pub metrics_bind: Option<SocketAddr>,
     /// The access log; `None`: none.
     pub access_log: Option<AccessLogConfig>,
+    /// Tokens every POST route requires (`--write-token-file`); `None`: writes are open.
+    pub write_tokens: Option<Arc<TokenFile>>,
+    /// Admin tokens and config reloads.
+    pub operations: Operations,
+}
+
+/// What `serve` and `front` share for running without downtime.
+#[derive(Debug, Clone)]
+pub struct Operations {
+    /// Tokens of the front's admin actions (`--admin-token-file`); `None`: admin off.
+    pub admin_tokens: Option<Arc<TokenFile>>,
+    /// How often the front config's host names are resolved again; `None`: only on
+    /// reloads.
+    pub resolve_interval: Option<Duration>,
 }
 
 /// Limits of `/api/randoms`.
@@ -176,6 +192,8 @@ impl Config {
             upstream: upstream_limits(&args.serving.upstream),
             metrics_bind: args.serving.metrics_bind,
             access_log: AccessLogConfig::from_args(&args.serving.logs)?,
+            write_tokens: token_file(args.write_token_file.as_deref(), "--write-token-file")?,
+            operations: operations(&args.serving)?,
         })
     }
 }
@@ -207,6 +225,20 @@ fn serve_max_connections(
         reserved_fds(runtimes, args.read_connections + 1, tcp_upstreams),
         fds_per_connection * listeners,
     )
+}
+
+/// Validates the operations flags (shared by `serve` and `front`): token files are
+/// read now, so a missing or empty one stops the start.
+pub fn operations(args: &ServingArgs) -> anyhow::Result<Operations> {
+    Ok(Operations {
+        admin_tokens: token_file(args.admin_token_file.as_deref(), "--admin-token-file")?,
+        resolve_interval: args.resolve_interval,
+    })
+}
+
+fn token_file(path: Option<&Path>, flag: &str) -> anyhow::Result<Option<Arc<TokenFile>>> {
+    path.map(|path| TokenFile::load(path).map(Arc::new).context(flag.to_owned()))
+        .transpose()
 }
 
 /// Descriptors a process keeps for itself, outside the client connections: standard

@@ -11,7 +11,9 @@
 //! - [`standalone`]: `loadlab front`, the front alone over other hosts.
 //! - [`metrics`] and [`telemetry`]: Prometheus metrics and logging; `process_metrics`:
 //!   the `process_*` metrics, read at each scrape; [`access_log`]: the access log as
-//!   `serve` and `front` run it (flags, SIGHUP, shutdown).
+//!   `serve` and `front` run it (flags, shutdown).
+//! - [`auth`]: tokens on writes; [`reload`]: the one SIGHUP handler and everything it
+//!   re-reads (token files, the TLS certificate, the front config, the access log).
 //!
 //! The work itself (the random-histogram kernel, the compute threads, the SQLite writer)
 //! lives in the `loadlab-workers` crate; the reverse proxy before the shards, and the
@@ -28,6 +30,7 @@
 
 pub mod access_log;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod count;
@@ -35,6 +38,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 mod process_metrics;
+pub mod reload;
 pub mod routes;
 pub mod shard;
 pub mod standalone;

@@ -69,6 +69,7 @@ fn describe() {
     );
     metrics::gauge!("loadlab_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     crate::error::describe();
+    crate::auth::describe();
     crate::shard::describe();
     loadlab_front::metrics::describe();
     loadlab_workers::metrics::describe();

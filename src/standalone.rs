@@ -1,24 +1,34 @@
 //! `loadlab front`: the front alone, over the pools of a config file (loadlab
 //! instances on other hosts), until SIGINT or SIGTERM; then it drains and returns.
-//! SIGHUP reloads the TLS certificate and reopens the access log.
+//! SIGHUP reloads the config file, the TLS certificate and the admin tokens, and
+//! reopens the access log ([`crate::reload`]).
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use loadlab_front::server::{self, Serving};
 use loadlab_front::tls::TlsAcceptor;
-use loadlab_front::{DEFAULT_LISTEN, Front, FrontConfig, FrontListeners};
+use loadlab_front::{DEFAULT_LISTEN, Front, FrontListeners};
 
 use crate::access_log::AccessLogConfig;
 use crate::cli::FrontArgs;
 use crate::config::{
-    default_max_connections, edge_limits, front_tls, reserved_fds, upstream_limits,
+    default_max_connections, edge_limits, front_tls, operations, reserved_fds, upstream_limits,
 };
 
 /// Runs `loadlab front` on the current runtime (which accepts, checks health and
 /// serves `--metrics-bind`; the front's threads bring their own runtimes). Returns
 /// `Ok` after a clean drain (exit status 0).
 pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
-    let config = FrontConfig::load(&args.config)?;
     let limits = upstream_limits(&args.serving.upstream);
+    let operations = operations(&args.serving)?;
+    crate::metrics::handle();
+    let mut front = Front::load(&args.config, limits)?
+        .with_metrics(axum::routing::get(crate::metrics::metrics_render));
+    if let Some(tokens) = &operations.admin_tokens {
+        front = front.with_admin(Arc::clone(tokens));
+    }
+    let config = front.config();
     let (tls, plain_bind) = front_tls(&args.serving.tls, Some(&config))?;
     let edge = edge_limits(&args.serving.edge, || {
         let upstreams = config.pools.iter().map(|p| p.upstreams.len()).sum();
@@ -36,12 +46,9 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
             .parse()
             .context("the default listen address")?,
     };
-    crate::metrics::handle();
     let access_log = AccessLogConfig::from_args(&args.serving.logs)?
         .map(|c| c.open())
         .transpose()?;
-    let mut front = Front::new(config, limits)?
-        .with_metrics(axum::routing::get(crate::metrics::metrics_render));
     if let Some(log) = &access_log {
         front = front.with_access_log(log.logger());
     }
@@ -66,9 +73,15 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
         None => None,
     };
     let shutdown = server::cancel_on_signal();
-    if let Some(log) = &access_log {
-        crate::access_log::spawn_reopens(log.logger(), shutdown.clone())?;
-    }
+    // The SIGHUP handler before the front answers: a signal must never find the
+    // default action (exit).
+    let reloadable = crate::reload::Reloadable {
+        tokens: operations.admin_tokens.iter().cloned().collect(),
+        certificates: tls.as_ref().map(|tls| Arc::clone(tls.certificates())),
+        front: Some(front.clone()),
+        access_log: access_log.as_ref().map(|log| log.logger()),
+    };
+    crate::reload::spawn_on_hangup(reloadable, shutdown.clone())?;
     let mut serving = Serving::new();
     let started = std::time::Instant::now();
     tracing::info!(
@@ -82,6 +95,9 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
         metrics = args.serving.metrics_bind.map(|a| a.to_string()),
         "loadlab front is serving"
     );
+    if let Some(every) = operations.resolve_interval {
+        front.spawn_resolver(every, shutdown.clone());
+    }
     let listeners = FrontListeners {
         bind: listener,
         tls,

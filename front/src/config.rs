@@ -24,7 +24,7 @@ pub use crate::listen::limits::{
 
 /// Health checks. Active checks flip an upstream only after `rise`/`fall` consecutive
 /// results (pingora); passive ones follow nginx's `max_fails`/`fail_timeout`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
     /// Whether to send active checks at all (upstreams without a health endpoint).
     pub active: bool,

@@ -38,7 +38,10 @@
 //! - [`config`]: [`FrontConfig`], the TOML file of pools, routes and health checks, and
 //!   the front's own limits ([`UpstreamLimits`]); [`metrics`]: what this crate records.
 //! - Here: [`Front`], which builds the pools from the config, serves on the kit and
-//!   hands each request to the proxy.
+//!   hands each request to the proxy; `table` (the pools, routes and upstreams built
+//!   from one config, swapped whole by `reload` on SIGHUP and `--resolve-interval`),
+//!   `status` (`GET /front/status`), `admin` (the token-guarded drain and ready
+//!   actions) and [`tokens`] (bearer tokens from a file, compared in constant time).
 //!
 //! Arrows: `listen` imports nothing from `proxy` or `pools`; `proxy` uses `pools` (the
 //! member it tries) and `listen` (the JSON error shape, the edge's timeout answer).
@@ -46,9 +49,9 @@
 //! modules, re-exported here for the service; inside the crate, modules are named by
 //! their folder (`crate::pools::upstream`, `crate::proxy::headers`).
 //!
-//! The front answers `/metrics` (when given a handler: [`Front::with_metrics`]) and
-//! `GET /front/status` itself; every other request is proxied, `/healthz` included
-//! (load tests measure the hop).
+//! The front answers `/metrics` (when given a handler: [`Front::with_metrics`]),
+//! `GET /front/status` and the admin actions under `/front/` itself; every other
+//! request is proxied, `/healthz` included (load tests measure the hop).
 //!
 //! # Glossary
 //! The front's words (the service's `lib.rs` names the other crates' glossaries):
@@ -66,42 +69,51 @@ pub mod config;
 pub mod listen;
 pub mod metrics;
 
+mod admin;
 mod pools;
 mod proxy;
+mod reload;
+mod status;
+mod table;
+pub mod tokens;
 
 use self::listen::access::AccessLayer;
 pub use self::listen::{edge, error, fds, protocol, server, tls};
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
+use arc_swap::ArcSwap;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::Response;
-use axum::routing::{MethodRouter, get};
+use axum::routing::MethodRouter;
 use loadlab_logs::access::AccessLogger;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use self::admin::AdminState;
 pub use self::config::{
     FrontConfig, HealthConfig, PoolConfig, RouteConfig, UpstreamConfig, UpstreamLimits,
 };
 pub use self::error::json_error;
+use self::pools::health::HealthChecks;
 pub use self::listen::limits::{ConnectionLimits, EdgeLimits};
-use self::pools::balance::{Member, Pool, Routes};
 pub use self::pools::upstream::ShardRuntime;
-use self::pools::upstream::Upstream;
 use self::proxy::Proxy;
+use self::reload::{Live, Reloads};
 use self::server::{Serving, ServingThread, ThreadSet};
+use self::table::{Origin, Table};
 use self::tls::{Certificates, TlsAcceptor};
+use self::tokens::TokenFile;
+
 
 /// Where `loadlab front` listens without `--bind` or `listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -120,20 +132,19 @@ pub struct Front {
     metrics: Option<MethodRouter>,
     /// The access log's layer, outermost on the front's service; `None`: no access log.
     access: Option<AccessLayer>,
+    /// The tokens of the admin actions (`--admin-token-file`); `None`: admin is off,
+    /// every admin action answers 403.
+    admin: Option<Arc<TokenFile>>,
 }
 
 #[derive(Debug)]
 struct Inner {
-    pools: Vec<Pool>,
-    routes: Routes,
-    /// Each distinct upstream address once, for the health checks.
-    upstreams: Vec<Arc<Upstream>>,
+    /// The configuration as it runs, and its reloads.
+    live: Arc<Live>,
     proxy: Proxy,
-    health: HealthConfig,
-    /// Front threads, each with its own upstream connections.
-    threads: usize,
-    /// Where the front listens, set once it serves ([`Front::serve`]).
-    listening: OnceLock<Listening>,
+    /// Where the front listens, set once it serves ([`Front::serve`]); shared with
+    /// the status route.
+    listening: Arc<OnceLock<Listening>>,
     /// Requests the front has taken (its own paths and proxied ones), for the stop line.
     requests: AtomicU64,
 }
@@ -191,84 +202,56 @@ impl Listening {
 impl Front {
     /// Builds the front: validates `config`, creates each upstream's state and
     /// metrics, and the pooled upstream client. Needs no runtime; nothing connects
-    /// until the first request or health check.
+    /// until the first request or health check. With no file behind it, the front
+    /// cannot be reloaded ([`Front::load`] gives one that can).
     ///
     /// Install the metrics recorder first: handles made before it exists would be
     /// no-ops forever.
     pub fn new(config: FrontConfig, limits: UpstreamLimits) -> anyhow::Result<Self> {
-        config.validate()?;
-        // Who lists each address, so shared addresses get one state and one checker:
-        // address -> (its label, its max_conns if the file sets one, the (pool, label)
-        // pairs that list it).
-        type Listed<'a> = (&'a str, Option<u32>, Vec<(&'a str, &'a str)>);
-        let mut memberships: HashMap<SocketAddr, Listed<'_>> = HashMap::new();
-        let mut order = Vec::new();
-        for pool in &config.pools {
-            for member in &pool.upstreams {
-                let entry = memberships.entry(member.addr).or_insert_with(|| {
-                    order.push(member.addr);
-                    (member.label.as_str(), None, Vec::new())
-                });
-                entry.1 = entry.1.or(member.max_conns);
-                entry.2.push((pool.name.as_str(), member.label.as_str()));
-            }
-        }
-        let mut by_addr = HashMap::new();
-        let mut upstreams = Vec::with_capacity(order.len());
-        for addr in order {
-            let (label, max_conns, pools) = &memberships[&addr];
-            let max_conns = max_conns.map_or(limits.max_conns_per_upstream, |m| m as usize);
-            let upstream = Arc::new(
-                Upstream::new(label, addr, pools, max_conns, &config.health, &limits)
-                    .with_context(|| format!("upstream `{label}` is not a valid Host header"))?,
-            );
-            by_addr.insert(addr, Arc::clone(&upstream));
-            upstreams.push(upstream);
-        }
-        let pools: Vec<Pool> = config
-            .pools
-            .iter()
-            .map(|pool| {
-                let members = pool
-                    .upstreams
-                    .iter()
-                    .map(|u| {
-                        Member::new(
-                            &pool.name,
-                            &u.label,
-                            u.weight,
-                            Arc::clone(&by_addr[&u.addr]),
-                        )
-                    })
-                    .collect();
-                Pool::new(&pool.name, members)
-            })
-            .collect();
-        let index_of = |name: &str| pools.iter().position(|p| p.name() == name);
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| index_of(&r.pool).map(|i| (r.prefix.clone(), i)))
-            .collect::<Option<Vec<_>>>()
-            .context("a route names an unknown pool")?;
-        let fallback = config
-            .fallback_pool()
-            .and_then(index_of)
-            .context("no pool for the paths no route matches")?;
+        Self::build(config, limits, Reloads::new(None, None), None)
+    }
+
+    /// [`Front::new`] over the config file `path`, which [`Front::reload`] reads again.
+    pub fn load(path: &Path, limits: UpstreamLimits) -> anyhow::Result<Self> {
+        let (config, sha256, text) = reload::read(path)?;
+        Self::build(
+            config,
+            limits,
+            Reloads::new(Some(path), Some(text)),
+            Some(sha256),
+        )
+    }
+
+    fn build(
+        config: FrontConfig,
+        limits: UpstreamLimits,
+        reloads: Reloads,
+        sha256: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let origin = Origin {
+            generation: 1,
+            sha256,
+            loaded_at: SystemTime::now(),
+        };
+        let table = Table::build(config, &limits, &[], &[], origin)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                routes: Routes::new(routes, fallback),
-                pools,
-                upstreams,
+                live: Arc::new(Live {
+                    table: ArcSwap::from_pointee(table),
+                    limits,
+                    threads: limits.front_threads.max(1),
+                    reloads,
+                    shards: Mutex::new(Vec::new()),
+                    checks: Mutex::new(None),
+                }),
                 proxy: Proxy::new(limits),
-                health: config.health,
-                threads: limits.front_threads.max(1),
-                listening: OnceLock::new(),
+                listening: Arc::new(OnceLock::new()),
                 requests: AtomicU64::new(0),
             }),
             thread: 0,
             metrics: None,
             access: None,
+            admin: None,
         })
     }
 
@@ -285,13 +268,23 @@ impl Front {
         self
     }
 
-    /// The front's service on front thread `thread`'s connections: `/metrics` and
-    /// `GET /front/status` answered here, the proxy for every other path and method,
-    /// inside the edge layers (refusals, request timeout, CORS) and the access log's.
+    /// Turns the admin actions on (`POST /front/upstreams/{addr}/drain` and
+    /// `/ready`), for requests bearing one of `tokens`.
+    pub fn with_admin(mut self, tokens: Arc<TokenFile>) -> Self {
+        self.admin = Some(tokens);
+        self
+    }
+
+    /// The front's service on front thread `thread`'s connections: `/metrics`,
+    /// `GET /front/status` and the admin actions answered here, the proxy for every
+    /// other path and method, inside the edge layers (refusals, request timeout, CORS) and the
+    /// access log's.
     pub fn service(&self, edge: &EdgeLimits) -> impl edge::HttpService {
-        let mut own = Router::new()
-            .route("/front/status", get(front_status))
-            .with_state(self.clone());
+        let mut own = admin::routes(AdminState {
+            live: Arc::clone(&self.inner.live),
+            listening: Arc::clone(&self.inner.listening),
+            tokens: self.admin.clone(),
+        });
         if let Some(handler) = &self.metrics {
             own = own.route("/metrics", handler.clone());
         }
@@ -307,120 +300,61 @@ impl Front {
             .service(edge::guard_proxy(dispatch, edge))
     }
 
-    /// Pools, routes, each upstream's address, weight, health and `max_conns` use, the
-    /// front's threads, its listeners (address, scheme, protocols) and the TLS
-    /// certificate's subject and expiry (`null` without TLS), as JSON (for `/info` and
-    /// `GET /front/status`). `up`
-    /// is whether requests may go there now; a pool's `panic` is whether it is trying
-    /// members held out by passive checks because none is up.
-    pub fn status(&self) -> serde_json::Value {
-        let inner = &self.inner;
-        let pools: Vec<_> = inner
-            .pools
-            .iter()
-            .map(|pool| {
-                let upstreams: Vec<_> = pool
-                    .members()
-                    .iter()
-                    .map(|m| {
-                        let u = &m.upstream;
-                        let up = m.is_available();
-                        let state = member_state(m);
-                        json!({
-                            "addr": m.label,
-                            "resolved": u.addr().to_string(),
-                            "weight": m.weight,
-                            "path": m.path(),
-                            "up": up && m.weight > 0,
-                            "state": state,
-                            "active_check": if u.is_active_up() { "up" } else { "down" },
-                            "passive_failed": u.passive_failed(),
-                            "max_conns": u.max_conns(),
-                            "in_flight": u.in_flight(),
-                        })
-                    })
-                    .collect();
-                json!({ "name": pool.name(), "panic": pool.in_panic(), "upstreams": upstreams })
-            })
-            .collect();
-        let routes: Vec<_> = inner
-            .routes
-            .entries()
-            .iter()
-            .map(|(prefix, pool)| json!({ "prefix": prefix, "pool": inner.pools[*pool].name() }))
-            .collect();
-        let (listeners, certificate) = match inner.listening.get().map(Listening::to_json) {
-            Some(mut listening) => (
-                listening["listeners"].take(),
-                listening["certificate"].take(),
-            ),
-            None => (json!([]), serde_json::Value::Null),
-        };
-        json!({
-            "pools": pools,
-            "routes": routes,
-            "default_pool": inner.pools[inner.routes.fallback()].name(),
-            "threads": inner.threads,
-            "listeners": listeners,
-            "certificate": certificate,
-        })
+    /// Where the current config says to listen (`listen`), if it does.
+    pub fn listen(&self) -> Option<SocketAddr> {
+        self.inner.live.table.load().config.listen
+    }
+
+    /// The config in use now (the last one a reload swapped in).
+    pub fn config(&self) -> FrontConfig {
+        self.inner.live.table.load().config.clone()
     }
 
     /// Each member of each pool, its state (`up`, `down`, `draining`) and its
     /// upstream's last few seconds ([`listen::window::LiveSnapshot`]), as a JSON array
     /// for the live page.
     pub fn live(&self) -> serde_json::Value {
-        let members = self.inner.pools.iter().flat_map(|pool| {
-            pool.members().iter().map(move |m| {
-                let mut member = json!({
-                    "pool": pool.name(),
-                    "addr": m.label,
-                    "state": member_state(m),
-                });
-                if let (Some(fields), Ok(serde_json::Value::Object(window))) = (
-                    member.as_object_mut(),
-                    serde_json::to_value(m.upstream.live().snapshot()),
-                ) {
-                    fields.extend(window);
-                }
-                member
-            })
-        });
-        serde_json::Value::Array(members.collect())
+        status::live(&self.inner.live)
     }
 
     /// Reaches the members listening on `addr` in-process, through `router` (one of
     /// this process's shards, which keeps `router` alive while it serves, on `runtime`;
     /// see `proxy::inproc`); returns how many members that is. Their active health
-    /// checks then ask the shard itself, with no socket. Call before serving: a
-    /// member's path is set once.
+    /// checks then ask the shard itself, with no socket. Call before serving; members
+    /// a reload adds on `addr` are attached too.
     pub fn attach_shard(
         &self,
         addr: SocketAddr,
         router: &Arc<Router>,
         runtime: &ShardRuntime,
     ) -> usize {
-        let Some(upstream) = self.inner.upstreams.iter().find(|u| u.addr() == addr) else {
-            return 0;
-        };
-        if !upstream.attach_local(pools::upstream::LocalShard::new(router, runtime)) {
-            return 0;
-        }
-        self.inner
-            .pools
-            .iter()
-            .flat_map(|p| p.members())
-            .filter(|m| m.upstream.addr() == addr)
-            .count()
+        let shard = (addr, Arc::downgrade(router), runtime.clone());
+        let mut shards = self
+            .inner
+            .live
+            .shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let attached = self.inner.live.table.load().attach(&shard);
+        shards.push(shard);
+        attached
     }
 
     /// Starts the active health checks (one task per upstream address) on the current
-    /// tokio runtime; they stop when `shutdown` is cancelled.
+    /// tokio runtime; they stop when `shutdown` is cancelled. A reload starts and
+    /// stops checks on this runtime as its upstreams come and go.
     ///
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.
     pub fn spawn_health_checks(&self, shutdown: CancellationToken) {
-        pools::health::spawn_checks(&self.inner.upstreams, &self.inner.health, &shutdown);
+        let table = self.inner.live.table.load();
+        let checks = HealthChecks::start(&table.upstreams, &table.config.health, &shutdown);
+        *self
+            .inner
+            .live
+            .checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(checks);
     }
 
     /// Starts the front's threads (`--front-threads`), each with its own
@@ -433,16 +367,14 @@ impl Front {
         edge: &EdgeLimits,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<(ThreadSet, Vec<ServingThread>)> {
-        let (set, ends) = server::front_threads(self.inner.threads);
+        let (set, ends) = server::front_threads(self.inner.live.threads);
         let threads = ends
             .into_iter()
             .enumerate()
             .map(|(index, end)| {
                 let handle = Front {
-                    inner: Arc::clone(&self.inner),
                     thread: index,
-                    metrics: self.metrics.clone(),
-                    access: self.access.clone(),
+                    ..self.clone()
                 };
                 let service = handle.service(edge);
                 let limits = edge.connections.clone();
@@ -458,13 +390,12 @@ impl Front {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok((set, threads))
     }
-}
 
-impl Front {
-    /// Serves the front on `listeners`: its threads, its health checks, the
-    /// certificate's reload on SIGHUP, and on the current runtime the accept loops that
+    /// Serves the front on `listeners`: its threads, its health checks, the refresh of
+    /// the certificate's expiry gauge, and on the current runtime the accept loops that
     /// deal connections to the threads. All of it joins `serving` and stops when
-    /// `shutdown` is cancelled.
+    /// `shutdown` is cancelled. What SIGHUP reloads (this front's config file, the
+    /// certificate) the caller wires: see [`Front::reload`] and [`TlsAcceptor::reload`].
     ///
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.
@@ -490,7 +421,7 @@ impl Front {
         serving.add_threads(front_threads);
         self.spawn_health_checks(shutdown.clone());
         if let Some(tls) = &tls {
-            tls.spawn_reloads(shutdown.clone());
+            tls.spawn_expiry_refresh(shutdown.clone());
         }
         let connections: ConnectionLimits = edge.connections.clone();
         if let Some(plain) = plain {
@@ -512,9 +443,52 @@ impl Front {
         Ok(())
     }
 
-    /// Pools in the configuration.
+    /// Reads the config file again and swaps it in; returns the new generation. On
+    /// any error (unreadable, invalid, a host that does not resolve) the config in
+    /// use stays, and the error says why; either way the result is logged and
+    /// counted (`front_config_reloads_total`). Blocks (file, DNS): call it off the
+    /// runtime's workers.
+    pub fn reload(&self) -> anyhow::Result<u64> {
+        self.inner.live.reload()
+    }
+
+    /// Resolves the host names of the config last applied again; swaps it in if an
+    /// address changed. Returns the new generation, `None` when nothing changed.
+    /// Blocks (DNS).
+    pub fn reresolve(&self) -> anyhow::Result<Option<u64>> {
+        self.inner.live.reresolve()
+    }
+
+    /// Resolves the config's host names again every `resolve_interval`, until
+    /// `shutdown`, swapping in the addresses that changed; on a task of the current
+    /// runtime, each round on a blocking thread. Does nothing for a front without a
+    /// config file. SIGHUP's reload ([`Front::reload`]) is wired by the caller, with
+    /// the process's other reloadable parts.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn spawn_resolver(&self, resolve_interval: Duration, shutdown: CancellationToken) {
+        self.inner.live.spawn_resolver(resolve_interval, shutdown);
+    }
+
+    /// Pools, routes, each upstream's address, weight, health, drain and requests in
+    /// flight, the front's threads, its listeners (address, scheme, protocols), the TLS
+    /// certificate's subject and expiry (`null` without TLS), and where the
+    /// configuration came from (`config`: `generation`, `sha256` of the file,
+    /// `loaded_at`, reloads), as JSON (for `/info` and `GET /front/status`). `up` is
+    /// whether requests may go there now; a pool's `panic` is whether it is trying
+    /// members held out by passive checks because none is up.
+    pub fn status(&self) -> serde_json::Value {
+        status::status(
+            &self.inner.live,
+            self.inner.listening.get(),
+            self.admin.is_some(),
+        )
+    }
+
+    /// Pools in the current configuration.
     pub fn pool_count(&self) -> usize {
-        self.inner.pools.len()
+        self.inner.live.table.load().pools.len()
     }
 
     /// Requests the front has taken since it started, its own paths included.
@@ -546,9 +520,9 @@ struct Dispatch {
 }
 
 impl Dispatch {
-    /// Whether the front answers `path` itself.
+    /// Whether the front answers `path` itself: `/front/...` and its own `/metrics`.
     fn is_own(&self, path: &str) -> bool {
-        path == "/front/status" || (self.metrics && path == "/metrics")
+        path.starts_with("/front/") || (self.metrics && path == "/metrics")
     }
 }
 
@@ -568,23 +542,11 @@ impl tower::Service<Request> for Dispatch {
         }
         let (inner, thread, limit) = (Arc::clone(&self.inner), self.thread, self.request_limit);
         Box::pin(async move {
-            let pool = &inner.pools[inner.routes.pool_for(req.uri().path())];
+            // The request keeps this table until it is answered, whatever a reload
+            // swaps in meanwhile.
+            let table = inner.live.table.load_full();
+            let pool = &table.pools[table.routes.pool_for(req.uri().path())];
             Ok(inner.proxy.forward(pool, thread, req, limit).await)
         })
     }
-}
-
-/// A member's state on the status and live pages: `down` (out of rotation), `draining`
-/// (weight 0: no new requests) or `up`.
-fn member_state(member: &Member) -> &'static str {
-    match (member.is_available(), member.weight) {
-        (false, _) => "down",
-        (true, 0) => "draining",
-        (true, _) => "up",
-    }
-}
-
-/// `GET /front/status`: [`Front::status`].
-async fn front_status(State(front): State<Front>) -> axum::Json<serde_json::Value> {
-    axum::Json(front.status())
 }

@@ -3,10 +3,10 @@
 //! histograms need ([`HISTOGRAMS`]).
 //!
 //! Recorded in: `balance` (`front_requests_total`, `front_upstream_duration_seconds`),
-//! `upstream` (`front_upstream_up`, `front_upstream_errors_total`,
-//! `front_upstream_queued_total`), `proxy` (`front_retries_total`), [`crate::edge`]
-//! (`http_request_timeouts_total`), `accept` (`http_accept_errors_total`,
-//! `http_connections_open`, `http_listener_at_cap_total`,
+//! `reload` (`front_config_reloads_total`), `upstream` (`front_upstream_up`,
+//! `front_upstream_errors_total`, `front_upstream_queued_total`), `proxy`
+//! (`front_retries_total`), [`crate::edge`] (`http_request_timeouts_total`), `accept`
+//! (`http_accept_errors_total`, `http_connections_open`, `http_listener_at_cap_total`,
 //! `http_connections_idle_closed_total`, each registered at 0 when its listener
 //! starts), [`crate::protocol`] (`http_connections_total`) and [`crate::tls`]
 //! (`tls_handshakes_total`, `tls_certificate_expiry_seconds`,
@@ -112,6 +112,14 @@ pub fn describe() {
         "http_connections_idle_closed_total",
         "Idle keep-alive connections closed to make room at the connection cap, by listener"
     );
+    describe_counter!(
+        "front_config_reloads_total",
+        "Front config reloads (SIGHUP, --resolve-interval), by result (ok: swapped in; error: \
+            refused, the old config kept)"
+    );
+    for result in crate::reload::RESULTS {
+        metrics::counter!("front_config_reloads_total", "result" => result).increment(0);
+    }
     metrics::counter!("http_request_timeouts_total").increment(0);
     for reason in crate::edge::REFUSAL_REASONS {
         metrics::counter!("http_refused_requests_total", "reason" => reason).increment(0);

@@ -21,6 +21,8 @@ pub mod live;
 pub mod mega;
 pub mod randoms;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -29,8 +31,9 @@ use crate::metrics::metrics_render;
 use crate::shard::{ShardLabel, ShardTracking, track_requests};
 use crate::state::AppState;
 
-/// The router of one shard: every route, its JSON fallbacks, and request metrics
-/// labelled with `shard` (shard number `shard`). The shard's listener puts the edge guard around it
+/// The router of one shard: every route, its JSON fallbacks, the write tokens
+/// ([`crate::auth`], with `--write-token-file`), and request metrics labelled with
+/// `shard` (shard number `shard`). The shard's listener puts the edge guard around it
 /// ([`crate::shard::Shard::spawn`]); the front's in-process path calls it as it is.
 pub fn app(state: AppState, shard: usize) -> Router {
     let tracking = ShardTracking {
@@ -59,8 +62,14 @@ pub fn app(state: AppState, shard: usize) -> Router {
         .route("/metrics", get(metrics_render))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .with_state(state.clone());
-    loadlab_front::edge::fallbacks(routes).layer(axum::middleware::from_fn_with_state(
-        tracking,
-        track_requests,
-    ))
+    // Only on matched routes: an unknown path is 404 with or without a token.
+    let routes = match &config.write_tokens {
+        Some(tokens) => routes.route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(tokens),
+            crate::auth::require_write_token,
+        )),
+        None => routes,
+    };
+    loadlab_front::edge::fallbacks(routes)
+        .layer(axum::middleware::from_fn_with_state(tracking, track_requests))
 }

@@ -2,6 +2,7 @@
 //! One test binary (faster to build and link than one per file), one module per area.
 
 mod access_log;
+mod auth;
 mod dashboard;
 mod docs;
 mod durability;

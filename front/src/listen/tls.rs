@@ -1,6 +1,7 @@
 //! TLS on the front's listener: the certificate loaded from its PEM files, the
 //! rustls server configuration, the acceptor that runs a handshake within a time limit,
-//! and the reload of the files on SIGHUP.
+//! and the reload of the files (on SIGHUP: the service calls [`Certificates::reload`]
+//! from its one SIGHUP handler, with the process's other reloadable parts).
 //!
 //! What is offered: TLS 1.2 and 1.3 only, rustls' `ring` provider (it builds with only
 //! a C compiler), ALPN `h2` then `http/1.1`, no client certificates. [`crate::server`]
@@ -306,65 +307,23 @@ impl TlsAcceptor {
         None
     }
 
-    /// Reloads the certificate on every SIGHUP and keeps the expiry gauge current,
-    /// until `shutdown` is cancelled. Several parts of the process may listen for
-    /// SIGHUP: tokio tells every listener.
+    /// Keeps the expiry gauge current until `shutdown` is cancelled. The reload on
+    /// SIGHUP is the caller's to wire, with the process's other reloadable parts:
+    /// [`Certificates::reload`] on [`TlsAcceptor::certificates`].
     ///
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.
-    pub fn spawn_reloads(&self, shutdown: CancellationToken) {
+    pub fn spawn_expiry_refresh(&self, shutdown: CancellationToken) {
         let certificates = Arc::clone(&self.certificates);
         tokio::spawn(async move {
-            let mut hangups = Hangups::listen();
             let mut refresh = tokio::time::interval(EXPIRY_REFRESH);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = refresh.tick() => certificates.refresh_expiry(),
-                    () = hangups.next() => {
-                        // The error is logged and counted by `reload`.
-                        let _ = certificates.reload();
-                    }
                 }
             }
         });
-    }
-}
-
-/// SIGHUPs as they arrive; never, where there are none (or no listener could be set).
-struct Hangups {
-    #[cfg(unix)]
-    signal: Option<tokio::signal::unix::Signal>,
-}
-
-impl Hangups {
-    fn listen() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let signal = signal(SignalKind::hangup())
-                .inspect_err(|e| {
-                    let error = e;
-                    tracing::warn!(%error, "no SIGHUP listener: TLS certificates will not reload");
-                })
-                .ok();
-            Self { signal }
-        }
-        #[cfg(not(unix))]
-        Self {}
-    }
-
-    /// Resolves at the next SIGHUP.
-    async fn next(&mut self) {
-        #[cfg(unix)]
-        if let Some(signal) = &mut self.signal {
-            if signal.recv().await.is_some() {
-                return;
-            }
-            // The signal driver is gone (the runtime is shutting down).
-            self.signal = None;
-        }
-        std::future::pending::<()>().await
     }
 }
 

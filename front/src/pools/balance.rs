@@ -7,7 +7,9 @@
 //! - unequal weights: nginx's smooth weighted round robin (exact proportions, evenly
 //!   interleaved: 2:1 gives a b a a b a ...), under a mutex held only for the pick.
 //!
-//! Weight 0 means *draining*: never picked, still checked. Unavailable members are
+//! Weight 0 means *draining*: never picked, still checked; so does an operator's
+//! drain (`POST /front/upstreams/{addr}/drain`), which holds for the address in every
+//! pool. Unavailable members are
 //! skipped without touching their state, so their weights are intact when they
 //! return.
 //!
@@ -105,14 +107,19 @@ impl Member {
         }
     }
 
+    /// Whether new requests may go to it: weighted, not drained by an operator.
+    pub(crate) fn takes_requests(&self) -> bool {
+        self.weight > 0 && !self.upstream.is_draining()
+    }
+
     fn is_pickable(&self) -> bool {
-        self.weight > 0 && self.is_available()
+        self.takes_requests() && self.is_available()
     }
 
     /// Whether it may be picked, in panic or not (see the module docs).
     fn is_eligible(&self, panic: bool) -> bool {
         if panic {
-            self.weight > 0 && self.upstream.is_active_up()
+            self.takes_requests() && self.upstream.is_active_up()
         } else {
             self.is_pickable()
         }

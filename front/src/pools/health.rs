@@ -4,7 +4,8 @@
 //! `health_check`), so one lost check moves nothing.
 //!
 //! Started by [`crate::Front::spawn_health_checks`] on the caller's runtime;
-//! each task ends when the shutdown token is cancelled. Checks open a fresh connection
+//! each task ends when the shutdown token is cancelled, or when a reload removes its
+//! upstream ([`HealthChecks::sync`]). Checks open a fresh connection
 //! each time (no keep-alive): what they test is that the upstream still accepts
 //! connections and answers, which a long-lived pooled connection would hide.
 //!
@@ -29,29 +30,92 @@ use crate::pools::upstream::Upstream;
 /// The client of the checks: no pooling, connect bounded by the check timeout.
 type CheckClient = Client<HttpConnector, Empty<Bytes>>;
 
-/// Spawns one check task per upstream on the current runtime.
+/// The running check tasks: one per upstream address, each stopped by its own token
+/// (a child of the front's shutdown token), so a reload can stop the checks of the
+/// addresses it removed and start those of the ones it added, while the addresses
+/// that stay keep their streaks.
 ///
 /// With `config.active` off, the tasks still tick to keep `front_upstream_up` current
 /// (a passive hold ends by time, with no event to publish it).
-pub(crate) fn spawn_checks(
-    upstreams: &[Arc<Upstream>],
-    config: &HealthConfig,
-    shutdown: &CancellationToken,
-) {
+#[derive(Debug)]
+pub(crate) struct HealthChecks {
+    /// The runtime the checks run on (the caller's of [`HealthChecks::start`]): a
+    /// reload runs on a blocking thread and spawns the new checks here.
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+    client: CheckClient,
+    config: HealthConfig,
+    /// Each checked upstream and the token that stops its task.
+    running: Vec<(Arc<Upstream>, CancellationToken)>,
+}
+
+impl HealthChecks {
+    /// Spawns one check task per upstream on the current runtime.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub(crate) fn start(
+        upstreams: &[Arc<Upstream>],
+        config: &HealthConfig,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let mut checks = Self {
+            runtime: tokio::runtime::Handle::current(),
+            shutdown: shutdown.clone(),
+            client: check_client(config),
+            config: config.clone(),
+            running: Vec::new(),
+        };
+        for upstream in upstreams {
+            checks.spawn(upstream);
+        }
+        checks
+    }
+
+    /// Checks exactly `upstreams` with `config` from now on: tasks of upstreams no
+    /// longer listed stop, new ones start, and a changed `config` restarts them all.
+    pub(crate) fn sync(&mut self, upstreams: &[Arc<Upstream>], config: &HealthConfig) {
+        if *config != self.config {
+            for (_, stop) in self.running.drain(..) {
+                stop.cancel();
+            }
+            self.config = config.clone();
+            self.client = check_client(config);
+        }
+        self.running.retain(|(upstream, stop)| {
+            let kept = upstreams.iter().any(|u| Arc::ptr_eq(u, upstream));
+            if !kept {
+                stop.cancel();
+            }
+            kept
+        });
+        for upstream in upstreams {
+            if !self.running.iter().any(|(u, _)| Arc::ptr_eq(u, upstream)) {
+                self.spawn(upstream);
+            }
+        }
+    }
+
+    fn spawn(&mut self, upstream: &Arc<Upstream>) {
+        let stop = self.shutdown.child_token();
+        self.runtime.spawn(check_loop(
+            Arc::clone(upstream),
+            self.client.clone(),
+            self.config.clone(),
+            stop.clone(),
+        ));
+        self.running.push((Arc::clone(upstream), stop));
+    }
+}
+
+/// The client of the checks: no pooling, connect bounded by the check timeout.
+fn check_client(config: &HealthConfig) -> CheckClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.timeout));
-    let client: CheckClient = Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(0)
-        .build(connector);
-    for upstream in upstreams {
-        tokio::spawn(check_loop(
-            Arc::clone(upstream),
-            client.clone(),
-            config.clone(),
-            shutdown.clone(),
-        ));
-    }
+        .build(connector)
 }
 
 /// Checks `upstream` every interval until `shutdown`.

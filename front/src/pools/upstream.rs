@@ -6,7 +6,7 @@
 //! passive failure is recorded); the failure path takes a small mutex.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -14,11 +14,12 @@ use axum::Router;
 use axum::http::HeaderValue;
 use axum::http::uri::Authority;
 use metrics::{Counter, Gauge};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::config::HealthConfig;
 use crate::config::UpstreamLimits;
 use crate::listen::window::LiveWindow;
+use crate::pools::slot::Slot;
 use crate::proxy::conns::UpstreamConns;
 
 /// Why a try at an upstream failed: the `kind` label of `front_upstream_errors_total`.
@@ -63,6 +64,12 @@ pub(crate) struct Upstream {
     /// One permit per request allowed in flight (`max_conns`), shared by every front
     /// thread; `None`: no limit.
     slots: Option<Arc<Semaphore>>,
+    /// Requests in flight here (admitted, response body not yet finished), counted
+    /// with or without a limit: what a drain waits for. Shared with each [`Slot`].
+    in_flight: Arc<AtomicUsize>,
+    /// Set by an operator (`POST /front/upstreams/{addr}/drain`): no new requests,
+    /// those in flight finish. Lives here, not in the config, so a reload keeps it.
+    draining: AtomicBool,
     /// `max_conns` (0: no limit), for messages.
     max_conns: usize,
     /// `front_upstream_queued_total{upstream}`: requests that waited for a slot.
@@ -78,19 +85,24 @@ pub(crate) struct Upstream {
     window: Mutex<FailWindow>,
     /// Origin of `failed_until`.
     epoch: Instant,
-    /// `max_fails` (0: passive checks off).
-    max_fails: u32,
-    /// `fail_timeout`: the window, and how long a failed upstream is skipped.
-    fail_timeout: Duration,
+    /// `max_fails` (0: passive checks off); an atomic because a reload may change it
+    /// while requests run.
+    max_fails: AtomicU32,
+    /// `fail_timeout` in nanoseconds: the window, and how long a failed upstream is
+    /// skipped; an atomic for the same reason.
+    fail_timeout_nanos: AtomicU64,
     /// `front_upstream_errors_total{upstream, kind}`, one per [`FailureKind`].
     errors: [Counter; 3],
-    /// `front_upstream_up{pool, upstream}`, one per pool listing the address.
-    up_gauges: Vec<Gauge>,
+    /// `front_upstream_up{pool, upstream}`, one per pool listing the address; a
+    /// mutex because a reload may change the pools (taken on state changes and health
+    /// ticks, never per request).
+    up_gauges: Mutex<Vec<Gauge>>,
     /// Its last few seconds, for the live page.
     live: LiveWindow,
     /// Set when the address is one of this process's shards and the front reaches it
-    /// in-process (`proxy::inproc`); unset: over TCP. Set once, at start-up, before
-    /// serving; a `OnceLock` because the shards' routers exist only after the front.
+    /// in-process ([`super::proxy::inproc`]); unset: over TCP. Set once, before the
+    /// upstream serves; a `OnceLock` because the shards' routers exist only after the
+    /// front. A reload that keeps the address keeps this upstream, and so its path.
     local: OnceLock<LocalShard>,
 }
 
@@ -120,13 +132,6 @@ impl Upstream {
                 "kind" => kind
             )
         });
-        let up_gauges = memberships
-            .iter()
-            .map(|&(pool, label)| {
-                let (pool, upstream) = (pool.to_owned(), label.to_owned());
-                metrics::gauge!("front_upstream_up", "pool" => pool, "upstream" => upstream)
-            })
-            .collect();
         let now = Instant::now();
         let upstream = Self {
             live: LiveWindow::new(),
@@ -144,6 +149,8 @@ impl Upstream {
                 .collect(),
             host,
             slots: (max_conns > 0).then(|| Arc::new(Semaphore::new(max_conns))),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            draining: AtomicBool::new(false),
             max_conns,
             queued: metrics::counter!(
                 "front_upstream_queued_total",
@@ -156,14 +163,54 @@ impl Upstream {
                 started: now,
             }),
             epoch: now,
-            max_fails: health.max_fails,
-            fail_timeout: health.fail_timeout,
+            max_fails: AtomicU32::new(health.max_fails),
+            fail_timeout_nanos: AtomicU64::new(duration_nanos(health.fail_timeout)),
             errors,
-            up_gauges,
+            up_gauges: Mutex::new(Vec::new()),
             local: OnceLock::new(),
         };
-        upstream.publish();
+        upstream.set_memberships(memberships);
         Ok(upstream)
+    }
+
+    /// Applies a (re)loaded config's passive-check settings.
+    pub(crate) fn set_passive(&self, health: &HealthConfig) {
+        self.max_fails.store(health.max_fails, Ordering::Relaxed);
+        self.fail_timeout_nanos
+            .store(duration_nanos(health.fail_timeout), Ordering::Relaxed);
+    }
+
+    /// The pools listing the address (pool name, label in that pool), after a
+    /// (re)load: one `front_upstream_up` gauge each, published at once.
+    pub(crate) fn set_memberships(&self, memberships: &[(&str, &str)]) {
+        let gauges = memberships
+            .iter()
+            .map(|&(pool, label)| {
+                let (pool, upstream) = (pool.to_owned(), label.to_owned());
+                metrics::gauge!("front_upstream_up", "pool" => pool, "upstream" => upstream)
+            })
+            .collect();
+        *self.up_gauges.lock().unwrap_or_else(|e| e.into_inner()) = gauges;
+        self.publish();
+    }
+
+    fn fail_timeout(&self) -> Duration {
+        Duration::from_nanos(self.fail_timeout_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Whether an operator is draining it (see [`Self::set_draining`]).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts (`true`) or ends a drain; returns whether that changed anything.
+    pub(crate) fn set_draining(&self, draining: bool) -> bool {
+        self.draining.swap(draining, Ordering::Relaxed) != draining
+    }
+
+    /// Requests in flight here now (admitted, response not yet fully sent).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// The address as configured.
@@ -205,14 +252,20 @@ impl Upstream {
 
     /// A slot for one request in flight, waiting for one if `max_conns` are taken
     /// (first come, first served). Hold it until the response body has been read.
-    pub(crate) async fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        let slots = self.slots.as_ref()?;
-        if let Ok(permit) = Arc::clone(slots).try_acquire_owned() {
-            return Some(permit);
-        }
-        self.queued.increment(1);
-        // The semaphore is never closed.
-        Arc::clone(slots).acquire_owned().await.ok()
+    pub(crate) async fn admit(&self) -> Slot {
+        let permit = match &self.slots {
+            None => None,
+            Some(slots) => match Arc::clone(slots).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    self.queued.increment(1);
+                    // The semaphore is never closed.
+                    Arc::clone(slots).acquire_owned().await.ok()
+                }
+            },
+        };
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Slot::new(permit, Arc::clone(&self.in_flight))
     }
 
     /// `max_conns`; 0: no limit.
@@ -220,15 +273,9 @@ impl Upstream {
         self.max_conns
     }
 
-    /// Requests holding a `max_conns` slot now; `None` without a limit (not counted).
     /// Its last few seconds: what the front's tries at it did.
     pub(crate) fn live(&self) -> &LiveWindow {
         &self.live
-    }
-
-    pub(crate) fn in_flight(&self) -> Option<usize> {
-        let slots = self.slots.as_ref()?;
-        Some(self.max_conns.saturating_sub(slots.available_permits()))
     }
 
     /// The `Host` header to send.
@@ -256,22 +303,24 @@ impl Upstream {
     /// holds the upstream out for `fail_timeout`.
     pub(crate) fn record_failure(&self, kind: FailureKind) {
         self.errors[kind.index()].increment(1);
-        if self.max_fails == 0 {
+        let max_fails = self.max_fails.load(Ordering::Relaxed);
+        if max_fails == 0 {
             return;
         }
+        let fail_timeout = self.fail_timeout();
         let now = Instant::now();
         let tripped = {
             // A poisoned lock only means another thread panicked while counting: the
             // counts are still plain numbers, keep using them.
             let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-            if now.duration_since(window.started) > self.fail_timeout {
+            if now.duration_since(window.started) > fail_timeout {
                 window.fails = 0;
                 window.started = now;
             }
             window.fails += 1;
-            if window.fails >= self.max_fails {
+            if window.fails >= max_fails {
                 window.fails = 0;
-                let until = self.nanos_since_epoch(now + self.fail_timeout).max(1);
+                let until = self.nanos_since_epoch(now + fail_timeout).max(1);
                 self.failed_until.store(until, Ordering::Relaxed);
                 true
             } else {
@@ -282,7 +331,7 @@ impl Upstream {
             tracing::warn!(
                 upstream = %self.label,
                 kind = ?kind,
-                fail_timeout = ?self.fail_timeout,
+                fail_timeout = ?fail_timeout,
                 "upstream failed: skipping it for fail_timeout"
             );
             self.publish();
@@ -304,7 +353,8 @@ impl Upstream {
     /// and on every health tick (a passive hold ends by time, with no event).
     pub(crate) fn publish(&self) {
         let up = if self.is_available() { 1.0 } else { 0.0 };
-        for gauge in &self.up_gauges {
+        let gauges = self.up_gauges.lock().unwrap_or_else(|e| e.into_inner());
+        for gauge in gauges.iter() {
             gauge.set(up);
         }
     }
@@ -312,6 +362,10 @@ impl Upstream {
     fn nanos_since_epoch(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
+}
+
+fn duration_nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A shard of this process, as a front member reaches it without a socket.
@@ -326,9 +380,9 @@ pub(crate) struct LocalShard {
 impl LocalShard {
     /// The member side of `router`, which the shard's serving thread keeps alive, on
     /// the runtime `runtime` names once it runs.
-    pub(crate) fn new(router: &Arc<Router>, runtime: &ShardRuntime) -> Self {
+    pub(crate) fn new(router: Weak<Router>, runtime: &ShardRuntime) -> Self {
         Self {
-            router: Arc::downgrade(router),
+            router,
             runtime: runtime.clone(),
         }
     }

@@ -6,10 +6,10 @@
 use axum::http::response::Parts;
 use axum::http::{self, Request};
 use axum::response::Response;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::pools::balance::Member;
+use crate::pools::slot::Slot;
 use crate::pools::upstream::FailureKind;
 use crate::proxy::body::{RequestBody, UpstreamBody};
 use crate::proxy::failure::ClientFault;
@@ -22,8 +22,9 @@ pub(crate) struct Attempt<'a> {
     pub(crate) member: &'a Member,
     /// The request, with the front's headers and this member's `Host`.
     pub(crate) request: Request<UpstreamBody>,
-    /// The member's `max_conns` permit, held until the response body has been read.
-    pub(crate) slot: Option<OwnedSemaphorePermit>,
+    /// The member's slot (in-flight count, `max_conns` permit), held until the
+    /// response body has been read.
+    pub(crate) slot: Slot,
     /// The forward's one deadline (the upstream timeout or the request time limit).
     pub(crate) deadline: Instant,
     /// The client's body: a failure reading it is the client's, on either transport.

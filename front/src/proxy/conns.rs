@@ -25,10 +25,10 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::body::{BodyWatch, IdleTimer, UpstreamBody};
+use crate::pools::slot::Slot;
 
 /// How long an idle connection is kept. Shorter than loadlab's own
 /// `--header-read-timeout` (10 s), which closes idle keep-alive connections: the front
@@ -162,7 +162,7 @@ impl UpstreamConns {
 pub(crate) const RESPONSE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An upstream response body that returns its connection to `conns` when it ends,
-/// then frees its upstream's `max_conns` slot.
+/// then frees its upstream's slot (in-flight count and `max_conns` permit).
 ///
 /// A body dropped before its end (the client went away) drops the connection too:
 /// hyper cannot reuse a connection with an unread response on it. So does a response
@@ -175,7 +175,7 @@ pub(crate) struct KeepAliveBody {
     giveback: Option<(SendRequest<UpstreamBody>, Arc<UpstreamConns>)>,
     /// The request's `max_conns` slot, released after the connection is back (so the
     /// request it lets in finds the connection idle), or on drop.
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
     /// Whether the request body went out whole: only then may the connection be reused.
     request: BodyWatch,
     /// Fires after [`RESPONSE_IDLE_TIMEOUT`] of waiting on the upstream for a byte.
@@ -190,7 +190,7 @@ impl KeepAliveBody {
     pub(crate) fn new(
         inner: Incoming,
         sender: SendRequest<UpstreamBody>,
-        slot: Option<OwnedSemaphorePermit>,
+        slot: Slot,
         conns: Arc<UpstreamConns>,
         request: BodyWatch,
         stalls: metrics::Counter,
@@ -199,7 +199,7 @@ impl KeepAliveBody {
         let mut body = Self {
             inner,
             giveback: Some((sender, conns)),
-            slot,
+            slot: Some(slot),
             request,
             idle: IdleTimer::new(RESPONSE_IDLE_TIMEOUT),
             stalls,

@@ -62,17 +62,17 @@ pub(crate) async fn send(attempt: Attempt<'_>, router: Arc<Router>) -> Outcome {
         return Outcome::Client(fault, detail);
     }
     let (parts, body) = response_head(attempt.member, started, response);
-    let body = match attempt.slot {
-        // Nothing to wait for (no limit, or an empty body nothing will poll): the slot,
-        // if any, is freed here.
-        _ if body.is_end_stream() => body,
-        None => body,
-        // The permit lives in the closure: freed when the server drops the body, after
+    let slot = attempt.slot;
+    let body = if body.is_end_stream() {
+        // Nothing to wait for (an empty body nothing will poll): the slot is freed here.
+        body
+    } else {
+        // The slot lives in the closure: freed when the server drops the body, after
         // its last byte (or unread), as the TCP path's keep-alive body frees its slot.
-        Some(slot) => Body::new(body.map_frame(move |frame| {
+        Body::new(body.map_frame(move |frame| {
             let _held = &slot;
             frame
-        })),
+        }))
     };
     Outcome::Answered(Response::from_parts(parts, body))
 }

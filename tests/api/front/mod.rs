@@ -18,6 +18,7 @@ mod hostile;
 mod inproc;
 mod limits;
 mod raw;
+mod reload;
 mod routing;
 mod serve;
 mod tls;
@@ -211,7 +212,11 @@ async fn spawn_front(config: &str, limits: UpstreamLimits) -> TestFront {
 /// [`spawn_front`] with the edge limits `edge`.
 async fn spawn_front_with(config: &str, limits: UpstreamLimits, edge: EdgeLimits) -> TestFront {
     let config = FrontConfig::parse(config).expect("valid front config");
-    let front = Front::new(config, limits).expect("front builds");
+    serve_front(Front::new(config, limits).expect("front builds"), edge).await
+}
+
+/// Serves `front` on port 0 with the edge limits `edge`, its health checks running.
+async fn serve_front(front: Front, edge: EdgeLimits) -> TestFront {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the front");

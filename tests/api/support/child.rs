@@ -95,6 +95,11 @@ impl ChildProcess {
         self.signal(nix::sys::signal::Signal::SIGTERM);
     }
 
+    /// Sends SIGHUP (reload).
+    pub fn sighup(&self) {
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+
     /// Sends `signal`.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = i32::try_from(self.child.id()).expect("a pid fits an i32");
