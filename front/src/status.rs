@@ -14,11 +14,7 @@ use crate::reload::Live;
 /// (for `/info` and `GET /front/status`). `up` is whether requests may go there
 /// now; a pool's `panic` is whether it is trying members held out by passive
 /// checks because none is up.
-pub(crate) fn status(
-    live: &Live,
-    listening: Option<&Listening>,
-    admin: bool,
-) -> serde_json::Value {
+pub(crate) fn status(live: &Live, listening: Option<&Listening>, admin: bool) -> serde_json::Value {
     let table = live.table.load();
     let pools: Vec<_> = table
         .pools

@@ -70,6 +70,8 @@ pub fn app(state: AppState, shard: usize) -> Router {
         )),
         None => routes,
     };
-    loadlab_front::edge::fallbacks(routes)
-        .layer(axum::middleware::from_fn_with_state(tracking, track_requests))
+    loadlab_front::edge::fallbacks(routes).layer(axum::middleware::from_fn_with_state(
+        tracking,
+        track_requests,
+    ))
 }

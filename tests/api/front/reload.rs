@@ -238,3 +238,73 @@ async fn admin_actions_are_off_without_a_token_file() {
     assert_eq!(message, "admin is off: start with --admin-token-file");
     assert!(front.is_up(a.addr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sighup_reloads_the_front_config_the_certificate_and_the_admin_tokens() {
+    use crate::support::tls::TestCert;
+    let (a, b) = (TestUpstream::start("a"), TestUpstream::start("b"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("front.toml");
+    std::fs::write(&path, pool("main", &[(a.addr, 1), (b.addr, 1)])).expect("write");
+    let tokens = dir.path().join("admin-tokens");
+    std::fs::write(&tokens, "first\n").expect("write");
+    let first = TestCert::generate(dir.path(), "front", "loadlab first");
+    let (port, plain) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{plain}");
+    let mut command = loadlab();
+    command
+        .args(["front", "--config"])
+        .arg(&path)
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--plain-bind", &format!("127.0.0.1:{plain}")])
+        .arg("--admin-token-file")
+        .arg(&tokens)
+        .args(first.flags());
+    let child =
+        ChildProcess::start_ready("loadlab front", command, &format!("{base}/front/status")).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+
+    // All three change; one signal.
+    std::fs::write(&path, pool("main", &[(a.addr, 3), (b.addr, 1)])).expect("rewrite");
+    std::fs::write(&tokens, "second\n").expect("rewrite");
+    TestCert::generate(dir.path(), "front", "loadlab second");
+    child.sighup();
+    // The front config reloads last: once it has, so have the others.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = status_of(&client, &base).await;
+        if status["config"]["generation"] == 2 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "never reloaded: {}", child.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        status["certificate"]["subject"], "CN=loadlab second",
+        "{status}"
+    );
+    let drain = format!("{base}/front/upstreams/{}/drain", a.addr);
+    let old = client.post(&drain).bearer_auth("first").send().await;
+    expect_error(old.expect("sent"), 401).await;
+    let new = client.post(&drain).bearer_auth("second").send().await;
+    assert_eq!(new.expect("sent").status(), StatusCode::OK);
+    let metrics = client.get(format!("{base}/metrics")).send().await;
+    let metrics = metrics.expect("metrics").text().await.expect("text");
+    for line in [
+        "front_config_reloads_total{result=\"ok\"} 1",
+        "tls_certificate_reloads_total{result=\"ok\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert_eq!(
+        child.log().matches("SIGHUP: reloading").count(),
+        1,
+        "one handler: {}",
+        child.log()
+    );
+    child.sigterm();
+    assert!(child.wait_exit().await.success());
+}
