@@ -446,8 +446,8 @@ impl Front {
     /// Reads the config file again and swaps it in; returns the new generation. On
     /// any error (unreadable, invalid, a host that does not resolve) the config in
     /// use stays, and the error says why; either way the result is logged and
-    /// counted (`front_config_reloads_total`). Blocks (file, DNS): call it off the
-    /// runtime's workers.
+    /// counted (`front_config_reloads_total`). Blocks (file, DNS): call it on a blocking
+    /// thread (the service's SIGHUP handler does).
     pub fn reload(&self) -> anyhow::Result<u64> {
         self.inner.live.reload()
     }

@@ -115,7 +115,7 @@ impl Live {
     /// Reads the config file again and swaps it in; returns the new generation. On
     /// any error (unreadable, invalid, a host that does not resolve) the config in
     /// use stays, and the error says why; either way the result is logged and
-    /// counted. Blocks (file, DNS): call it off the runtime's workers.
+    /// counted. Blocks (file, DNS): call it on a blocking thread.
     pub(crate) fn reload(&self) -> anyhow::Result<u64> {
         let reloads = &self.reloads;
         let Some(path) = reloads.source() else {
