@@ -1,8 +1,9 @@
 //! The access log as `serve` and `front` run it: built from the flags
 //! ([`AccessLogConfig`]), opened at start-up (a bad path fails the start), reopened on
 //! SIGHUP (by [`crate::reload`], the process's one handler), stopped after the
-//! listeners (so the last requests' lines are written). The writer thread and the line formats are in `loadlab_logs`,
-//! the layer each listener puts outermost in `loadlab_front::listen::access`.
+//! listeners (so the last requests' lines are written). The writer thread and the line
+//! formats are in `loadlab_logs`, the layer each listener puts outermost in
+//! `loadlab_front::listen::access`.
 
 use anyhow::Context;
 use loadlab_logs::access::{AccessLog, Destination};

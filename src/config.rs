@@ -111,18 +111,7 @@ impl Config {
         if args.threads == Some(0) {
             bail!("--threads must be at least 1");
         }
-        let max_count = parse_count(&args.randoms_max, u64::MAX)
-            .map_err(|e| anyhow::anyhow!("--randoms-max {e}"))?;
-        let default_count = parse_count(&args.randoms_default, max_count)
-            .map_err(|e| anyhow::anyhow!("--randoms-default {e}"))?;
-        let multinomial_max_count = parse_count(
-            &args.randoms_multinomial_max,
-            loadlab_workers::multinomial::MAX_EXACT,
-        )
-        .map_err(|e| anyhow::anyhow!("--randoms-multinomial-max {e} (2^53)"))?;
-        if args.randoms_queue == 0 {
-            bail!("--randoms-queue must be at least 1");
-        }
+        let randoms = randoms_limits(args)?;
         if args.batch_max == 0 || args.writer_queue == 0 || args.batch_request_max == 0 {
             bail!("--batch-max, --writer-queue and --batch-request-max must be at least 1");
         }
@@ -164,12 +153,7 @@ impl Config {
             shard_host: args.shard_host,
             shard_base_port: args.shard_base_port,
             threads: args.threads,
-            randoms: RandomsLimits {
-                default_count,
-                max_count,
-                multinomial_max_count,
-                max_jobs: args.randoms_queue,
-            },
+            randoms,
             writer: WriterConfig {
                 db,
                 sync: match args.db_sync {
@@ -225,6 +209,28 @@ fn serve_max_connections(
         reserved_fds(runtimes, args.read_connections + 1, tcp_upstreams),
         fds_per_connection * listeners,
     )
+}
+
+/// The `--randoms-*` flags, validated: counts may be written `1e8`.
+fn randoms_limits(args: &ServeArgs) -> anyhow::Result<RandomsLimits> {
+    let max_count = parse_count(&args.randoms_max, u64::MAX)
+        .map_err(|e| anyhow::anyhow!("--randoms-max {e}"))?;
+    let default_count = parse_count(&args.randoms_default, max_count)
+        .map_err(|e| anyhow::anyhow!("--randoms-default {e}"))?;
+    let multinomial_max_count = parse_count(
+        &args.randoms_multinomial_max,
+        loadlab_workers::multinomial::MAX_EXACT,
+    )
+    .map_err(|e| anyhow::anyhow!("--randoms-multinomial-max {e} (2^53)"))?;
+    if args.randoms_queue == 0 {
+        bail!("--randoms-queue must be at least 1");
+    }
+    Ok(RandomsLimits {
+        default_count,
+        max_count,
+        multinomial_max_count,
+        max_jobs: args.randoms_queue,
+    })
 }
 
 /// Validates the operations flags (shared by `serve` and `front`): token files are

@@ -3,6 +3,7 @@
 //! SIGHUP reloads the config file, the TLS certificate and the admin tokens, and
 //! reopens the access log ([`crate::reload`]).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -52,24 +53,14 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
     if let Some(log) = &access_log {
         front = front.with_access_log(log.logger());
     }
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("could not listen on {bind}"))?;
+    let listener = listen(bind, "").await?;
     let plain = match plain_bind {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("--plain-bind: could not listen on {addr}"))?,
-        ),
+        Some(addr) => Some(listen(addr, "--plain-bind: ").await?),
         None => None,
     };
     let tls = tls.as_ref().map(TlsAcceptor::new).transpose()?;
     let metrics_listener = match args.serving.metrics_bind {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("--metrics-bind: could not listen on {addr}"))?,
-        ),
+        Some(addr) => Some(listen(addr, "--metrics-bind: ").await?),
         None => None,
     };
     let shutdown = server::cancel_on_signal();
@@ -123,4 +114,11 @@ pub async fn run(args: &FrontArgs) -> anyhow::Result<()> {
         "loadlab front stopped"
     );
     result
+}
+
+/// A listener on `addr`; `flag` (e.g. `"--plain-bind: "`) starts the error message.
+async fn listen(addr: SocketAddr, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{flag}could not listen on {addr}"))
 }

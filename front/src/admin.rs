@@ -20,11 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::Listening;
 use crate::error::json_error;
-use crate::reload::Live;
-use crate::tokens::{Access, TokenFile, unauthorized};
 use crate::pools::upstream::Upstream;
+use crate::reload::Live;
+use crate::status::Listening;
+use crate::tokens::{Access, TokenFile, unauthorized};
 
 /// How often a drain's watcher looks at the requests still in flight.
 const DRAIN_POLL: Duration = Duration::from_millis(100);

@@ -95,7 +95,6 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::MethodRouter;
 use loadlab_logs::access::AccessLogger;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
@@ -104,16 +103,16 @@ pub use self::config::{
     FrontConfig, HealthConfig, PoolConfig, RouteConfig, UpstreamConfig, UpstreamLimits,
 };
 pub use self::error::json_error;
-use self::pools::health::HealthChecks;
 pub use self::listen::limits::{ConnectionLimits, EdgeLimits};
+use self::pools::health::HealthChecks;
 pub use self::pools::upstream::ShardRuntime;
 use self::proxy::Proxy;
 use self::reload::{Live, Reloads};
 use self::server::{Serving, ServingThread, ThreadSet};
+use self::status::Listening;
 use self::table::{Origin, Table};
-use self::tls::{Certificates, TlsAcceptor};
+use self::tls::TlsAcceptor;
 use self::tokens::TokenFile;
-
 
 /// Where `loadlab front` listens without `--bind` or `listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -168,34 +167,6 @@ impl FrontListeners {
             tls: None,
             plain: None,
         }
-    }
-}
-
-/// What the status pages show of the front's listeners.
-#[derive(Debug)]
-struct Listening {
-    /// Each address, and whether it serves TLS.
-    addrs: Vec<(SocketAddr, bool)>,
-    /// The certificate the TLS listener presents.
-    certificates: Option<Arc<Certificates>>,
-}
-
-impl Listening {
-    fn to_json(&self) -> serde_json::Value {
-        let listeners: Vec<_> = self
-            .addrs
-            .iter()
-            .map(|(addr, tls)| {
-                let (scheme, protocols) = if *tls {
-                    ("https", ["h2", "http/1.1"])
-                } else {
-                    ("http", ["http/1.1", "h2c"])
-                };
-                json!({ "addr": addr.to_string(), "scheme": scheme, "protocols": protocols })
-            })
-            .collect();
-        let certificate = self.certificates.as_ref().map(|c| c.info().to_json());
-        json!({ "listeners": listeners, "certificate": certificate })
     }
 }
 
@@ -484,6 +455,11 @@ impl Front {
             self.inner.listening.get(),
             self.admin.is_some(),
         )
+    }
+
+    /// The configuration's generation: 1 at start, then +1 per applied reload.
+    pub fn generation(&self) -> u64 {
+        self.inner.live.table.load().origin.generation
     }
 
     /// Pools in the current configuration.

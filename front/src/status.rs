@@ -1,9 +1,12 @@
 //! `GET /front/status`: the front's pools, routes, members and configuration as JSON
 //! (`crate::Front::status`), also shown by the service's `/info`.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use serde_json::json;
 
-use crate::Listening;
+use crate::listen::tls::Certificates;
 use crate::pools::balance::Member;
 use crate::reload::Live;
 
@@ -81,14 +84,12 @@ fn member_status(m: &Member) -> serde_json::Value {
 /// few seconds, as a JSON array (`crate::Front::live`, for the live page).
 pub(crate) fn live(live: &Live) -> serde_json::Value {
     let table = live.table.load();
-    let generation = table.origin.generation;
     let members = table.pools.iter().flat_map(|pool| {
         pool.members().iter().map(move |m| {
             let mut member = json!({
                 "pool": pool.name(),
                 "addr": m.label,
                 "state": member_state(m),
-                "generation": generation,
             });
             if let (Some(fields), Ok(serde_json::Value::Object(window))) = (
                 member.as_object_mut(),
@@ -109,5 +110,33 @@ fn member_state(m: &Member) -> &'static str {
         (false, _) => "down",
         (true, false) => "draining",
         (true, true) => "up",
+    }
+}
+
+/// What the status pages show of the front's listeners.
+#[derive(Debug)]
+pub(crate) struct Listening {
+    /// Each address, and whether it serves TLS.
+    pub(crate) addrs: Vec<(SocketAddr, bool)>,
+    /// The certificate the TLS listener presents.
+    pub(crate) certificates: Option<Arc<Certificates>>,
+}
+
+impl Listening {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        let listeners: Vec<_> = self
+            .addrs
+            .iter()
+            .map(|(addr, tls)| {
+                let (scheme, protocols) = if *tls {
+                    ("https", ["h2", "http/1.1"])
+                } else {
+                    ("http", ["http/1.1", "h2c"])
+                };
+                json!({ "addr": addr.to_string(), "scheme": scheme, "protocols": protocols })
+            })
+            .collect();
+        let certificate = self.certificates.as_ref().map(|c| c.info().to_json());
+        json!({ "listeners": listeners, "certificate": certificate })
     }
 }

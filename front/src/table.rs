@@ -16,8 +16,8 @@ use std::time::SystemTime;
 use anyhow::Context;
 use axum::Router;
 
-use crate::pools::balance::{Member, Pool, Routes};
 use crate::config::{FrontConfig, UpstreamLimits};
+use crate::pools::balance::{Member, Pool, Routes};
 use crate::pools::upstream::{LocalShard, ShardRuntime, Upstream};
 
 /// One configuration of the front, as requests use it.

@@ -136,7 +136,7 @@ pub fn live_snapshot(state: &AppState, last: Option<Committed>) -> (Value, Commi
         }
         None => (None, None),
     };
-    let data = json!({
+    let mut data = json!({
         "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         "uptime_seconds": state.started().elapsed().as_secs_f64(),
         "shards": shards,
@@ -154,5 +154,9 @@ pub fn live_snapshot(state: &AppState, last: Option<Committed>) -> (Value, Commi
             "rows_per_batch": rows_per_batch,
         },
     });
+    // The front's configuration generation, so a reload shows on the page.
+    if let (Some(front), Some(fields)) = (state.front(), data.as_object_mut()) {
+        fields.insert("generation".to_owned(), json!(front.generation()));
+    }
     (data, now)
 }

@@ -252,6 +252,8 @@ async fn one_sighup_reloads_the_front_config_the_certificate_and_the_admin_token
     let (port, plain) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{plain}");
     let mut command = loadlab();
+    // Info: the handler's "SIGHUP: reloading" line is counted below.
+    command.env("RUST_LOG", "info");
     command
         .args(["front", "--config"])
         .arg(&path)
@@ -299,12 +301,13 @@ async fn one_sighup_reloads_the_front_config_the_certificate_and_the_admin_token
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
-    assert_eq!(
-        child.log().matches("SIGHUP: reloading").count(),
-        1,
-        "one handler: {}",
-        child.log()
-    );
     child.sigterm();
-    assert!(child.wait_exit().await.success());
+    // Read after the exit: the log writer flushes then.
+    let (exit, log) = child.wait_exit_with_log().await;
+    assert!(exit.success(), "{log}");
+    assert_eq!(
+        log.matches("SIGHUP: reloading").count(),
+        1,
+        "one handler: {log}"
+    );
 }
