@@ -21,6 +21,9 @@ use serde::Deserialize;
 pub use crate::listen::limits::{
     ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, EdgeLimits, TlsConfig,
 };
+use crate::pools::tls::split_scheme;
+/// An `https://` member's TLS settings live with the pools; reachable here.
+pub use crate::pools::tls::{Scheme, UpstreamTls};
 
 /// Health checks. Active checks flip an upstream only after `rise`/`fall` consecutive
 /// results (pingora); passive ones follow nginx's `max_fails`/`fail_timeout`.
@@ -115,8 +118,8 @@ pub struct PoolConfig {
 /// One member of a pool.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    /// The address as written (`host:port`): the `upstream` metric label and the `Host`
-    /// header sent to it.
+    /// The address as written, without its scheme (`host:port`): the `upstream` metric
+    /// label and the `Host` header sent to it.
     pub label: String,
     /// Where to connect: resolved once, at load (the first address DNS returns).
     pub addr: SocketAddr,
@@ -127,6 +130,16 @@ pub struct UpstreamConfig {
     /// `None`: `--upstream-max-conns`. An address listed by several pools has one
     /// limit, shared by them.
     pub max_conns: Option<u32>,
+    /// TLS to it: `Some` for an `https://` member (verified against its `ca_file`, or
+    /// the system roots); `None`: cleartext.
+    pub tls: Option<UpstreamTls>,
+}
+
+impl UpstreamConfig {
+    /// `https` when the front speaks TLS to it, else `http`.
+    pub fn scheme(&self) -> Scheme {
+        Scheme::of(self.tls.as_ref())
+    }
 }
 
 /// A prefix route.
@@ -175,16 +188,7 @@ impl FrontConfig {
                 let upstreams = pool
                     .upstreams
                     .into_iter()
-                    .map(|u| {
-                        let addr =
-                            resolve(&u.addr).with_context(|| format!("pool `{}`", pool.name))?;
-                        Ok(UpstreamConfig {
-                            label: u.addr,
-                            addr,
-                            weight: u.weight.unwrap_or(1),
-                            max_conns: u.max_conns,
-                        })
-                    })
+                    .map(|u| member(u).with_context(|| format!("pool `{}`", pool.name)))
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 Ok(PoolConfig {
                     name: pool.name,
@@ -254,6 +258,7 @@ impl FrontConfig {
                         addr,
                         weight: 1,
                         max_conns: None,
+                        tls: None,
                     })
                     .collect(),
             }],
@@ -278,6 +283,7 @@ impl FrontConfig {
         }
         let mut names = HashSet::new();
         let mut limits: HashMap<SocketAddr, (u32, &str)> = HashMap::new();
+        let mut schemes: HashMap<SocketAddr, (&Option<UpstreamTls>, &str)> = HashMap::new();
         for pool in &self.pools {
             if pool.name.is_empty() {
                 bail!("a pool has an empty name");
@@ -311,6 +317,18 @@ impl FrontConfig {
                 }
                 if let Some(max) = upstream.max_conns {
                     limits.insert(upstream.addr, (max, pool.name.as_str()));
+                }
+                let listed = schemes
+                    .entry(upstream.addr)
+                    .or_insert((&upstream.tls, &pool.name));
+                if *listed.0 != upstream.tls {
+                    bail!(
+                        "{} is listed with other TLS settings (scheme or ca_file) in pool `{}` \
+                            than in pool `{}`: an address is reached one way",
+                        upstream.label,
+                        listed.1,
+                        pool.name
+                    );
                 }
             }
         }
@@ -362,6 +380,28 @@ impl FrontConfig {
             _ => None,
         }
     }
+}
+
+/// One member as written: its scheme split off, its `ca_file` loaded (`https://` only),
+/// its host name resolved.
+fn member(raw: RawUpstream) -> anyhow::Result<UpstreamConfig> {
+    let (scheme, authority) = split_scheme(&raw.addr)?;
+    let tls = match (scheme, &raw.ca_file) {
+        (Scheme::Https, ca_file) => Some(UpstreamTls::new(authority, ca_file.as_deref())?),
+        (Scheme::Http, Some(file)) => bail!(
+            "upstream `{}` has ca_file = \"{}\" but is cleartext: write https://{authority}",
+            raw.addr,
+            file.display()
+        ),
+        (Scheme::Http, None) => None,
+    };
+    Ok(UpstreamConfig {
+        label: authority.to_owned(),
+        addr: resolve(authority)?,
+        weight: raw.weight.unwrap_or(1),
+        max_conns: raw.max_conns,
+        tls,
+    })
 }
 
 /// Resolves `host:port` (or an `ip:port` literal) to its first address.
@@ -419,6 +459,7 @@ struct RawUpstream {
     addr: String,
     weight: Option<u32>,
     max_conns: Option<u32>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -500,6 +541,63 @@ mod tests {
             FrontConfig::parse(&format!("default_pool = \"p\"\n{}{}", pool("p"), pool("q")))
                 .expect("the same limit twice is consistent");
         assert_eq!(config.pools[1].upstreams[0].max_conns, Some(8));
+    }
+
+    /// A self-signed certificate written to `dir/ca.pem`, as a `ca_file`.
+    fn write_ca(dir: &Path) -> PathBuf {
+        let ca = dir.join("ca.pem");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["ca.test".to_owned()]).expect("params");
+        std::fs::write(&ca, params.self_signed(&key).expect("cert").pem()).expect("write");
+        ca
+    }
+
+    #[test]
+    fn members_may_name_their_scheme_and_https_ones_a_ca_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = write_ca(dir.path());
+        let config = FrontConfig::parse(&format!(
+            "[[pools]]\nname = \"p\"\nupstreams = [{{ addr = \"http://127.0.0.1:1\" }}, \
+                {{ addr = \"https://127.0.0.1:2\", ca_file = \"{}\" }}, {{ addr = \
+                \"127.0.0.1:3\" }}]\n",
+            ca.display()
+        ))
+        .expect("valid");
+        let members = &config.pools[0].upstreams;
+        let schemes: Vec<_> = members.iter().map(|u| u.scheme()).collect();
+        assert_eq!(schemes, [Scheme::Http, Scheme::Https, Scheme::Http]);
+        assert_eq!(
+            members[0].label, "127.0.0.1:1",
+            "the scheme is not part of the label"
+        );
+        assert_eq!(members[1].label, "127.0.0.1:2");
+        let tls = members[1].tls.as_ref().expect("https");
+        assert_eq!(tls.ca_file(), Some(ca.as_path()));
+    }
+
+    #[test]
+    fn bad_schemes_and_ca_files_are_refused_by_name() {
+        let member = |member: &str| format!("[[pools]]\nname = \"p\"\nupstreams = [{member}]\n");
+        let error = error_of(&member("{ addr = \"ftp://127.0.0.1:21\" }"));
+        assert!(
+            error.contains("pool `p`") && error.contains("scheme `ftp`"),
+            "{error}"
+        );
+        let error = error_of(&member(
+            "{ addr = \"https://127.0.0.1:1\", ca_file = \"/nonexistent/ca.pem\" }",
+        ));
+        assert!(error.contains("ca_file /nonexistent/ca.pem"), "{error}");
+        let error = error_of(&member("{ addr = \"127.0.0.1:1\", ca_file = \"ca.pem\" }"));
+        assert!(error.contains("is cleartext"), "{error}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let two = format!(
+            "default_pool = \"p\"\n[[pools]]\nname = \"p\"\nupstreams = [{{ addr = \
+                \"127.0.0.1:1\" }}]\n[[pools]]\nname = \"q\"\nupstreams = [{{ addr = \
+                \"https://127.0.0.1:1\", ca_file = \"{}\" }}]\n",
+            write_ca(dir.path()).display()
+        );
+        let error = error_of(&two);
+        assert!(error.contains("reached one way"), "{error}");
     }
 
     #[test]

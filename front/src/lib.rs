@@ -26,15 +26,17 @@
 //!   member, the header policy, the front's own 502/504 answers (`proxy::answers`);
 //!   over one of two transports, `proxy::inproc` (a member that is one of this
 //!   process's shards: its router called directly, no socket) or `proxy::tcp` (every
-//!   other member, over `conns`: keep-alive connections to one upstream). With it:
+//!   other member, over `conns`: keep-alive connections to one upstream, each opened by
+//!   `connect`: TCP, then TLS to an `https://` member). With it:
 //!   `headers` (hop-by-hop out, `X-Forwarded-*` in), `body` (request and response
 //!   bodies streamed through: a request body kept for a retry, a response body that
 //!   gives its connection back) and `failure` (whose fault a failed forward is: a
 //!   client's bad body is not the upstream's).
 //! - `pools`: `balance` (picking a pool by longest route prefix and a member by round
 //!   robin or smooth weighted round robin; panic mode when every member is held out),
-//!   `upstream` (one upstream address and its health: active verdict, passive holds)
-//!   and `health` (the active check tasks).
+//!   `upstream` (one upstream address and its health: active verdict, passive holds),
+//!   `tls` (TLS to an `https://` member: its server name and trusted roots) and
+//!   `health` (the active check tasks).
 //! - [`config`]: [`FrontConfig`], the TOML file of pools, routes and health checks, and
 //!   the front's own limits ([`UpstreamLimits`]); [`metrics`]: what this crate records.
 //! - Here: [`Front`], which builds the pools from the config, serves on the kit and

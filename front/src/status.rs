@@ -67,6 +67,7 @@ fn member_status(m: &Member) -> serde_json::Value {
     let state = member_state(m);
     json!({
         "addr": m.label,
+        "scheme": u.scheme().as_str(),
         "resolved": u.addr().to_string(),
         "weight": m.weight,
         "path": m.path(),

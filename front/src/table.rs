@@ -4,7 +4,7 @@
 //! Requests read the current table once, when they are dispatched, and keep it until
 //! they are answered: a request in flight finishes on the pools it started on. A
 //! rebuilt table reuses the [`Upstream`] of every address that stays (same label,
-//! address and `max_conns`), so that address keeps its health state, its keep-alive
+//! address, `max_conns` and TLS settings), so that address keeps its health state, its keep-alive
 //! connections, its `max_conns` slots and an operator's drain; only the members
 //! (weights, per-pool metrics, balancer turns) are new.
 
@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use anyhow::Context;
 use axum::Router;
 
-use crate::config::{FrontConfig, UpstreamLimits};
+use crate::config::{FrontConfig, UpstreamLimits, UpstreamTls};
 use crate::pools::balance::{Member, Pool, Routes};
 use crate::pools::upstream::{LocalShard, ShardRuntime, Upstream};
 
@@ -55,7 +55,7 @@ pub(crate) type LocalShards = Vec<LocalShardAt>;
 
 impl Table {
     /// Builds the table of `config` (validated again here), reusing the upstreams of
-    /// `previous` whose label, address and `max_conns` stay the same, and attaching
+    /// `previous` whose label, address, `max_conns` and TLS stay the same, and attaching
     /// members on `shards`. Nothing shared changes unless the whole build succeeds.
     pub(crate) fn build(
         config: FrontConfig,
@@ -66,37 +66,45 @@ impl Table {
     ) -> anyhow::Result<Self> {
         config.validate()?;
         // Who lists each address, so shared addresses get one state and one checker:
-        // address -> (its label, its max_conns if the file sets one, the (pool, label)
-        // pairs that list it).
-        type Listed<'a> = (&'a str, Option<u32>, Vec<(&'a str, &'a str)>);
+        // address -> (its label, its max_conns if the file sets one, its TLS (the same
+        // in every pool: validated), the (pool, label) pairs that list it).
+        type Listed<'a> = (
+            &'a str,
+            Option<u32>,
+            Option<&'a UpstreamTls>,
+            Vec<(&'a str, &'a str)>,
+        );
         let mut memberships: HashMap<SocketAddr, Listed<'_>> = HashMap::new();
         let mut order = Vec::new();
         for pool in &config.pools {
             for member in &pool.upstreams {
                 let entry = memberships.entry(member.addr).or_insert_with(|| {
                     order.push(member.addr);
-                    (member.label.as_str(), None, Vec::new())
+                    (member.label.as_str(), None, member.tls.as_ref(), Vec::new())
                 });
                 entry.1 = entry.1.or(member.max_conns);
-                entry.2.push((pool.name.as_str(), member.label.as_str()));
+                entry.3.push((pool.name.as_str(), member.label.as_str()));
             }
         }
         let mut by_addr = HashMap::new();
         let mut upstreams = Vec::with_capacity(order.len());
         let mut kept = Vec::new();
         for addr in order {
-            let (label, max_conns, pools) = &memberships[&addr];
+            let (label, max_conns, tls, pools) = &memberships[&addr];
             let max_conns = max_conns.map_or(limits.max_conns_per_upstream, |m| m as usize);
-            let same = previous
-                .iter()
-                .find(|u| u.label() == *label && u.addr() == addr && u.max_conns() == max_conns);
+            let same = previous.iter().find(|u| {
+                u.label() == *label
+                    && u.addr() == addr
+                    && u.max_conns() == max_conns
+                    && u.tls() == *tls
+            });
             let upstream = match same {
                 Some(upstream) => {
                     kept.push((Arc::clone(upstream), pools));
                     Arc::clone(upstream)
                 }
                 None => Arc::new(
-                    Upstream::new(label, addr, pools, max_conns, &config.health, limits)
+                    Upstream::new(label, addr, *tls, pools, max_conns, &config.health, limits)
                         .with_context(|| {
                             format!("upstream `{label}` is not a valid Host header")
                         })?,
@@ -105,25 +113,7 @@ impl Table {
             by_addr.insert(addr, Arc::clone(&upstream));
             upstreams.push(upstream);
         }
-        let pools: Vec<Pool> = config
-            .pools
-            .iter()
-            .map(|pool| {
-                let members = pool
-                    .upstreams
-                    .iter()
-                    .map(|u| {
-                        Member::new(
-                            &pool.name,
-                            &u.label,
-                            u.weight,
-                            Arc::clone(&by_addr[&u.addr]),
-                        )
-                    })
-                    .collect();
-                Pool::new(&pool.name, members)
-            })
-            .collect();
+        let pools = member_sets(&config, &by_addr);
         let index_of = |name: &str| pools.iter().position(|p| p.name() == name);
         let routes = config
             .routes
@@ -176,4 +166,27 @@ impl Table {
             .find(|u| u.label() == addr)
             .or_else(|| self.upstreams.iter().find(|u| u.addr().to_string() == addr))
     }
+}
+
+/// The pools of `config`, each member on the upstream of its address in `by_addr`.
+fn member_sets(config: &FrontConfig, by_addr: &HashMap<SocketAddr, Arc<Upstream>>) -> Vec<Pool> {
+    config
+        .pools
+        .iter()
+        .map(|pool| {
+            let members = pool
+                .upstreams
+                .iter()
+                .map(|u| {
+                    Member::new(
+                        &pool.name,
+                        &u.label,
+                        u.weight,
+                        Arc::clone(&by_addr[&u.addr]),
+                    )
+                })
+                .collect();
+            Pool::new(&pool.name, members)
+        })
+        .collect()
 }

@@ -296,6 +296,7 @@ mod tests {
                 let upstream = Upstream::new(
                     &label,
                     addr,
+                    None,
                     &[],
                     0,
                     &HealthConfig::default(),

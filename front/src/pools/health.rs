@@ -7,7 +7,9 @@
 //! each task ends when the shutdown token is cancelled, or when a reload removes its
 //! upstream ([`HealthChecks::sync`]). Checks open a fresh connection
 //! each time (no keep-alive): what they test is that the upstream still accepts
-//! connections and answers, which a long-lived pooled connection would hide.
+//! connections and answers, which a long-lived pooled connection would hide. An
+//! `https://` member is checked over TLS, verified as requests verify it: a certificate
+//! the front does not trust fails the check.
 //!
 //! A member that is one of this process's shards, reached in-process, is checked
 //! without a socket: its check asks the shard itself (still serving, its runtime
@@ -19,16 +21,12 @@ use std::sync::Arc;
 use axum::http::{Request, Uri, header};
 use bytes::Bytes;
 use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthConfig;
+use crate::error::error_chain;
 use crate::pools::upstream::Upstream;
-
-/// The client of the checks: no pooling, connect bounded by the check timeout.
-type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+use crate::proxy::connect::{OpenFailure, open};
 
 /// The running check tasks: one per upstream address, each stopped by its own token
 /// (a child of the front's shutdown token), so a reload can stop the checks of the
@@ -43,7 +41,6 @@ pub(crate) struct HealthChecks {
     /// reload runs on a blocking thread and spawns the new checks here.
     runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
-    client: CheckClient,
     config: HealthConfig,
     /// Each checked upstream and the token that stops its task.
     running: Vec<(Arc<Upstream>, CancellationToken)>,
@@ -62,7 +59,6 @@ impl HealthChecks {
         let mut checks = Self {
             runtime: tokio::runtime::Handle::current(),
             shutdown: shutdown.clone(),
-            client: check_client(config),
             config: config.clone(),
             running: Vec::new(),
         };
@@ -80,7 +76,6 @@ impl HealthChecks {
                 stop.cancel();
             }
             self.config = config.clone();
-            self.client = check_client(config);
         }
         self.running.retain(|(upstream, stop)| {
             let kept = upstreams.iter().any(|u| Arc::ptr_eq(u, upstream));
@@ -100,7 +95,6 @@ impl HealthChecks {
         let stop = self.shutdown.child_token();
         self.runtime.spawn(check_loop(
             Arc::clone(upstream),
-            self.client.clone(),
             self.config.clone(),
             stop.clone(),
         ));
@@ -108,32 +102,13 @@ impl HealthChecks {
     }
 }
 
-/// The client of the checks: no pooling, connect bounded by the check timeout.
-fn check_client(config: &HealthConfig) -> CheckClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build(connector)
-}
-
 /// Checks `upstream` every interval until `shutdown`.
-async fn check_loop(
-    upstream: Arc<Upstream>,
-    client: CheckClient,
-    config: HealthConfig,
-    shutdown: CancellationToken,
-) {
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(upstream.authority().clone())
-        .path_and_query(config.path.as_str())
-        .build();
-    let uri = match uri {
+async fn check_loop(upstream: Arc<Upstream>, config: HealthConfig, shutdown: CancellationToken) {
+    // Origin form: the request line of a connection opened to the upstream itself.
+    let uri = match config.path.parse::<Uri>() {
         Ok(uri) => uri,
         Err(e) => {
-            // `validate` checked the path and the authority came from a SocketAddr.
+            // `validate` checked the path.
             let upstream = upstream.label();
             tracing::error!(upstream, error = %e, "health check URI is invalid: not checking");
             return;
@@ -152,7 +127,7 @@ async fn check_loop(
             let ok = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
-                ok = check_once(&client, &uri, &upstream, &config) => ok,
+                ok = check_once(&uri, &upstream, &config) => ok,
             };
             if let Some(up) = streak.record(ok, upstream.is_active_up(), &config)
                 && upstream.set_active_up(up)
@@ -172,27 +147,31 @@ async fn check_loop(
     }
 }
 
-/// One check: a 2xx answer within the timeout; for one of this process's shards, its
-/// runtime running a task within the timeout (no socket: see
-/// `LocalShard::is_responsive`).
-async fn check_once(
-    client: &CheckClient,
-    uri: &Uri,
-    upstream: &Upstream,
-    config: &HealthConfig,
-) -> bool {
+/// One check: a 2xx answer within the timeout, on a new connection (over TLS to an
+/// `https://` member); for one of this process's shards, its runtime running a task
+/// within the timeout (no socket: see `LocalShard::is_responsive`).
+async fn check_once(uri: &Uri, upstream: &Upstream, config: &HealthConfig) -> bool {
     if let Some(shard) = upstream.local() {
         return shard.is_responsive(config.timeout).await;
     }
     let request = Request::get(uri.clone())
         .header(header::HOST, upstream.host_header().clone())
         .header(header::USER_AGENT, "loadlab-front-health")
-        .body(Empty::new());
+        .body(Empty::<Bytes>::new());
     let Ok(request) = request else { return false };
-    match tokio::time::timeout(config.timeout, client.request(request)).await {
-        Ok(Ok(response)) => response.status().is_success(),
-        Ok(Err(e)) => {
-            tracing::debug!(upstream = upstream.label(), error = %e, "health check failed");
+    let check = async {
+        let mut sender = open(upstream.addr(), upstream.tls(), config.timeout)
+            .await
+            .map_err(|failure| match failure {
+                OpenFailure::Connect(e) | OpenFailure::Tls(e) => error_chain(&e),
+            })?;
+        let response = sender.send_request(request).await;
+        response.map(|r| r.status()).map_err(|e| error_chain(&e))
+    };
+    match tokio::time::timeout(config.timeout, check).await {
+        Ok(Ok(status)) => status.is_success(),
+        Ok(Err(error)) => {
+            tracing::debug!(upstream = upstream.label(), %error, "health check failed");
             false
         }
         Err(_) => {

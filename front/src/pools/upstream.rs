@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::HeaderValue;
-use axum::http::uri::Authority;
 use metrics::{Counter, Gauge};
 use tokio::sync::Semaphore;
 
@@ -20,6 +19,7 @@ use crate::config::HealthConfig;
 use crate::config::UpstreamLimits;
 use crate::listen::window::LiveWindow;
 use crate::pools::slot::Slot;
+use crate::pools::tls::{Scheme, UpstreamTls};
 use crate::proxy::conns::UpstreamConns;
 
 /// Why a try at an upstream failed: the `kind` label of `front_upstream_errors_total`.
@@ -33,6 +33,9 @@ pub(crate) enum FailureKind {
     Send,
     /// No response headers within `--upstream-timeout`.
     Timeout,
+    /// The TLS handshake with an `https://` member failed (certificate not trusted,
+    /// wrong name, no common version): like `Connect`, the request never left.
+    Tls,
 }
 
 impl FailureKind {
@@ -41,7 +44,14 @@ impl FailureKind {
             FailureKind::Connect => 0,
             FailureKind::Send => 1,
             FailureKind::Timeout => 2,
+            FailureKind::Tls => 3,
         }
+    }
+
+    /// Whether the request cannot have reached the upstream, so any method may move
+    /// to the next one.
+    pub(crate) fn never_sent(self) -> bool {
+        matches!(self, FailureKind::Connect | FailureKind::Tls)
     }
 }
 
@@ -52,8 +62,6 @@ pub(crate) struct Upstream {
     label: String,
     /// Where connections go.
     addr: SocketAddr,
-    /// `addr` as a URI authority (for the health checks' URIs).
-    authority: Authority,
     /// Keep-alive connections to `addr`, one set per front thread (a
     /// connection's driver task runs on the thread that opened it, so only that
     /// thread's requests should use it); an `Arc` because response bodies carry their
@@ -92,7 +100,9 @@ pub(crate) struct Upstream {
     /// skipped; an atomic for the same reason.
     fail_timeout_nanos: AtomicU64,
     /// `front_upstream_errors_total{upstream, kind}`, one per [`FailureKind`].
-    errors: [Counter; 3],
+    errors: [Counter; 4],
+    /// TLS to it (an `https://` member); `None`: cleartext.
+    tls: Option<UpstreamTls>,
     /// `front_upstream_up{pool, upstream}`, one per pool listing the address; a
     /// mutex because a reload may change the pools (taken on state changes and health
     /// ticks, never per request).
@@ -117,14 +127,14 @@ impl Upstream {
     pub(crate) fn new(
         label: &str,
         addr: SocketAddr,
+        tls: Option<&UpstreamTls>,
         memberships: &[(&str, &str)],
         max_conns: usize,
         health: &HealthConfig,
         limits: &UpstreamLimits,
     ) -> anyhow::Result<Self> {
-        let authority: Authority = addr.to_string().parse()?;
         let host = HeaderValue::from_str(label)?;
-        let errors = ["connect", "send", "timeout"].map(|kind| {
+        let errors = ["connect", "send", "timeout", "tls"].map(|kind| {
             let upstream = label.to_owned();
             metrics::counter!(
                 "front_upstream_errors_total",
@@ -137,11 +147,11 @@ impl Upstream {
             live: LiveWindow::new(),
             label: label.to_owned(),
             addr,
-            authority,
             connections: (0..limits.front_threads.max(1))
                 .map(|_| {
                     Arc::new(UpstreamConns::new(
                         addr,
+                        tls.cloned(),
                         limits.connect_timeout,
                         limits.idle_per_upstream,
                     ))
@@ -166,6 +176,7 @@ impl Upstream {
             max_fails: AtomicU32::new(health.max_fails),
             fail_timeout_nanos: AtomicU64::new(duration_nanos(health.fail_timeout)),
             errors,
+            tls: tls.cloned(),
             up_gauges: Mutex::new(Vec::new()),
             local: OnceLock::new(),
         };
@@ -233,9 +244,14 @@ impl Upstream {
         self.addr
     }
 
-    /// The URI authority of `addr`.
-    pub(crate) fn authority(&self) -> &Authority {
-        &self.authority
+    /// TLS to it; `None`: cleartext.
+    pub(crate) fn tls(&self) -> Option<&UpstreamTls> {
+        self.tls.as_ref()
+    }
+
+    /// `https` when the front speaks TLS to it, else `http`.
+    pub(crate) fn scheme(&self) -> Scheme {
+        Scheme::of(self.tls.as_ref())
     }
 
     /// Front thread `thread`'s keep-alive connections to it.
@@ -450,6 +466,7 @@ pub(crate) mod tests {
         Upstream::new(
             "127.0.0.1:9",
             "127.0.0.1:9".parse().expect("literal"),
+            None,
             &[],
             0,
             &health,

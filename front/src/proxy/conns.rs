@@ -23,12 +23,13 @@ use std::time::Duration;
 use axum::http::{Request, Response};
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
 use super::body::{BodyWatch, IdleTimer, UpstreamBody};
+use super::connect::{OpenFailure, open};
 use crate::pools::slot::Slot;
+use crate::pools::tls::UpstreamTls;
 
 /// How long an idle connection is kept. Shorter than loadlab's own
 /// `--header-read-timeout` (10 s), which closes idle keep-alive connections: the front
@@ -40,6 +41,8 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub(crate) enum SendFailure {
     /// No connection: the request never left, any method may go elsewhere.
     Connect(io::Error),
+    /// The TLS handshake with an `https://` member failed: the request never left.
+    Tls(io::Error),
     /// The connection failed after the request was handed to it: it may have reached
     /// the upstream.
     Send(hyper::Error),
@@ -49,6 +52,8 @@ pub(crate) enum SendFailure {
 #[derive(Debug)]
 pub(crate) struct UpstreamConns {
     addr: SocketAddr,
+    /// TLS to an `https://` member; `None`: cleartext.
+    tls: Option<UpstreamTls>,
     connect_timeout: Duration,
     max_idle: usize,
     /// Idle connections, most recently used last. A mutex held only to push or pop.
@@ -63,9 +68,15 @@ struct Idle {
 
 impl UpstreamConns {
     /// No connections yet; nothing connects until the first request.
-    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration, max_idle: usize) -> Self {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        tls: Option<UpstreamTls>,
+        connect_timeout: Duration,
+        max_idle: usize,
+    ) -> Self {
         Self {
             addr,
+            tls,
             connect_timeout,
             max_idle,
             idle: Mutex::new(Vec::new()),
@@ -82,7 +93,7 @@ impl UpstreamConns {
         loop {
             let (mut sender, reused) = match self.checkout().await {
                 Some(sender) => (sender, true),
-                None => (self.connect().await.map_err(SendFailure::Connect)?, false),
+                None => (self.connect().await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok((response, sender)),
@@ -130,30 +141,15 @@ impl UpstreamConns {
         }
     }
 
-    /// A new connection (TCP_NODELAY: requests and responses are small, latency
-    /// matters), its driver task spawned on the current runtime.
-    async fn connect(&self) -> io::Result<SendRequest<UpstreamBody>> {
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect(self.addr),
-        )
-        .await
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect timed out after {:?}", self.connect_timeout),
-            )
-        })??;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+    /// A new connection (over TLS to an `https://` member), its driver task spawned
+    /// on the current runtime.
+    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, SendFailure> {
+        open(self.addr, self.tls.as_ref(), self.connect_timeout)
             .await
-            .map_err(io::Error::other)?;
-        tokio::spawn(async move {
-            // Errors end the connection; the request that saw them reports them.
-            let _ = connection.await;
-        });
-        Ok(sender)
+            .map_err(|failure| match failure {
+                OpenFailure::Connect(e) => SendFailure::Connect(e),
+                OpenFailure::Tls(e) => SendFailure::Tls(e),
+            })
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Per request: strip hop-by-hop headers, add `X-Forwarded-*`, then try members in
 //! the pool's order until one answers with headers:
-//! - a failed connect moves on for any method (the request never left);
+//! - a failed connect (or TLS handshake, to an `https://` member) moves on for any
+//!   method (the request never left);
 //! - a failure after the request may have been sent moves on only for idempotent
 //!   methods (nginx's `proxy_next_upstream error`), and only while the request body
 //!   has not been read (bodies are streamed, never buffered, so a body that started
@@ -43,6 +44,7 @@
 mod answers;
 mod attempt;
 pub(crate) mod body;
+pub(crate) mod connect;
 pub(crate) mod conns;
 pub(crate) mod failure;
 pub(crate) mod headers;
@@ -255,7 +257,7 @@ impl Proxy {
                 tracing::debug!(upstream = label, ?kind, %error, "upstream try failed");
                 // A request that may have reached the upstream is sent again only if
                 // repeating it is harmless.
-                let retry = kind == FailureKind::Connect || is_idempotent(&outgoing.method);
+                let retry = kind.never_sent() || is_idempotent(&outgoing.method);
                 Next::Failed { message, retry }
             }
         }

@@ -53,6 +53,7 @@ pub(crate) async fn send(
             match &failure {
                 SendFailure::Connect(e) => Outcome::Failed(FailureKind::Connect, error_chain(e)),
                 SendFailure::Send(e) => Outcome::Failed(FailureKind::Send, error_chain(e)),
+                SendFailure::Tls(e) => Outcome::Failed(FailureKind::Tls, error_chain(e)),
             }
         }
         Err(_) => Outcome::TimedOut,

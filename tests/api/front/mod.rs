@@ -10,8 +10,8 @@
 //! `serve` (the front inside `loadlab serve`, CORS, `loadlab front`), `hostile`
 //! (raw-TCP clients that break the rules: smuggling shapes, bad bodies, slow clients;
 //! their client is `raw`), `inproc` (the front over its own shards, in-process and
-//! over TCP) and `tls` (TLS termination, HTTP/2 and h2c, certificate reload, rapid
-//! reset).
+//! over TCP), `tls` (TLS termination, HTTP/2 and h2c, certificate reload, rapid
+//! reset) and `upstream_tls` (`https://` members: verification, SNI, failover).
 
 mod failover;
 mod hostile;
@@ -22,6 +22,7 @@ mod reload;
 mod routing;
 mod serve;
 mod tls;
+mod upstream_tls;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
