@@ -1,11 +1,12 @@
 //! TLS to upstreams: an `https://` member reached over TLS (SNI, the `ca_file` roots,
 //! health checks over TLS too), an untrusted certificate as a 502 with failover to the
-//! next member, and a missing `ca_file` refused by name (`check-config`, SIGHUP reload).
+//! next member, names checked (a host name, an IP address without SNI), and a missing
+//! `ca_file` refused by name (`check-config`, SIGHUP reload).
 
 use std::path::Path;
 
 use super::*;
-use crate::support::child::loadlab;
+use crate::support::child::{ChildProcess, free_port, loadlab};
 use crate::support::tls::{TestCert, TlsUpstream};
 
 /// The echo upstream's router, answering as `name`.
@@ -122,6 +123,46 @@ async fn an_untrusted_certificate_is_a_502_and_any_method_fails_over_to_the_next
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_name_as_written_is_checked_and_an_ip_member_sends_no_sni() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elsewhere = TestCert::generate_for(dir.path(), "elsewhere", "elsewhere", &["other.test"]);
+    let wrong_name = TlsUpstream::start(&elsewhere, echo_router("wrong-name"));
+    let cert = TestCert::generate(dir.path(), "upstream", "upstream");
+    let by_ip = TlsUpstream::start(&cert, echo_router("by-ip"));
+    let ip_member = format!(
+        "{{ addr = \"https://127.0.0.1:{}\", ca_file = \"{}\" }}",
+        by_ip.addr.port(),
+        cert.cert_file.display()
+    );
+    let config = format!(
+        "default_pool = \"ip\"\n{NO_ACTIVE_HEALTH}\
+            [[pools]]\nname = \"ip\"\nupstreams = [{ip_member}]\n\
+            [[pools]]\nname = \"name\"\nupstreams = [{}]\n\
+            [[routes]]\nprefix = \"/name/\"\npool = \"name\"\n",
+        https_member(&wrong_name, &elsewhere.cert_file)
+    );
+    let front = spawn_front(&config, limits(Duration::from_secs(5))).await;
+
+    let response = front
+        .client
+        .get(front.url("/name/x"))
+        .send()
+        .await
+        .expect("sent");
+    let error = expect_error(response, 502).await;
+    assert!(
+        error.contains("certificate not valid for name \"localhost\""),
+        "{error}"
+    );
+    assert!(wrong_name.served().is_empty());
+
+    assert_eq!(front.upstream_of("/by/ip").await, "by-ip");
+    let served = by_ip.served();
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert_eq!(served[0].sni, None, "no SNI for an IP address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_ca_file_is_refused_by_check_config_and_by_a_reload() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cert = TestCert::generate(dir.path(), "upstream", "upstream");
@@ -161,4 +202,86 @@ async fn a_missing_ca_file_is_refused_by_check_config_and_by_a_reload() {
     assert!(error.contains(&missing.display().to_string()), "{error}");
     assert_eq!(front.front.generation(), 1, "the old config stays");
     assert_eq!(front.upstream_of("/after").await, "tls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_handshake_is_counted_as_tls_and_a_sighup_reads_a_changed_ca_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = TestCert::generate(dir.path(), "upstream", "upstream");
+    let other_ca = TestCert::generate(dir.path(), "other", "another CA");
+    let upstream = TlsUpstream::start(&cert, echo_router("tls"));
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::copy(&other_ca.cert_file, &ca_file).expect("the wrong CA");
+    let path = dir.path().join("front.toml");
+    let config = format!(
+        "{NO_ACTIVE_HEALTH}[[pools]]\nname = \"main\"\nupstreams = [{}]\n",
+        https_member(&upstream, &ca_file)
+    );
+    std::fs::write(&path, config).expect("write");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut command = loadlab();
+    command.args(["front", "--config"]).arg(&path).args([
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--front-threads",
+        "1",
+    ]);
+    let child =
+        ChildProcess::start_ready("loadlab front", command, &format!("{base}/front/status")).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+
+    let response = client.get(format!("{base}/x")).send().await.expect("sent");
+    let error = expect_error(response, 502).await;
+    assert!(error.contains("TLS handshake"), "{error}");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    let label = format!("upstream=\"localhost:{}\"", upstream.addr.port());
+    let tls_errors = metrics.lines().find(|line| {
+        line.starts_with("front_upstream_errors_total{")
+            && line.contains(&label)
+            && line.contains("kind=\"tls\"")
+    });
+    assert!(
+        tls_errors.is_some_and(|line| line.ends_with(" 1")),
+        "{tls_errors:?} in\n{metrics}"
+    );
+
+    // The same path, now the right CA: a reload reads it again.
+    std::fs::copy(&cert.cert_file, &ca_file).expect("the right CA");
+    child.sighup();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let status: Value = client
+            .get(format!("{base}/front/status"))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status json");
+        if status["config"]["generation"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reloaded: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = client.get(format!("{base}/y")).send().await.expect("sent");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the member starts afresh"
+    );
+    assert_eq!(response.headers()["x-upstream-name"], "tls");
+    child.sigterm();
+    assert!(child.wait_exit().await.success());
 }

@@ -28,10 +28,14 @@ impl TestCert {
     /// Generates a certificate with common name `cn`, written as `{name}.pem` and
     /// `{name}.key` in `dir`.
     pub fn generate(dir: &Path, name: &str, cn: &str) -> Self {
+        Self::generate_for(dir, name, cn, &["localhost", "127.0.0.1"])
+    }
+
+    /// [`Self::generate`] for the names `sans` (host names or IP addresses) instead.
+    pub fn generate_for(dir: &Path, name: &str, cn: &str, sans: &[&str]) -> Self {
         let key = rcgen::KeyPair::generate().expect("key pair");
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("params");
+        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(sans).expect("params");
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
