@@ -49,10 +49,11 @@ impl Scheme {
 /// `host:port` and `http://host:port` are cleartext, `https://host:port` is TLS; any
 /// other scheme, a missing port or anything after the port is refused, naming `addr`.
 pub(crate) fn split_scheme(addr: &str) -> anyhow::Result<(Scheme, &str)> {
+    // Schemes are case-insensitive (RFC 3986 section 3.1).
     let (scheme, authority) = match addr.split_once("://") {
         None => (Scheme::Http, addr),
-        Some(("http", rest)) => (Scheme::Http, rest),
-        Some(("https", rest)) => (Scheme::Https, rest),
+        Some((http, rest)) if http.eq_ignore_ascii_case("http") => (Scheme::Http, rest),
+        Some((https, rest)) if https.eq_ignore_ascii_case("https") => (Scheme::Https, rest),
         Some((other, _)) => bail!(
             "upstream `{addr}`: the scheme `{other}` is not supported (write host:port, \
                 http://host:port or https://host:port)"
@@ -228,6 +229,10 @@ mod tests {
         assert_eq!(
             split_scheme("https://[::1]:443").expect("https"),
             (Scheme::Https, "[::1]:443")
+        );
+        assert_eq!(
+            split_scheme("HTTPS://h:1").expect("schemes ignore case"),
+            (Scheme::Https, "h:1")
         );
     }
 
