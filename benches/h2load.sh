@@ -11,6 +11,9 @@
 #
 # Each front gets a separate short warm-up run (h2load's own --warm-up-time reported
 # 0 req/s here), then the measured runs, interleaved: every front once per round.
+# Besides requests/s, each run reports the CPU time per answered request of the front's
+# process(es) and of the shards (from /proc): on a small shared machine requests/s
+# swings with how the cores were shared, CPU time per request much less.
 #
 # Usage: [BIN=target/release/loadlab] benches/h2load.sh [rounds=2] [duration=4] [path=/healthz]
 # Needs h2load, nginx (nginx-light has ssl and http_v2), haproxy, openssl, curl; builds
@@ -61,6 +64,9 @@ wait_for() { # url
 "$bin" serve --no-front --shards 2 --shard-base-port $shard_base --db "$dir/mega.db" \
   >"$dir/shards.log" 2>&1 &
 pids+=($!)
+shards_pid=$!
+# The process(es) whose CPU time is each front's (nginx and HAProxy: their children too).
+declare -A front_pid
 wait_for "http://127.0.0.1:$shard_base/healthz"
 wait_for "http://127.0.0.1:$((shard_base + 1))/healthz"
 
@@ -72,11 +78,13 @@ EOF
 "$bin" front --config "$dir/front.toml" --bind "127.0.0.1:${port[front-h2]}" --front-threads 1 \
   --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem" >"$dir/front.log" 2>&1 &
 pids+=($!)
+front_pid[front-h2]=$!
 
 "$bin" serve --shards 2 --shard-base-port $((shard_base + 20)) --front-threads 1 \
   --bind "127.0.0.1:${port[front-h2-inproc]}" --db "$dir/mega-inproc.db" \
   --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem" >"$dir/inproc.log" 2>&1 &
 pids+=($!)
+front_pid[front-h2-inproc]=$!
 
 mkdir -p "$dir/nginx"
 cat >"$dir/nginx.conf" <<EOF
@@ -116,6 +124,7 @@ http {
 EOF
 nginx -c "$dir/nginx.conf" -p "$dir" &
 pids+=($!)
+front_pid[nginx-h2]=$!
 
 cat >"$dir/haproxy.cfg" <<EOF
 global
@@ -137,30 +146,52 @@ backend shards
 EOF
 haproxy -f "$dir/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 &
 pids+=($!)
+front_pid[haproxy-h2]=$!
 
 for name in "${order[@]}"; do
   wait_for "https://127.0.0.1:${port[$name]}$path"
 done
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-run() { # name seconds -> requests/s (only answered 2xx count), TLS version
+# CPU time (user + system, clock ticks) of process $1 and its children, all threads.
+ticks() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1"); do
+    # Fields 14 and 15 of /proc/PID/stat (the name in field 2 has no spaces here).
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+
+run() { # name seconds -> requests/s (only answered 2xx count), TLS version, CPU
+  # microseconds per answered request of the front's process(es) and of the shards
+  local front0 shards0
+  front0=$(ticks "${front_pid[$1]}") shards0=$(ticks "$shards_pid")
   h2load -c 16 -m 8 -D "$2" "https://127.0.0.1:${port[$1]}$path" >"$dir/h2load-$1.txt" 2>&1
-  awk '/^TLS Protocol:/ { tls = $3 } /^Application protocol:/ { alpn = $3 }
+  local front_cpu=$(($(ticks "${front_pid[$1]}") - front0)) shards_cpu=$(($(ticks "$shards_pid") - shards0))
+  awk -v fc="$front_cpu" -v sc="$shards_cpu" -v us="$tick_us" \
+    '/^TLS Protocol:/ { tls = $3 } /^Application protocol:/ { alpn = $3 }
     /^finished in/ { secs = $3 + 0 } /^status codes:/ { ok = $3 + 0 }
-    END { if (alpn != "h2") { print "not-h2"; exit } printf "%.0f %s\n", ok / secs, tls }' \
+    END { if (alpn != "h2") { print "not-h2"; exit }
+      printf "%.0f %s %.1f %.1f\n", ok / secs, tls, fc * us / ok, sc * us / ok }' \
     "$dir/h2load-$1.txt"
 }
 
-declare -A results tls
+declare -A results tls front_us shards_us
 for name in "${order[@]}"; do run "$name" 1 >/dev/null; done
 for round in $(seq 1 "$rounds"); do
   for name in "${order[@]}"; do
-    read -r rps version < <(run "$name" "$duration")
+    read -r rps version fus sus < <(run "$name" "$duration")
     results[$name]+="$rps "
+    front_us[$name]+="$fus "
+    shards_us[$name]+="$sus "
     tls[$name]=$version
-    echo "round $round: $name $rps req/s ($version)"
+    echo "round $round: $name $rps req/s ($version), CPU per request: front $fus us, shards $sus us"
   done
 done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2);
+  if (NR % 2) printf "%.1f", v[m]; else printf "%.1f", (v[m] + v[m + 1]) / 2 }'; }
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 mkdir -p "$out"
@@ -180,6 +211,18 @@ mkdir -p "$out"
   for name in "${order[@]}"; do
     mean=$(echo "${results[$name]}" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF }')
     echo "| $name | ${results[$name]% } | $mean | ${tls[$name]} |"
+  done
+  echo
+  echo 'CPU time per answered request (user + system, all threads, from /proc; median of'
+  echo 'the rounds, in microseconds): the front'"'"'s own process(es) (nginx and HAProxy with'
+  echo 'their children; `front-h2-inproc` includes its own shards), and the shards'
+  echo 'process shared by the other three (not used by `front-h2-inproc`). Unlike'
+  echo 'requests/s, this does not depend on how the two cores were shared at the time.'
+  echo
+  echo "| front | front CPU per request, us (per round) | median | shards CPU per request, us | median |"
+  echo "|---|---|---|---|---|"
+  for name in "${order[@]}"; do
+    echo "| $name | ${front_us[$name]% } | $(echo "${front_us[$name]}" | median) | ${shards_us[$name]% } | $(echo "${shards_us[$name]}" | median) |"
   done
   echo
   echo "Versions: $("$bin" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(h2load --version | head -1)."
