@@ -5,7 +5,7 @@
 //!
 //! Checked on the shard's router, so it holds however a request arrives: straight to
 //! a shard, through the front over TCP, or in-process. The file is re-read on SIGHUP
-//! ([`crate::hangup`]).
+//! ([`crate::reload`]).
 
 use std::sync::Arc;
 

@@ -368,7 +368,7 @@ impl Front {
     /// the certificate's expiry gauge, and on the current runtime the accept loops that
     /// deal connections to the threads. All of it joins `serving` and stops when
     /// `shutdown` is cancelled. What SIGHUP reloads (this front's config file, the
-    /// certificate) the caller wires: see [`Front::reload`] and [`TlsAcceptor::reload`].
+    /// certificate) the caller wires: see [`Front::reload`] and [`tls::Certificates::reload`].
     ///
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.

@@ -103,7 +103,7 @@ impl PartialEq for UpstreamTls {
 }
 
 impl UpstreamTls {
-    /// TLS to `authority` (`host:port`, as [`split_scheme`] returned it), trusting only
+    /// TLS to `authority` (`host:port`, as `split_scheme` returned it), trusting only
     /// the certificates in `ca_file`, or the system roots without one.
     pub fn new(authority: &str, ca_file: Option<&Path>) -> anyhow::Result<Self> {
         let host = authority
