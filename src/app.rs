@@ -11,7 +11,7 @@
 //!   only direct clients (Prometheus, health checks); it still owns the router, so a
 //!   shard that stops leaves rotation;
 //! - `--front-threads` front threads, each with its own single-threaded runtime
-//!   (see [`loadlab_front::server::serve_on_threads`]);
+//!   (see [`loadlab_front::listen::server::serve_on_threads`]);
 //! - the caller's runtime, which accepts the front's connections and runs the health
 //!   checks and the extra metrics listener;
 //! - the rayon compute threads and the Mega writer thread, shared by all shards (with
@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use loadlab_front::server::{self, Serving};
-use loadlab_front::tls::TlsAcceptor;
+use loadlab_front::listen::server::{self, Serving};
+use loadlab_front::listen::tls::TlsAcceptor;
 use loadlab_front::{Front, FrontConfig, FrontListeners};
 use loadlab_logs::access::{AccessLog, AccessLogger};
 use loadlab_workers::compute::Compute;

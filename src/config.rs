@@ -257,11 +257,13 @@ pub fn reserved_fds(runtimes: usize, db_connections: usize, tcp_upstreams: usize
 }
 
 /// The default `--max-connections`: the soft fd limit, less `reserved`, divided by what
-/// one client connection costs (see [`loadlab_front::fds::connection_cap`]); the old
+/// one client connection costs (see [`loadlab_front::listen::fds::connection_cap`]); the old
 /// fixed default (10,000) where the limit cannot be read.
 pub fn default_max_connections(reserved: u64, fds_per_connection: u64) -> usize {
-    match loadlab_front::fds::current() {
-        Ok(limit) => loadlab_front::fds::connection_cap(limit.soft, reserved, fds_per_connection),
+    match loadlab_front::listen::fds::current() {
+        Ok(limit) => {
+            loadlab_front::listen::fds::connection_cap(limit.soft, reserved, fds_per_connection)
+        }
         Err(_) => 10_000,
     }
 }
@@ -323,7 +325,7 @@ pub fn front_tls(
         );
     }
     if let Some(tls) = &tls {
-        loadlab_front::tls::check(tls).context("--tls-cert/--tls-key")?;
+        loadlab_front::listen::tls::check(tls).context("--tls-cert/--tls-key")?;
     }
     Ok((tls, plain_bind))
 }

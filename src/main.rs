@@ -37,7 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_args(&args)?;
             runtime()?.block_on(async {
                 let app = App::build(config)?;
-                app.run_until_stopped(loadlab_front::server::cancel_on_signal())
+                app.run_until_stopped(loadlab_front::listen::server::cancel_on_signal())
                     .await
             })
         }
@@ -54,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Raises the soft fd limit to the hard limit (a systemd service starts at 1024) before
 /// anything reads it: the default `--max-connections` is derived from it.
 fn raise_fd_limit() {
-    match loadlab_front::fds::raise_soft_limit() {
+    match loadlab_front::listen::fds::raise_soft_limit() {
         Ok((before, after)) => tracing::info!(
             soft_before = before.soft,
             soft = after.soft,

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use loadlab_front::Front;
-use loadlab_front::tls::Certificates;
+use loadlab_front::listen::tls::Certificates;
 use loadlab_front::tokens::TokenFile;
 use loadlab_logs::access::AccessLogger;
 use tokio_util::sync::CancellationToken;

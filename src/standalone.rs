@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use loadlab_front::server::{self, Serving};
-use loadlab_front::tls::TlsAcceptor;
+use loadlab_front::listen::server::{self, Serving};
+use loadlab_front::listen::tls::TlsAcceptor;
 use loadlab_front::{DEFAULT_LISTEN, Front, FrontListeners};
 
 use crate::access_log::AccessLogConfig;

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::error::json_error;
+use crate::listen::error::json_error;
 use crate::pools::upstream::Upstream;
 use crate::reload::Live;
 use crate::status::Listening;

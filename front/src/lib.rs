@@ -16,12 +16,13 @@
 //!   limits, the front's threads, graceful shutdown, [`server::run_until_stopped`]),
 //!   [`edge`] (the layers every listener puts around its routes), `leftover` (draining
 //!   what a handler left of a request body), [`listen::access`] (the access log's
-//!   layer and `X-Request-Id`), [`error`] (the JSON error shape),
-//!   [`protocol`] (HTTP/1.1, h2 by ALPN, h2c by preface, and the HTTP/2 limits), [`tls`]
-//!   (the certificate, the handshake, reload on SIGHUP), [`listen::limits`]
-//!   ([`EdgeLimits`], [`ConnectionLimits`]), `accept` (the connection cap, closing idle
-//!   connections at it, the pause and throttled log after failed accepts) and [`fds`]
-//!   (the fd limit, raised at start, and the default cap derived from it).
+//!   layer and `X-Request-Id`), [`listen::error`] (the JSON error shape),
+//!   [`listen::protocol`] (HTTP/1.1, h2 by ALPN, h2c by preface, and the HTTP/2
+//!   limits), [`listen::tls`] (the certificate, the handshake, reload on SIGHUP),
+//!   [`listen::limits`] ([`EdgeLimits`], [`ConnectionLimits`]), `accept` (the
+//!   connection cap, closing idle connections at it, the pause and throttled log after
+//!   failed accepts) and [`listen::fds`] (the fd limit, raised at start, and the
+//!   default cap derived from it).
 //! - `proxy`: forwarding one request in named phases: the retry policy, one try per
 //!   member, the header policy, the front's own 502/504 answers (`proxy::answers`);
 //!   over one of two transports, `proxy::inproc` (a member that is one of this
@@ -47,9 +48,9 @@
 //!
 //! Arrows: `listen` imports nothing from `proxy` or `pools`; `proxy` uses `pools` (the
 //! member it tries) and `listen` (the JSON error shape, the edge's timeout answer).
-//! The old paths `loadlab_front::{server, edge, error, protocol, tls}` are the kit's
-//! modules, re-exported here for the service; inside the crate, modules are named by
-//! their folder (`crate::pools::upstream`, `crate::proxy::headers`).
+//! Modules are named by their folder, inside the crate and out
+//! (`crate::pools::upstream`, `loadlab_front::listen::server`): no aliases at the root
+//! but the front's own types and [`json_error`].
 //!
 //! The front answers `/metrics` (when given a handler: [`Front::with_metrics`]),
 //! `GET /front/status` and the admin actions under `/front/` itself; every other
@@ -80,7 +81,7 @@ mod table;
 pub mod tokens;
 
 use self::listen::access::AccessLayer;
-pub use self::listen::{edge, error, fds, protocol, server, tls};
+use self::listen::{edge, server};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -104,16 +105,16 @@ use self::admin::AdminState;
 pub use self::config::{
     FrontConfig, HealthConfig, PoolConfig, RouteConfig, UpstreamConfig, UpstreamLimits,
 };
-pub use self::error::json_error;
+pub use self::listen::error::json_error;
 pub use self::listen::limits::{ConnectionLimits, EdgeLimits};
+use self::listen::server::{Serving, ServingThread, ThreadSet};
+use self::listen::tls::TlsAcceptor;
 use self::pools::health::HealthChecks;
 pub use self::pools::upstream::ShardRuntime;
 use self::proxy::Proxy;
 use self::reload::{Live, Reloads};
-use self::server::{Serving, ServingThread, ThreadSet};
 use self::status::Listening;
 use self::table::{Origin, Table};
-use self::tls::TlsAcceptor;
 use self::tokens::TokenFile;
 
 /// Where `loadlab front` listens without `--bind` or `listen`.
@@ -368,7 +369,8 @@ impl Front {
     /// the certificate's expiry gauge, and on the current runtime the accept loops that
     /// deal connections to the threads. All of it joins `serving` and stops when
     /// `shutdown` is cancelled. What SIGHUP reloads (this front's config file, the
-    /// certificate) the caller wires: see [`Front::reload`] and [`tls::Certificates::reload`].
+    /// certificate) the caller wires: see [`Front::reload`] and
+    /// [`listen::tls::Certificates::reload`].
     ///
     /// # Panics
     /// Outside a tokio runtime, like `tokio::spawn`.

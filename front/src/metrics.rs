@@ -5,10 +5,10 @@
 //! Recorded in: `balance` (`front_requests_total`, `front_upstream_duration_seconds`),
 //! `reload` (`front_config_reloads_total`), `upstream` (`front_upstream_up`,
 //! `front_upstream_errors_total`, `front_upstream_queued_total`), `proxy`
-//! (`front_retries_total`), [`crate::edge`] (`http_request_timeouts_total`), `accept`
+//! (`front_retries_total`), [`crate::listen::edge`] (`http_request_timeouts_total`), `accept`
 //! (`http_accept_errors_total`, `http_connections_open`, `http_listener_at_cap_total`,
 //! `http_connections_idle_closed_total`, each registered at 0 when its listener
-//! starts), [`crate::protocol`] (`http_connections_total`) and [`crate::tls`]
+//! starts), [`crate::listen::protocol`] (`http_connections_total`) and [`crate::listen::tls`]
 //! (`tls_handshakes_total`, `tls_certificate_expiry_seconds`,
 //! `tls_certificate_reloads_total`).
 
@@ -121,7 +121,7 @@ pub fn describe() {
         metrics::counter!("front_config_reloads_total", "result" => result).increment(0);
     }
     metrics::counter!("http_request_timeouts_total").increment(0);
-    for reason in crate::edge::REFUSAL_REASONS {
+    for reason in crate::listen::edge::REFUSAL_REASONS {
         metrics::counter!("http_refused_requests_total", "reason" => reason).increment(0);
     }
 }

@@ -17,7 +17,7 @@ use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::json_error;
+use crate::listen::error::json_error;
 
 /// The tokens of one file; [`TokenFile::reload`] re-reads it (on SIGHUP). Its `Debug`
 /// shows the file and the count, never the digests (`check-config` prints it).

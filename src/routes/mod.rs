@@ -70,7 +70,7 @@ pub fn app(state: AppState, shard: usize) -> Router {
         )),
         None => routes,
     };
-    loadlab_front::edge::fallbacks(routes).layer(axum::middleware::from_fn_with_state(
+    loadlab_front::listen::edge::fallbacks(routes).layer(axum::middleware::from_fn_with_state(
         tracking,
         track_requests,
     ))

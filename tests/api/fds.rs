@@ -74,7 +74,7 @@ impl Flood {
 /// at most 10 accept-error lines were logged. The process must then exit 0 on SIGTERM.
 async fn flood_a_serve_under_256_fds(extra: &[&str]) -> Flood {
     // The flood needs its 600 descriptors on this side too.
-    let _ = loadlab_front::fds::raise_soft_limit();
+    let _ = loadlab_front::listen::fds::raise_soft_limit();
     let dir = tempfile::tempdir().expect("tempdir");
     let front = format!("127.0.0.1:{}", free_port());
     let mut command = Command::new("sh");

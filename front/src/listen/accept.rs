@@ -1,9 +1,9 @@
-//! Accepting under pressure, for every listener's accept loop ([`crate::server`]): the
+//! Accepting under pressure, for every listener's accept loop ([`crate::listen::server`]): the
 //! connection cap, closing idle connections at the cap, and the pause after a failed
 //! accept.
 //!
 //! - **The cap** (`--max-connections`, derived from the fd limit by default: see
-//!   [`crate::fds`]). At the cap the [`Gate`] stops accepting: new clients wait in the
+//!   [`crate::listen::fds`]). At the cap the [`Gate`] stops accepting: new clients wait in the
 //!   kernel's backlog, as HAProxy's paused listeners make them, instead of being
 //!   accepted and failed.
 //! - **Idle connections go first.** At the cap, keep-alive connections that have been

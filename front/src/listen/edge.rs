@@ -5,7 +5,7 @@
 //! refuse them), a time limit per request, and JSON answers for
 //! unknown routes and methods (405 with `Allow`). Body-size limits are per route (the
 //! service's `routes`); connection limits, the header-read timeout and hyper's own
-//! header-buffer cap live in [`crate::server`] and `protocol`.
+//! header-buffer cap live in [`crate::listen::server`] and `protocol`.
 //!
 //! Hostile or clumsy requests are refused here with a JSON 4xx, counted in
 //! `http_refused_requests_total{reason}`: an HTTP/1.1 request without `Host`, or with
@@ -27,7 +27,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::config::EdgeLimits;
-use crate::error::json_error;
+use crate::listen::error::json_error;
 
 /// The largest header block (names, values, and 4 bytes of `: ` and CRLF per line)
 /// accepted: nginx's default `large_client_header_buffers 4 8k`. hyper's own buffer

@@ -30,7 +30,7 @@ pub(crate) const DRAIN_MAX_BYTES: usize = 16 << 20;
 pub(crate) const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 
 /// `req` with its body (if it has one) wrapped in [`Leftover`]; called by the edge
-/// ([`crate::edge`]) for every request.
+/// ([`crate::listen::edge`]) for every request.
 pub(crate) fn watch_leftovers(req: Request) -> Request {
     use hyper::body::Body as _;
     if req.body().is_end_stream() {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// TLS on the front's listener (`--tls-cert`/`--tls-key`, or `tls_cert`/`tls_key` in
-/// the front config): see [`crate::tls`].
+/// the front config): see [`crate::listen::tls`].
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// PEM file: the certificate, then any intermediates (a chain).

@@ -1,7 +1,7 @@
 //! Which HTTP a client connection speaks, and serving it with hyper's builder for that
 //! version: HTTP/1.1, h2 over TLS (chosen by ALPN), or h2c (cleartext HTTP/2 with prior
 //! knowledge, recognised by its connection preface). Every listener (front and shards)
-//! serves connections through here, from [`crate::server`].
+//! serves connections through here, from [`crate::listen::server`].
 //!
 //! Why not hyper-util's `auto` builder, which also tells h2c from HTTP/1.1 by the
 //! preface: it waits for those first bytes with no time limit, so a client that

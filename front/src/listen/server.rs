@@ -8,7 +8,7 @@
 //! kernel's accept queue rather than being served badly; idle connections, HTTP/1.1
 //! between requests or h2 with no stream open, are closed to make room) and pauses
 //! after failed accepts, each connection is served by hyper's builder for the HTTP
-//! version it speaks ([`crate::protocol`]: HTTP/1.1, h2 over TLS, h2c), and shutdown
+//! version it speaks ([`crate::listen::protocol`]: HTTP/1.1, h2 over TLS, h2c), and shutdown
 //! stops accepting, lets in-flight requests finish, closes idle keep-alive connections,
 //! then returns.
 //!
@@ -41,7 +41,7 @@ use super::accept::{Gate, Slot};
 use super::protocol::Protocols;
 use super::tls::TlsAcceptor;
 use crate::config::ConnectionLimits;
-use crate::edge::HttpService;
+use crate::listen::edge::HttpService;
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then drains.
 ///
@@ -234,7 +234,7 @@ async fn accept_loop(
 /// Serves connections on the current runtime and drains them on shutdown.
 struct Connections<S> {
     service: S,
-    /// hyper's builders and the connection counters (see [`crate::protocol`]).
+    /// hyper's builders and the connection counters (see [`crate::listen::protocol`]).
     protocols: Arc<Protocols>,
     /// Every connection task, awaited by [`Connections::drain`].
     tasks: TaskTracker,

@@ -4,7 +4,7 @@
 //! from its one SIGHUP handler, with the process's other reloadable parts).
 //!
 //! What is offered: TLS 1.2 and 1.3 only, rustls' `ring` provider (it builds with only
-//! a C compiler), ALPN `h2` then `http/1.1`, no client certificates. [`crate::server`]
+//! a C compiler), ALPN `h2` then `http/1.1`, no client certificates. [`crate::listen::server`]
 //! calls [`TlsAcceptor::accept`] on each accepted connection, in the connection's own
 //! task, and serves h2 or HTTP/1.1 by the protocol ALPN settled.
 //!

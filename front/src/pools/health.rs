@@ -24,7 +24,7 @@ use http_body_util::Empty;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthConfig;
-use crate::error::error_chain;
+use crate::listen::error::error_chain;
 use crate::pools::upstream::Upstream;
 use crate::proxy::connect::{OpenFailure, open};
 

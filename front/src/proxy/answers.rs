@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use crate::error::json_error;
+use crate::listen::error::json_error;
 use crate::pools::balance::{Member, Pool, requests_counter};
 
 /// 504: `member` had its `max_conns` requests in flight and none finished within the

@@ -246,7 +246,10 @@ impl hyper::body::Body for UpstreamBody {
                     }
                     Poll::Ready(None) => Self::note(slot, None),
                     Poll::Ready(Some(Err(e))) => {
-                        let fault = (ClientFault::classify(e), crate::error::error_chain(e));
+                        let fault = (
+                            ClientFault::classify(e),
+                            crate::listen::error::error_chain(e),
+                        );
                         Self::note(slot, Some(fault));
                     }
                 }

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use metrics::Counter;
 
-use crate::error::json_error;
+use crate::listen::error::json_error;
 
 /// How long a request body may go without a byte before the front gives up on the
 /// client (nginx's `client_body_timeout`, 60 s there; 10 s like loadlab's own

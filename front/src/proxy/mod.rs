@@ -66,11 +66,11 @@ use tokio::time::Instant;
 
 use self::attempt::{Attempt, Outcome};
 use crate::config::UpstreamLimits;
-use crate::edge::request_timed_out;
 use crate::listen::access::UpstreamSlot;
+use crate::listen::edge::request_timed_out;
+use crate::listen::protocol::OverTls;
 use crate::pools::balance::{Member, Pool};
 use crate::pools::upstream::FailureKind;
-use crate::protocol::OverTls;
 use crate::proxy::body::{RequestBody, UpstreamBody};
 use crate::proxy::conns::UpstreamConns;
 use crate::proxy::failure::{ClientErrors, ClientFault};
@@ -152,7 +152,7 @@ impl Proxy {
     /// Forwards `req` to a member of `pool` on front thread `thread`'s connections:
     /// the retry policy (see the module docs), one [`Proxy::try_member`] per member.
     /// `request_limit` is the edge's request time limit, which the front's edge leaves
-    /// to the proxy ([`crate::edge::guard_proxy`]).
+    /// to the proxy ([`crate::listen::edge::guard_proxy`]).
     pub(crate) async fn forward(
         &self,
         pool: &Pool,

@@ -11,7 +11,7 @@ use metrics::Counter;
 use tokio::time::Instant;
 
 use super::attempt::{Attempt, Outcome, response_head};
-use crate::error::error_chain;
+use crate::listen::error::error_chain;
 use crate::pools::upstream::FailureKind;
 use crate::proxy::conns::{KeepAliveBody, SendFailure, UpstreamConns};
 

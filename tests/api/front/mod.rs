@@ -224,7 +224,7 @@ async fn serve_front(front: Front, edge: EdgeLimits) -> TestFront {
     let addr = listener.local_addr().expect("local addr");
     let shutdown = CancellationToken::new();
     front.spawn_health_checks(shutdown.clone());
-    tokio::spawn(loadlab_front::server::serve(
+    tokio::spawn(loadlab_front::listen::server::serve(
         listener,
         front.service(&edge),
         edge.connections,
