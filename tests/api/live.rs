@@ -37,7 +37,7 @@ async fn live_is_one_html_page_with_nothing_from_elsewhere() {
 
 /// Reads `GET /live/events` at `addr` over a raw socket until the first `data:` line
 /// (bounded by the socket's read timeout); the response head and that event.
-fn first_event(addr: SocketAddr) -> (String, Value) {
+pub(crate) fn first_event(addr: SocketAddr) -> (String, Value) {
     let mut stream = TcpStream::connect(addr).expect("connected");
     stream
         .set_read_timeout(Some(Duration::from_secs(4)))

@@ -311,3 +311,61 @@ async fn one_sighup_reloads_the_front_config_the_certificate_and_the_admin_token
         "one handler: {log}"
     );
 }
+
+/// Requests each shard of the app at `front` has answered so far, by shard index, as
+/// the shards count them (the live page's stream).
+fn shard_requests(front: SocketAddr) -> Vec<u64> {
+    let (_, event) = crate::live::first_event(front);
+    let mut shards: Vec<(u64, u64)> = event["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| {
+            let index = s["shard"].as_u64().expect("index");
+            (index, s["requests"].as_u64().expect("requests"))
+        })
+        .collect();
+    shards.sort_unstable();
+    shards.into_iter().map(|(_, requests)| requests).collect()
+}
+
+/// The done-when's own case on a real `serve`: two shards behind the in-process
+/// front, one drained through the admin API (401 without the token first): the next
+/// 100 requests all go to the other, as the shards themselves count them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_one_of_two_shards_of_serve_sends_the_next_100_to_the_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("admin-tokens");
+    std::fs::write(&tokens, "ops-token\n").expect("write");
+    let flag = tokens.to_str().expect("a UTF-8 path");
+    let app = spawn_app_with_front(&["--admin-token-file", flag]).await;
+    let drain = app.url(&format!("/front/upstreams/{}/drain", app.shards[0]));
+
+    let refused = app.client.post(&drain).send().await.expect("sent");
+    expect_error(refused, 401).await;
+    let drained = app
+        .client
+        .post(&drain)
+        .bearer_auth("ops-token")
+        .send()
+        .await;
+    assert_eq!(drained.expect("sent").status(), StatusCode::OK);
+    let addr = app.addr;
+    let before = tokio::task::spawn_blocking(move || shard_requests(addr)).await;
+    let before = before.expect("read");
+    for _ in 0..100 {
+        assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+    }
+    let after = tokio::task::spawn_blocking(move || shard_requests(addr)).await;
+    let after = after.expect("read");
+
+    assert_eq!(
+        after[0], before[0],
+        "the drained shard answered: {before:?} -> {after:?}"
+    );
+    assert!(
+        after[1] >= before[1] + 100,
+        "the other shard did not get all 100: {before:?} -> {after:?}"
+    );
+    app.stop().await;
+}
