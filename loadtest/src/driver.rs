@@ -74,6 +74,10 @@ pub(crate) struct Drive {
     /// Share of the run the driver's thread spent on a CPU (0-1); `None` where the
     /// platform cannot tell.
     pub(crate) busy: Option<f64>,
+    /// Share of the run the driver's thread was ready to run but waiting for a CPU
+    /// (0-1): on a machine whose cores the servers keep busy, the driver is short of
+    /// time without being on a CPU; `None` where the platform cannot tell.
+    pub(crate) waiting: Option<f64>,
 }
 
 impl Drive {
@@ -102,15 +106,17 @@ pub(crate) fn drive(plan: &RatePlan) -> Result<Drive, String> {
         .build()
         .map_err(|e| format!("starting the driver's runtime: {e}"))?;
     let local = tokio::task::LocalSet::new();
-    let cpu_before = thread_cpu();
+    let (cpu_before, waited_before) = (thread_cpu(), thread_waited());
     let wall = Instant::now();
     let mut drive = local.block_on(&runtime, run(plan, target))?;
-    drive.busy = match (cpu_before, thread_cpu()) {
+    let share = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
         (Some(before), Some(after)) => {
-            Some((after - before).as_secs_f64() / wall.elapsed().as_secs_f64())
+            Some(after.saturating_sub(before).as_secs_f64() / wall.elapsed().as_secs_f64())
         }
         _ => None,
     };
+    drive.busy = share(cpu_before, thread_cpu());
+    drive.waiting = share(waited_before, thread_waited());
     Ok(drive)
 }
 
@@ -233,6 +239,7 @@ async fn run(plan: &RatePlan, target: Target) -> Result<Drive, String> {
         created: tally.created,
         seconds,
         busy: None,
+        waiting: None,
     })
 }
 
@@ -426,4 +433,17 @@ fn thread_cpu() -> Option<Duration> {
 #[cfg(not(target_os = "linux"))]
 fn thread_cpu() -> Option<Duration> {
     None
+}
+
+/// How long the calling thread has waited for a CPU while ready to run (the second
+/// field of `/proc/thread-self/schedstat`); `None` where the kernel does not say.
+fn thread_waited() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    run_queue_wait(&stat)
+}
+
+/// The run-queue wait of a `schedstat` line: `on-CPU-ns waiting-ns timeslices`.
+pub(crate) fn run_queue_wait(schedstat: &str) -> Option<Duration> {
+    let waited: u64 = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(waited))
 }

@@ -12,7 +12,8 @@ use crate::wrk::Answers;
 
 /// Below this share of the target rate, a run missed its rate.
 pub(crate) const RATE_KEPT: f64 = 0.99;
-/// A driver thread on a CPU this share of the run had no time to spare.
+/// A driver thread on a CPU, or ready and waiting for one, this share of the run had
+/// no time to spare.
 const DRIVER_SATURATED: f64 = 0.9;
 /// A median send lag this long means the driver was not scheduled in time.
 const DRIVER_LATE_US: u64 = 1_000;
@@ -45,6 +46,9 @@ pub(crate) struct RateMeasurement {
     pub(crate) send_lag_p99_us: u64,
     /// Share of the run the driver's thread was on a CPU (0-1), where measured.
     pub(crate) driver_busy: Option<f64>,
+    /// Share of the run the driver's thread was ready but waiting for a CPU (0-1),
+    /// where measured.
+    pub(crate) driver_waiting: Option<f64>,
     /// The rate was missed while the server answered and the driver was the one short of
     /// time: the latencies are the driver's as much as the server's.
     pub(crate) driver_bound: bool,
@@ -60,8 +64,7 @@ impl RateMeasurement {
         let send_lag_p50_us = q(&drive.send_lag, 0.5);
         let missed = achieved_rate < RATE_KEPT * target_rate;
         let answered = drive.errors.total() == 0;
-        let driver_short =
-            drive.busy.is_some_and(|b| b >= DRIVER_SATURATED) || send_lag_p50_us >= DRIVER_LATE_US;
+        let driver_short = driver_short(drive.busy, drive.waiting, send_lag_p50_us);
         Self {
             target_rate,
             achieved_rate,
@@ -84,6 +87,7 @@ impl RateMeasurement {
             send_lag_p50_us,
             send_lag_p99_us: q(&drive.send_lag, 0.99),
             driver_busy: drive.busy,
+            driver_waiting: drive.waiting,
             driver_bound: missed && answered && driver_short,
         }
     }
@@ -97,6 +101,14 @@ impl RateMeasurement {
             && self.answers.non_2xx == 0
             && !self.driver_bound
     }
+}
+
+/// Whether the driver was the side short of time: its thread wanted a CPU (on one, or
+/// ready and waiting for one) at least [`DRIVER_SATURATED`] of the run, or its median
+/// send lag was [`DRIVER_LATE_US`] or more.
+pub(crate) fn driver_short(busy: Option<f64>, waiting: Option<f64>, lag_p50_us: u64) -> bool {
+    let wanted = busy.unwrap_or(0.0) + waiting.unwrap_or(0.0);
+    wanted >= DRIVER_SATURATED || lag_p50_us >= DRIVER_LATE_US
 }
 
 impl HasRows for RateMeasurement {

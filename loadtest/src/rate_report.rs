@@ -229,10 +229,10 @@ pub(crate) fn method(s: &Settings) -> String {
     let _ = writeln!(
         md,
         "- *driver-bound*: the achieved rate was under {:.0}% of the target, every request was \
-         answered, and the driver was the side short of time (its thread on a CPU at least \
-         90% of the run, or its median lateness in sending to a free connection 1 ms or \
-         more). Such a row measures the driver as much as the server and is left out of the \
-         SLO table.",
+         answered, and the driver was the side short of time (its thread on a CPU, or ready \
+         and waiting for one, at least 90% of the run, or its median lateness in sending to \
+         a free connection 1 ms or more). Such a row measures the driver as much as the \
+         server and is left out of the SLO table.",
         RATE_KEPT * 100.0
     );
     if matches!(s.ladder, Ladder::Steps(_)) {

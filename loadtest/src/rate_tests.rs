@@ -154,6 +154,7 @@ fn measured(target_rate: f64, achieved_rate: f64, p99_us: u64) -> RateMeasuremen
         send_lag_p50_us: 5,
         send_lag_p99_us: 50,
         driver_busy: Some(0.3),
+        driver_waiting: Some(0.1),
         driver_bound: false,
     }
 }
@@ -276,4 +277,32 @@ fn the_html_report_is_self_contained() {
         !page.contains("<script") && !page.contains("http"),
         "{page}"
     );
+}
+
+#[test]
+fn a_driver_that_waits_for_a_cpu_is_short_of_time_as_one_on_it() {
+    use crate::rate::driver_short;
+    // On a CPU most of the run, or late: short, as before.
+    assert!(driver_short(Some(0.95), None, 10));
+    assert!(driver_short(Some(0.2), Some(0.0), 1_500));
+    // On a CPU only 55% of the run, but ready and waiting for one another 40%: the
+    // servers held the cores, the driver could not keep up either.
+    assert!(driver_short(Some(0.55), Some(0.4), 10));
+    // Time to spare: on a CPU 55%, waiting 10%, sends on time.
+    assert!(!driver_short(Some(0.55), Some(0.1), 10));
+    // Nothing measured (off Linux): only the lag says.
+    assert!(!driver_short(None, None, 10));
+}
+
+#[test]
+fn the_run_queue_wait_is_the_second_schedstat_field() {
+    use crate::driver::run_queue_wait;
+    let waited = run_queue_wait("123456789 2500000000 4321\n");
+    assert_eq!(waited, Some(Duration::from_millis(2_500)));
+    assert_eq!(run_queue_wait("123456789"), None);
+    assert_eq!(run_queue_wait("x y z"), None);
+    // This thread's own line parses where the kernel has one.
+    if let Ok(own) = std::fs::read_to_string("/proc/thread-self/schedstat") {
+        assert!(run_queue_wait(&own).is_some(), "{own}");
+    }
 }
