@@ -155,9 +155,16 @@ pub struct RouteConfig {
 impl FrontConfig {
     /// Loads and validates a TOML front config.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Self::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`FrontConfig::load`], with the file's text (what a reload hashes and keeps).
+    pub fn load_with_text(path: &Path) -> anyhow::Result<(Self, String)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the front config {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("front config {}", path.display()))
+        let config =
+            Self::parse(&text).with_context(|| format!("front config {}", path.display()))?;
+        Ok((config, text))
     }
 
     /// Parses and validates the text of a front config (resolving host names).

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use arc_swap::ArcSwap;
 use metrics::Counter;
 use sha2::{Digest, Sha256};
@@ -81,10 +81,7 @@ impl Reloads {
 /// A config file read and checked: the config, the SHA-256 of its bytes (hex), and its
 /// text.
 pub(crate) fn read(path: &Path) -> anyhow::Result<(FrontConfig, String, String)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the front config {}", path.display()))?;
-    let config =
-        FrontConfig::parse(&text).with_context(|| format!("front config {}", path.display()))?;
+    let (config, text) = FrontConfig::load_with_text(path)?;
     let sha256 = Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -177,8 +174,7 @@ impl Live {
     /// Builds the table of `config` over the current one and swaps it in; syncs the
     /// health checks to its upstreams. The caller holds the reload lock.
     fn swap_in(&self, config: FrontConfig, sha256: Option<String>) -> anyhow::Result<u64> {
-        let inner = self;
-        let current = inner.table.load_full();
+        let current = self.table.load_full();
         if config.listen != current.config.listen {
             tracing::warn!("the front config's `listen` changed: it applies at the next restart");
         }
@@ -188,15 +184,15 @@ impl Live {
             sha256,
             loaded_at: SystemTime::now(),
         };
-        let shards = inner
+        let shards = self
             .shards
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let table = Table::build(config, &inner.limits, &current.upstreams, &shards, origin)?;
+        let table = Table::build(config, &self.limits, &current.upstreams, &shards, origin)?;
         let (upstreams, health) = (table.upstreams.clone(), table.config.health.clone());
-        inner.table.store(Arc::new(table));
-        if let Some(checks) = inner
+        self.table.store(Arc::new(table));
+        if let Some(checks) = self
             .checks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
