@@ -46,6 +46,7 @@ mod attempt;
 pub(crate) mod body;
 pub(crate) mod connect;
 pub(crate) mod conns;
+mod exchange;
 pub(crate) mod failure;
 pub(crate) mod headers;
 mod inproc;
