@@ -14,7 +14,10 @@
 //! unread are drained (`leftover`) so its answer is not lost to a reset.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -102,11 +105,71 @@ pub fn guard(router: Router, limits: &EdgeLimits) -> Router {
 /// limit into its own deadline for each request (one timer, not two nested ones) and
 /// answers it as [`request_timed_out`]; the front's own routes take it from
 /// [`time_limit`].
-pub fn guard_proxy(inner: impl HttpService, limits: &EdgeLimits) -> impl HttpService {
+pub fn guard_proxy<S>(inner: S, limits: &EdgeLimits) -> impl HttpService
+where
+    S: HttpService,
+    S::Future: Unpin,
+{
     ServiceBuilder::new()
         .option_layer(cors_layers(limits))
-        .layer(axum::middleware::from_fn(guard_request))
-        .service(inner)
+        .service(Guarded { inner })
+}
+
+/// [`guard_request`] as a plain service, for [`guard_proxy`]: what axum's `from_fn`
+/// does with it costs, on every request, a boxed future and a boxed clone of the
+/// inner service; on the front's path to every upstream that was measurable
+/// (docs/PERFORMANCE.md, "TLS and HTTP/2"). The inner service's future must be
+/// `Unpin` (the front's is boxed already).
+#[derive(Clone)]
+struct Guarded<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for Guarded<S>
+where
+    S: HttpService,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Guarding<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match refusal(&req) {
+            Some(refused) => Guarding::Refused(Some(refused)),
+            None => Guarding::Passed(
+                self.inner
+                    .call(crate::listen::leftover::watch_leftovers(req)),
+            ),
+        }
+    }
+}
+
+/// [`Guarded`]'s future: the refusal, or the inner service's answer.
+enum Guarding<F> {
+    Refused(Option<Response>),
+    Passed(F),
+}
+
+impl<F> Future for Guarding<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Guarding::Refused(refused) => match refused.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                None => Poll::Pending,
+            },
+            Guarding::Passed(inner) => Pin::new(inner).poll(cx),
+        }
+    }
 }
 
 /// The CORS layers of an allow-list, outermost first: the refusal of foreign

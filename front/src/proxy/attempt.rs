@@ -16,12 +16,14 @@ use crate::proxy::failure::ClientFault;
 use crate::proxy::headers::remove_hop_by_hop;
 
 /// One try at one member: the request, already rewritten for that member, and what
-/// the transport needs to send it.
-pub(crate) struct Attempt<'a> {
+/// the transport needs to send it. `R`: the request as the transport takes it, a
+/// [`Request`] by default, or a bodiless request's head already in wire form
+/// ([`crate::proxy::exchange`]).
+pub(crate) struct Attempt<'a, R = Request<UpstreamBody>> {
     /// The member tried: its latency and status metrics are recorded here.
     pub(crate) member: &'a Member,
     /// The request, with the front's headers and this member's `Host`.
-    pub(crate) request: Request<UpstreamBody>,
+    pub(crate) request: R,
     /// The member's slot (in-flight count, `max_conns` permit), held until the
     /// response body has been read.
     pub(crate) slot: Slot,

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::{Method, Request, Response, StatusCode, Version};
+use axum::http::{Method, Response, StatusCode, Version};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::SizeHint;
 use tokio::io::AsyncWriteExt;
@@ -42,37 +42,59 @@ const MAX_LINE: usize = 8 * 1024;
 /// How much room each read asks for.
 const READ_SIZE: usize = 16 * 1024;
 
-/// Whether `request` can go by [`RawConn::exchange`]: a GET or HEAD without a body,
-/// whose headers announce none either. Both methods are safe to repeat, which lets a
-/// request that met a stale keep-alive connection go again on a fresh one.
-pub(crate) fn is_bodiless(request: &Request<UpstreamBody>) -> bool {
-    let method = request.method();
+/// Whether a request can go by [`RawConn::exchange`]: a GET or HEAD without a body
+/// (`body`), whose `headers` announce none either. Both methods are safe to repeat,
+/// which lets a request that met a stale keep-alive connection go again on a fresh
+/// one.
+pub(crate) fn is_bodiless(method: &Method, headers: &HeaderMap, body: &UpstreamBody) -> bool {
     (method == Method::GET || method == Method::HEAD)
-        && matches!(request.body(), UpstreamBody::Empty)
-        && !request.headers().contains_key(header::TRANSFER_ENCODING)
-        && request
-            .headers()
+        && matches!(body, UpstreamBody::Empty)
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+        && headers
             .get(header::CONTENT_LENGTH)
             .is_none_or(|length| length.as_bytes() == b"0")
 }
 
-/// `request`'s head as it goes on the wire: origin form, the headers as they are
-/// (a `HeaderValue` holds no CR or LF, so none can end a line early).
-pub(crate) fn encode_head<B>(request: &Request<B>) -> Vec<u8> {
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+/// A bodiless request's head as it goes on the wire, with `host` as its `Host` and
+/// every other header of `headers`; `path`: origin form. Written straight from the
+/// client's request, with no copy of its headers made first. A `HeaderValue` holds no
+/// CR or LF, so none can end a line early.
+pub(crate) fn encode_head(
+    method: &Method,
+    path: &str,
+    host: &HeaderValue,
+    headers: &HeaderMap,
+) -> BareHead {
     let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(request.method().as_str().as_bytes());
+    head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(path.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in request.headers() {
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    head.extend_from_slice(host.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::HOST {
+            continue;
+        }
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
-    head
+    BareHead {
+        head,
+        head_request: method == Method::HEAD,
+    }
+}
+
+/// A bodiless request ready for [`RawConn::exchange`].
+#[derive(Debug)]
+pub(crate) struct BareHead {
+    /// The request head, on the wire's form.
+    pub(crate) head: Vec<u8>,
+    /// A HEAD request, whose answer has no body.
+    pub(crate) head_request: bool,
 }
 
 /// Why an exchange failed.
@@ -653,47 +675,35 @@ pub(crate) mod tests {
 
     #[test]
     fn only_gets_and_heads_without_a_body_go_bare() {
-        let request = |method: Method, headers: &[(&str, &str)]| {
-            let mut request = Request::new(UpstreamBody::Empty);
-            *request.method_mut() = method;
+        let bare = |method: Method, headers: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
             for (name, value) in headers {
-                let name = HeaderName::from_bytes(name.as_bytes()).expect("name");
-                let value = HeaderValue::from_str(value).expect("value");
-                request.headers_mut().insert(name, value);
+                map.insert(*name, HeaderValue::from_static(value));
             }
-            request
+            is_bodiless(&method, &map, &UpstreamBody::Empty)
         };
-        assert!(is_bodiless(&request(Method::GET, &[])));
-        assert!(is_bodiless(&request(
-            Method::HEAD,
-            &[("content-length", "0")]
-        )));
-        assert!(!is_bodiless(&request(Method::POST, &[])));
-        assert!(!is_bodiless(&request(Method::DELETE, &[])));
-        assert!(!is_bodiless(&request(
-            Method::GET,
-            &[("content-length", "3")]
-        )));
-        assert!(!is_bodiless(&request(
-            Method::GET,
-            &[("transfer-encoding", "chunked")]
-        )));
+        assert!(bare(Method::GET, &[]));
+        assert!(bare(Method::HEAD, &[("content-length", "0")]));
+        assert!(!bare(Method::POST, &[]));
+        assert!(!bare(Method::DELETE, &[]));
+        assert!(!bare(Method::GET, &[("content-length", "3")]));
+        assert!(!bare(Method::GET, &[("transfer-encoding", "chunked")]));
     }
 
     #[test]
-    fn the_head_goes_out_in_origin_form_with_every_header() {
-        let mut request = Request::new(());
-        *request.uri_mut() = "/api/randoms?cant=10".parse().expect("uri");
-        request
-            .headers_mut()
-            .insert(header::HOST, HeaderValue::from_static("127.0.0.1:4000"));
-        request
-            .headers_mut()
-            .append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+    fn the_head_goes_out_in_origin_form_with_the_members_host_and_every_other_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("client.example"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.append("accept", HeaderValue::from_static("*/*"));
+        let host = HeaderValue::from_static("127.0.0.1:4000");
+        let bare = encode_head(&Method::GET, "/api/randoms?cant=10", &host, &headers);
+        assert!(!bare.head_request);
         assert_eq!(
-            encode_head(&request),
-            b"GET /api/randoms?cant=10 HTTP/1.1\r\nhost: 127.0.0.1:4000\r\n\
-              x-forwarded-for: 10.0.0.1\r\n\r\n"
+            String::from_utf8_lossy(&bare.head),
+            "GET /api/randoms?cant=10 HTTP/1.1\r\nhost: 127.0.0.1:4000\r\n\
+             x-forwarded-for: 10.0.0.1\r\naccept: */*\r\n\r\n"
         );
+        assert!(encode_head(&Method::HEAD, "/", &host, &headers).head_request);
     }
 }

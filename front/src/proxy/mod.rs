@@ -66,11 +66,13 @@ use metrics::Counter;
 use tokio::time::Instant;
 
 use self::attempt::{Attempt, Outcome};
+use self::exchange::{BareHead, encode_head, is_bodiless};
 use crate::config::UpstreamLimits;
 use crate::listen::access::UpstreamSlot;
 use crate::listen::edge::request_timed_out;
 use crate::listen::protocol::OverTls;
 use crate::pools::balance::{Member, Pool};
+use crate::pools::slot::Slot;
 use crate::pools::upstream::FailureKind;
 use crate::proxy::body::{RequestBody, UpstreamBody};
 use crate::proxy::conns::UpstreamConns;
@@ -222,22 +224,33 @@ impl Proxy {
         if let Some(slot) = &outgoing.upstream_slot {
             slot.note(&member.label);
         }
-        let keep_headers = !last && transport.may_fail_over();
-        let in_process = matches!(transport, Transport::InProcess(_));
-        let mut request = outgoing.upstream_request(member, body, keep_headers);
-        if in_process {
-            *request.version_mut() = outgoing.version;
-        }
-        let attempt = Attempt {
-            member,
-            request,
-            slot,
-            deadline: outgoing.deadline,
-            client: &outgoing.body,
-        };
         let live = member.upstream.live();
         let (in_flight, started) = (live.enter(), std::time::Instant::now());
-        let outcome = transport.send(attempt).await;
+        let outcome = match transport {
+            Transport::InProcess(router) => {
+                // An in-process try always ends the forward (answered, timed out, or
+                // the client's fault): it may have the request's only copy of the
+                // headers.
+                let mut request = outgoing.upstream_request(member, body, false);
+                *request.version_mut() = outgoing.version;
+                inproc::send(outgoing.attempt(member, request, slot), router).await
+            }
+            Transport::Tcp {
+                connections,
+                stalls,
+            } => match outgoing.bare_head(member, &body) {
+                Some(head) => {
+                    let attempt = outgoing.attempt(member, head, slot);
+                    tcp::send_bodiless(attempt, connections, stalls).await
+                }
+                None => {
+                    // Another member may be tried after this one: it gets a copy of the
+                    // headers.
+                    let request = outgoing.upstream_request(member, body, !last);
+                    tcp::send(outgoing.attempt(member, request, slot), connections, stalls).await
+                }
+            },
+        };
         drop(in_flight);
         match &outcome {
             Outcome::Answered(response) => {
@@ -343,6 +356,33 @@ impl Outgoing {
         }
     }
 
+    /// This forward's try at `member` with `request` (in the transport's form) and
+    /// `slot`, within the forward's deadline.
+    fn attempt<'a, R>(&'a self, member: &'a Member, request: R, slot: Slot) -> Attempt<'a, R> {
+        Attempt {
+            member,
+            request,
+            slot,
+            deadline: self.deadline,
+            client: &self.body,
+        }
+    }
+
+    /// For a GET or HEAD without a body, its head for `member` in wire form, written
+    /// from the client's headers as they are: no copy of them for a retry, nothing
+    /// to give back when a try fails ([`crate::proxy::exchange`]).
+    fn bare_head(&self, member: &Member, body: &UpstreamBody) -> Option<BareHead> {
+        is_bodiless(&self.method, &self.headers, body).then(|| {
+            let path = self.path_and_query.as_str();
+            encode_head(
+                &self.method,
+                path,
+                member.upstream.host_header(),
+                &self.headers,
+            )
+        })
+    }
+
     /// The request for one try at `member`: origin form, the member's own `Host`.
     /// `keep_headers`: another try may follow, so this one gets a copy of the
     /// headers (a try consumes its request, and a failed one does not give it back).
@@ -378,24 +418,6 @@ impl<'a> Transport<'a> {
                 stalls,
             }),
             Some(shard) => shard.router().map(Self::InProcess),
-        }
-    }
-
-    /// Whether another member may be tried after a try on this transport: an
-    /// in-process try always ends the forward (answered, timed out, or the client's
-    /// fault), so it may have the request's only copy of the headers.
-    fn may_fail_over(&self) -> bool {
-        matches!(self, Self::Tcp { .. })
-    }
-
-    /// Sends `attempt` on this transport.
-    async fn send(self, attempt: Attempt<'_>) -> Outcome {
-        match self {
-            Self::InProcess(router) => inproc::send(attempt, router).await,
-            Self::Tcp {
-                connections,
-                stalls,
-            } => tcp::send(attempt, connections, stalls).await,
         }
     }
 }

@@ -13,7 +13,7 @@ use metrics::Counter;
 use tokio::time::Instant;
 
 use super::attempt::{Attempt, Outcome, response_head};
-use super::exchange::{encode_head, is_bodiless};
+use super::exchange::BareHead;
 use crate::listen::error::error_chain;
 use crate::pools::upstream::FailureKind;
 use crate::proxy::body::RequestBody;
@@ -28,16 +28,13 @@ pub(crate) async fn send(
     connections: &Arc<UpstreamConns>,
     stalls: &Counter,
 ) -> Outcome {
-    if is_bodiless(&attempt.request) {
-        return send_bodiless(attempt, connections, stalls).await;
-    }
     // Boxed: hyper's client and its connection opening make a future of kilobytes,
     // which every request's future would otherwise carry (and copy as it is moved)
     // for the few requests with a body.
     Box::pin(send_streamed(attempt, connections, stalls)).await
 }
 
-/// [`send`] for a request with a body: on one of hyper's keep-alive connections.
+/// [`send`] on one of hyper's keep-alive connections.
 async fn send_streamed(
     attempt: Attempt<'_>,
     connections: &Arc<UpstreamConns>,
@@ -70,18 +67,17 @@ async fn send_streamed(
     }
 }
 
-/// [`send`] for a GET or HEAD without a body: the request head written and the
-/// response head read in this task, the body read from the same connection by an
-/// [`ExchangeBody`].
-async fn send_bodiless(
-    attempt: Attempt<'_>,
+/// Sends a GET or HEAD without a body (its head in wire form, [`BareHead`]) within
+/// the attempt's deadline: the head written and the response head read in this task,
+/// the body read from the same connection by an [`ExchangeBody`].
+pub(crate) async fn send_bodiless(
+    attempt: Attempt<'_, BareHead>,
     connections: &Arc<UpstreamConns>,
     stalls: &Counter,
 ) -> Outcome {
     let started = Instant::now();
-    let head = encode_head(&attempt.request);
-    let head_request = attempt.request.method() == axum::http::Method::HEAD;
-    let sent = connections.send_bodiless(&head, head_request);
+    let BareHead { head, head_request } = &attempt.request;
+    let sent = connections.send_bodiless(head, *head_request);
     match tokio::time::timeout_at(attempt.deadline, sent).await {
         Ok(Ok((response, reader, conn))) => {
             let (parts, ()) = response_head(attempt.member, started, response);
