@@ -237,6 +237,11 @@ impl RawConn {
                 continue;
             }
             let framing = Framing::of(head_request, status, &map)?;
+            if map.contains_key(header::TRANSFER_ENCODING) {
+                // Transfer-Encoding overrides Content-Length, which a proxy must then
+                // drop (RFC 9112 section 6.3): the client would frame the body by it.
+                map.remove(header::CONTENT_LENGTH);
+            }
             let keep_alive = http11 && !says_close(&map) && !matches!(framing, Framing::Close);
             let mut response = Response::new(());
             *response.status_mut() = status;
@@ -572,6 +577,20 @@ pub(crate) mod tests {
             body(&mut reader, &mut conn).await.expect("body"),
             b"wikipedia"
         );
+        assert!(reader.leaves_reusable(&conn));
+    }
+
+    #[tokio::test]
+    async fn transfer_encoding_wins_over_content_length_which_is_dropped() {
+        let mut conn = upstream(vec![vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"2\r\nok\r\n0\r\n\r\n",
+        ]])
+        .await;
+
+        let (response, mut reader) = conn.exchange(GET, false).await.expect("answer");
+        assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
+        assert_eq!(body(&mut reader, &mut conn).await.expect("body"), b"ok");
         assert!(reader.leaves_reusable(&conn));
     }
 

@@ -23,6 +23,7 @@ mod routing;
 mod serve;
 mod tls;
 mod upstream_tls;
+mod wire;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
