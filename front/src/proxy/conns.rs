@@ -76,8 +76,8 @@ struct Idle<C> {
 /// Pops the most recently used connection of `idle` that has been idle less than
 /// [`IDLE_TIMEOUT`].
 fn pop_fresh<C>(idle: &Mutex<Vec<Idle<C>>>) -> Option<C> {
-    // The guard is dropped at the end of this statement, before any await.
     loop {
+        // The guard is dropped at the end of this statement: held only to pop.
         let popped = idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
         if popped.since.elapsed() <= IDLE_TIMEOUT {
             return Some(popped.conn);
