@@ -236,13 +236,19 @@ impl RawConn {
             if status.is_informational() {
                 continue;
             }
-            let framing = Framing::of(head_request, status, &map)?;
-            if map.contains_key(header::TRANSFER_ENCODING) {
-                // Transfer-Encoding overrides Content-Length, which a proxy must then
-                // drop (RFC 9112 section 6.3): the client would frame the body by it.
-                map.remove(header::CONTENT_LENGTH);
+            let chunked = map.contains_key(header::TRANSFER_ENCODING);
+            if chunked && !http11 {
+                return Err(ExchangeFailure::invalid(
+                    "Transfer-Encoding in an HTTP/1.0 answer from the upstream".into(),
+                ));
             }
-            let keep_alive = http11 && !says_close(&map) && !matches!(framing, Framing::Close);
+            let framing = Framing::of(head_request, status, &map)?;
+            // Transfer-Encoding overrides Content-Length, which a proxy must then drop
+            // (RFC 9112 section 6.3): the client would frame the body by it. Both at
+            // once is a smuggling shape: the connection is not reused (as hyper does).
+            let both = chunked && map.remove(header::CONTENT_LENGTH).is_some();
+            let keep_alive =
+                http11 && !both && !says_close(&map) && !matches!(framing, Framing::Close);
             let mut response = Response::new(());
             *response.status_mut() = status;
             *response.version_mut() = Version::HTTP_11;
@@ -323,7 +329,10 @@ impl Framing {
         let mut length = None;
         for value in headers.get_all(header::CONTENT_LENGTH) {
             for part in value.to_str().unwrap_or("x").split(',') {
-                let parsed = part.trim().parse::<u64>().ok();
+                // Digits only: `parse` would also take a sign.
+                let part = part.trim();
+                let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+                let parsed = part.parse::<u64>().ok().filter(|_| digits);
                 if parsed.is_none() || (length.is_some() && length != parsed) {
                     return Err(ExchangeFailure::invalid(
                         "invalid Content-Length from the upstream".into(),
@@ -581,7 +590,7 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn transfer_encoding_wins_over_content_length_which_is_dropped() {
+    async fn transfer_encoding_wins_over_content_length_which_is_dropped_with_the_connection() {
         let mut conn = upstream(vec![vec![
             b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: chunked\r\n\r\n",
             b"2\r\nok\r\n0\r\n\r\n",
@@ -591,7 +600,7 @@ pub(crate) mod tests {
         let (response, mut reader) = conn.exchange(GET, false).await.expect("answer");
         assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
         assert_eq!(body(&mut reader, &mut conn).await.expect("body"), b"ok");
-        assert!(reader.leaves_reusable(&conn));
+        assert!(!reader.leaves_reusable(&conn), "both framings: not reused");
     }
 
     #[tokio::test]
@@ -653,9 +662,11 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn malformed_answers_are_errors_not_stale_connections() {
-        let cases: [&'static [u8]; 4] = [
+        let cases: [&'static [u8]; 6] = [
             b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\nx",
+            b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"NOT HTTP AT ALL\r\n\r\n",
         ];
