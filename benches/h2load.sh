@@ -12,8 +12,9 @@
 # Each front gets a separate short warm-up run (h2load's own --warm-up-time reported
 # 0 req/s here), then the measured runs, interleaved: every front once per round.
 # Besides requests/s, each run reports the CPU time per answered request of the front's
-# process(es) and of the shards (from /proc): on a small shared machine requests/s
-# swings with how the cores were shared, CPU time per request much less.
+# process(es) and of the shards (from /proc), and the front's user time alone: on a
+# small shared machine requests/s swings with how the cores were shared, CPU time per
+# request much less.
 #
 # Usage: [BIN=target/release/loadlab] benches/h2load.sh [rounds=2] [duration=4] [path=/healthz]
 # Needs h2load, nginx (nginx-light has ssl and http_v2), haproxy, openssl, curl; builds
@@ -153,41 +154,48 @@ for name in "${order[@]}"; do
 done
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# CPU time (user + system, clock ticks) of process $1 and its children, all threads.
+# CPU time (clock ticks) of process $1 and its children, all threads: user + system,
+# or user alone when $2 is `user`.
 ticks() {
-  local total=0 pid
+  local total=0 pid fields='$14 + $15'
+  [ "${2:-}" = user ] && fields='$14'
   for pid in "$1" $(pgrep -P "$1"); do
-    # Fields 14 and 15 of /proc/PID/stat (the name in field 2 has no spaces here).
-    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    # Fields 14 (user) and 15 (system) of /proc/PID/stat (the name in field 2 has no
+    # spaces here).
+    total=$((total + $(awk "{ print $fields }" "/proc/$pid/stat" 2>/dev/null || echo 0)))
   done
   echo "$total"
 }
 tick_us=$((1000000 / $(getconf CLK_TCK)))
 
 run() { # name seconds -> requests/s (only answered 2xx count), TLS version, CPU
-  # microseconds per answered request of the front's process(es) and of the shards
-  local front0 shards0
-  front0=$(ticks "${front_pid[$1]}") shards0=$(ticks "$shards_pid")
+  # microseconds per answered request of the front's process(es) and of the shards, and
+  # the front's user time alone
+  local front0 user0 shards0
+  front0=$(ticks "${front_pid[$1]}") user0=$(ticks "${front_pid[$1]}" user)
+  shards0=$(ticks "$shards_pid")
   h2load -c 16 -m 8 -D "$2" "https://127.0.0.1:${port[$1]}$path" >"$dir/h2load-$1.txt" 2>&1
   local front_cpu=$(($(ticks "${front_pid[$1]}") - front0)) shards_cpu=$(($(ticks "$shards_pid") - shards0))
-  awk -v fc="$front_cpu" -v sc="$shards_cpu" -v us="$tick_us" \
+  local user_cpu=$(($(ticks "${front_pid[$1]}" user) - user0))
+  awk -v fc="$front_cpu" -v sc="$shards_cpu" -v uc="$user_cpu" -v us="$tick_us" \
     '/^TLS Protocol:/ { tls = $3 } /^Application protocol:/ { alpn = $3 }
     /^finished in/ { secs = $3 + 0 } /^status codes:/ { ok = $3 + 0 }
     END { if (alpn != "h2") { print "not-h2"; exit }
-      printf "%.0f %s %.1f %.1f\n", ok / secs, tls, fc * us / ok, sc * us / ok }' \
+      printf "%.0f %s %.1f %.1f %.1f\n", ok / secs, tls, fc * us / ok, sc * us / ok, uc * us / ok }' \
     "$dir/h2load-$1.txt"
 }
 
-declare -A results tls front_us shards_us
+declare -A results tls front_us shards_us user_us
 for name in "${order[@]}"; do run "$name" 1 >/dev/null; done
 for round in $(seq 1 "$rounds"); do
   for name in "${order[@]}"; do
-    read -r rps version fus sus < <(run "$name" "$duration")
+    read -r rps version fus sus uus < <(run "$name" "$duration")
     results[$name]+="$rps "
     front_us[$name]+="$fus "
+    user_us[$name]+="$uus "
     shards_us[$name]+="$sus "
     tls[$name]=$version
-    echo "round $round: $name $rps req/s ($version), CPU per request: front $fus us, shards $sus us"
+    echo "round $round: $name $rps req/s ($version), CPU per request: front $fus us (user $uus), shards $sus us"
   done
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2);
@@ -218,11 +226,13 @@ mkdir -p "$out"
   echo 'their children; `front-h2-inproc` includes its own shards), and the shards'
   echo 'process shared by the other three (not used by `front-h2-inproc`). Unlike'
   echo 'requests/s, this does not depend on how the two cores were shared at the time.'
+  echo 'The front'"'"'s user time alone is given apart: the system time is mostly the'
+  echo 'sends and receives every front makes alike.'
   echo
-  echo "| front | front CPU per request, us (per round) | median | shards CPU per request, us | median |"
-  echo "|---|---|---|---|---|"
+  echo "| front | front CPU per request, us (per round) | median | of which user, median | shards CPU per request, us | median |"
+  echo "|---|---|---|---|---|---|"
   for name in "${order[@]}"; do
-    echo "| $name | ${front_us[$name]% } | $(echo "${front_us[$name]}" | median) | ${shards_us[$name]% } | $(echo "${shards_us[$name]}" | median) |"
+    echo "| $name | ${front_us[$name]% } | $(echo "${front_us[$name]}" | median) | $(echo "${user_us[$name]}" | median) | ${shards_us[$name]% } | $(echo "${shards_us[$name]}" | median) |"
   done
   echo
   echo "Versions: $("$bin" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(h2load --version | head -1)."
