@@ -1,5 +1,6 @@
-//! The front's own routes under `/front/`: `GET /front/status`, and the admin actions
-//! on one upstream address, guarded by a bearer token (`--admin-token-file`):
+//! The front's own routes under `/front/`: `GET /front/status`, the live page
+//! (`GET /front/live` and its events, [`crate::live`]), and the admin actions on one
+//! upstream address, guarded by a bearer token (`--admin-token-file`):
 //!
 //! - `POST /front/upstreams/{addr}/drain`: no new requests go to `addr` (in every pool
 //!   listing it) while those in flight finish; the end of the drain is logged.
@@ -11,7 +12,7 @@
 //! open port never lets a stranger take members out.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -21,6 +22,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::listen::error::json_error;
+use crate::live::{LiveState, front_events};
 use crate::pools::upstream::Upstream;
 use crate::reload::Live;
 use crate::status::Listening;
@@ -37,14 +39,26 @@ pub(crate) struct AdminState {
     pub(crate) listening: Arc<OnceLock<Listening>>,
     /// `--admin-token-file`; `None`: admin is off.
     pub(crate) tokens: Option<Arc<TokenFile>>,
+    /// When the front was made: the live page's uptime.
+    pub(crate) started: Instant,
 }
 
 /// The front's own routes (before `/metrics`, added by the caller).
 pub(crate) fn routes(state: AdminState) -> Router {
+    let live = LiveState {
+        live: Arc::clone(&state.live),
+        started: state.started,
+    };
     Router::new()
         .route("/front/status", get(front_status))
         .route("/front/upstreams/{addr}/{action}", post(upstream_action))
         .with_state(state)
+        .merge(
+            Router::new()
+                .route("/front/live", get(crate::live::live_page))
+                .route("/front/live/events", get(front_events))
+                .with_state(live),
+        )
 }
 
 /// `GET /front/status`: `Front::status`.

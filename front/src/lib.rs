@@ -70,6 +70,7 @@
 
 pub mod config;
 pub mod listen;
+pub mod live;
 pub mod metrics;
 
 mod admin;
@@ -149,6 +150,8 @@ struct Inner {
     listening: Arc<OnceLock<Listening>>,
     /// Requests the front has taken (its own paths and proxied ones), for the stop line.
     requests: AtomicU64,
+    /// When the front was made: the live page's uptime.
+    started: std::time::Instant,
 }
 
 /// The listeners the front serves on.
@@ -221,6 +224,7 @@ impl Front {
                 proxy: Proxy::new(limits),
                 listening: Arc::new(OnceLock::new()),
                 requests: AtomicU64::new(0),
+                started: std::time::Instant::now(),
             }),
             thread: 0,
             metrics: None,
@@ -258,6 +262,7 @@ impl Front {
             live: Arc::clone(&self.inner.live),
             listening: Arc::clone(&self.inner.listening),
             tokens: self.admin.clone(),
+            started: self.inner.started,
         });
         if let Some(handler) = &self.metrics {
             own = own.route("/metrics", handler.clone());

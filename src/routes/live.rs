@@ -1,57 +1,29 @@
-//! The live page: `GET /live` ([`live_page`], one HTML file, everything inline, so it
-//! works offline and behind any proxy) and `GET /live/events` ([`live_events`]:
-//! server-sent events, one JSON object a second: [`live_snapshot`]).
+//! The live page: `GET /live` (the page itself is the front's,
+//! [`loadlab_front::live::live_page`]: one HTML file, everything inline, which
+//! `loadlab front` serves too) and `GET /live/events` ([`live_events`]: server-sent
+//! events, one JSON object a second: [`live_snapshot`], the whole process).
 //!
 //! Built from the process's own counts (each shard's and each upstream's
 //! `LiveWindow`, the compute threads, the writer), not from the Prometheus text. A
 //! stream holds nothing while its client is slow or gone: each event is made when
 //! the connection asks for it, and a closed connection drops the stream. At most
-//! [`STREAMS_MAX`] streams are open at once; the next is answered 503.
+//! [`loadlab_front::live::STREAMS_MAX`] streams are open at once, the front's own
+//! included; the next is answered 503.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use axum::extract::State;
-use axum::http::header;
 use axum::response::sse::{Event, Sse};
-use axum::response::{Html, IntoResponse};
 use futures_util::Stream;
+use loadlab_front::live::{EVERY, StreamTicket};
 use serde_json::{Value, json};
 
 use crate::error::AppError;
 use crate::state::AppState;
 
-/// The page.
-const PAGE: &str = include_str!("live.html");
-
-/// Event streams open at once, per process.
-pub const STREAMS_MAX: usize = 32;
-
-/// Time between two events.
-const EVERY: Duration = Duration::from_secs(1);
-
-/// Streams open now (all apps of the process: the limit is on its sockets and tasks).
-static OPEN_STREAMS: AtomicUsize = AtomicUsize::new(0);
-
-/// `GET /live`: the page. Its Content-Security-Policy allows nothing from elsewhere:
-/// the page is whole by itself.
-pub async fn live_page() -> impl IntoResponse {
-    (
-        [
-            (header::CACHE_CONTROL, "no-cache"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-                 connect-src 'self'; img-src 'self' data:",
-            ),
-        ],
-        Html(PAGE),
-    )
-}
-
 /// `GET /live/events`: a [`live_snapshot`] at once, then one a second, until the
-/// client goes; 503 when [`STREAMS_MAX`] streams are open.
+/// client goes; 503 when [`loadlab_front::live::STREAMS_MAX`] streams are open.
 pub async fn live_events(
     State(state): State<AppState>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
@@ -71,26 +43,6 @@ pub async fn live_events(
             Some((Ok(event), (state, ticket, ticks, Some(now))))
         });
     Ok(Sse::new(stream))
-}
-
-/// One open stream, counted in [`OPEN_STREAMS`] until dropped (with its stream).
-struct StreamTicket;
-
-impl StreamTicket {
-    fn take() -> Option<Self> {
-        OPEN_STREAMS
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < STREAMS_MAX).then_some(open + 1)
-            })
-            .ok()
-            .map(|_| Self)
-    }
-}
-
-impl Drop for StreamTicket {
-    fn drop(&mut self) {
-        OPEN_STREAMS.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// The writer's totals at one event, for the next event's rates.

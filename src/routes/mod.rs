@@ -12,7 +12,7 @@
 //! | `GET /app/mega/stats` | [`mega::mega_stats`] |
 //! | `GET /healthz`, `GET /readyz` | [`health::health_live`], [`health::health_ready`] |
 //! | `GET /info` | [`info::info_show`] |
-//! | `GET /live`, `GET /live/events` | [`live::live_page`], [`live::live_events`] |
+//! | `GET /live`, `GET /live/events` | [`loadlab_front::live::live_page`], [`live::live_events`] |
 //! | `GET /metrics` | [`crate::metrics::metrics_render`] |
 
 pub mod health;
@@ -57,7 +57,7 @@ pub fn app(state: AppState, shard: usize) -> Router {
         .route("/healthz", get(health::health_live))
         .route("/readyz", get(health::health_ready))
         .route("/info", get(info::info_show))
-        .route("/live", get(live::live_page))
+        .route("/live", get(loadlab_front::live::live_page))
         .route("/live/events", get(live::live_events))
         .route("/metrics", get(metrics_render))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))

@@ -28,7 +28,7 @@ async fn live_is_one_html_page_with_nothing_from_elsewhere() {
         .expect("text");
     assert!(csp.contains("default-src 'none'"), "{csp}");
     let page = response.text().await.expect("a body");
-    assert!(page.contains("new EventSource(\"/live/events\")"), "{page}");
+    assert!(page.contains("new EventSource(\"live/events\")"), "{page}");
     for external in ["src=\"", "href=\"http", "@import", "url(http"] {
         assert!(!page.contains(external), "the page loads `{external}...`");
     }
@@ -38,15 +38,18 @@ async fn live_is_one_html_page_with_nothing_from_elsewhere() {
 /// Reads `GET /live/events` at `addr` over a raw socket until the first `data:` line
 /// (bounded by the socket's read timeout); the response head and that event.
 pub(crate) fn first_event(addr: SocketAddr) -> (String, Value) {
+    first_event_of(addr, "/live/events")
+}
+
+/// [`first_event`] of the event stream at `path`.
+pub(crate) fn first_event_of(addr: SocketAddr, path: &str) -> (String, Value) {
     let mut stream = TcpStream::connect(addr).expect("connected");
     stream
         .set_read_timeout(Some(Duration::from_secs(4)))
         .expect("timeout");
-    stream
-        .write_all(
-            b"GET /live/events HTTP/1.1\r\nHost: loadlab\r\nAccept: text/event-stream\r\n\r\n",
-        )
-        .expect("request sent");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: loadlab\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("request sent");
     let started = Instant::now();
     let mut head = String::new();
     let mut reader = BufReader::new(stream);

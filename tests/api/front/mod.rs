@@ -17,6 +17,7 @@ mod failover;
 mod hostile;
 mod inproc;
 mod limits;
+mod live;
 mod raw;
 mod reload;
 mod routing;
