@@ -153,6 +153,10 @@ for name in "${order[@]}"; do
   wait_for "https://127.0.0.1:${port[$name]}$path"
 done
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+# The hypervisor's steal (field 9 of /proc/stat's `cpu` line) and the total CPU time,
+# clock ticks: a virtual machine's figures swing with the steal, which nothing else shows.
+cpu_times() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+read -r steal0 total0 < <(cpu_times)
 
 # CPU time (clock ticks) of process $1 and its children, all threads: user + system,
 # or user alone when $2 is `user`.
@@ -201,6 +205,9 @@ done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { m = int((NR + 1) / 2);
   if (NR % 2) printf "%.1f", v[m]; else printf "%.1f", (v[m] + v[m + 1]) / 2 }'; }
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+read -r steal1 total1 < <(cpu_times)
+steal=$(awk -v s=$((steal1 - steal0)) -v t=$((total1 - total0)) \
+  'BEGIN { if (t > 0) printf "%.1f%%", 100 * s / t; else print "not measured" }')
 
 mkdir -p "$out"
 {
@@ -213,6 +220,7 @@ mkdir -p "$out"
   echo "$(uname -sr), h2load on the same machine; shared with other work while it ran."
   echo
   echo "Load average (1, 5, 15 min): $load_before before the runs, $load_after after."
+  echo "Hypervisor steal during the runs: $steal of the machine's CPU time (/proc/stat)."
   echo
   echo "| front | requests/s per round (2xx answers) | mean | TLS |"
   echo "|---|---|---|---|"

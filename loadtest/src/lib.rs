@@ -71,7 +71,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 
 use crate::cli::Settings;
-use crate::machine::{Machine, Tools, Versions};
+use crate::machine::{CpuTimes, Machine, Tools, Versions};
 use crate::report::RunInfo;
 
 /// What a measured run costs beyond its warm-up and duration: starting and stopping the
@@ -139,7 +139,8 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
         eprintln!("loadtest: --pin not applied: {note}");
     }
     // Before the run: the load average is meant to show how busy the machine was.
-    let machine = Machine::read();
+    let mut machine = Machine::read();
+    let cpu_before = CpuTimes::read();
     let versions = Versions::read(&tools, root);
     let scratch = tempfile::Builder::new()
         .prefix("loadlab-loadtest-")
@@ -147,6 +148,9 @@ fn run(flags: cli::Flags, loadlab: &Path, root: &Path) -> anyhow::Result<ExitCod
         .context("creating a temporary folder")?;
     run::open_permissions(scratch.path()).map_err(|e| anyhow!(e))?;
     let measured = run::run_all(&settings, &mut configs, root, scratch.path(), pinned);
+    machine.steal_during_runs = cpu_before
+        .zip(CpuTimes::read())
+        .and_then(|(before, after)| after.steal_since(&before));
 
     let info = RunInfo {
         date,

@@ -21,6 +21,11 @@ pub(crate) struct Machine {
     pub(crate) kernel: String,
     /// 1, 5 and 15 minute load averages at the start: a busy machine shows here.
     pub(crate) load_average: String,
+    /// The share of the machine's CPU time the hypervisor took for others while the
+    /// runs went (0-1; `steal` in /proc/stat), filled in after them: a virtual
+    /// machine's figures swing with it, and nothing else on the machine shows it.
+    /// `None` where /proc/stat is not readable.
+    pub(crate) steal_during_runs: Option<f64>,
 }
 
 impl Machine {
@@ -54,7 +59,44 @@ impl Machine {
                     .join(" "),
                 "unknown",
             ),
+            steal_during_runs: None,
         }
+    }
+}
+
+/// The machine's CPU time, all CPUs together, from the first line of /proc/stat (clock
+/// ticks): the total and what the hypervisor took (`steal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    /// Now; `None` where /proc/stat is not readable (not Linux).
+    pub(crate) fn read() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// From /proc/stat's text: `cpu  user nice system idle iowait irq softirq steal ...`
+    /// (the guest columns after `steal` are already inside `user` and `nice`).
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let fields = line
+            .split_whitespace()
+            .take(8)
+            .map(|f| f.parse::<u64>().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        Some(Self {
+            total: fields.iter().sum(),
+            steal: *fields.get(7)?,
+        })
+    }
+
+    /// The share of the CPU time since `earlier` that the hypervisor took (0-1).
+    pub(crate) fn steal_since(&self, earlier: &Self) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total).filter(|&t| t > 0)?;
+        Some(self.steal.saturating_sub(earlier.steal) as f64 / total as f64)
     }
 }
 
@@ -196,4 +238,30 @@ pub(crate) fn utc_at(time: SystemTime) -> (String, String) {
         format!("{date} {clock} UTC"),
         format!("{date}T{}Z", clock.replace(':', "")),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_is_its_share_of_the_cpu_time_between_two_readings() {
+        let before = CpuTimes::parse(
+            "cpu  1000 0 500 8000 0 0 100 400 0 0\ncpu0 500 0 250 4000 0 0 50 200 0 0\n",
+        )
+        .expect("parsed");
+        let after = CpuTimes::parse("cpu  1600 0 800 8800 0 0 200 600 50 0\n").expect("parsed");
+
+        // 2,000 ticks went by (600 + 300 + 800 + 100 + 200), 200 of them stolen.
+        let steal = after.steal_since(&before).expect("a share");
+        assert!((steal - 0.1).abs() < 1e-9, "{steal}");
+        assert_eq!(before.steal_since(&before), None, "no time went by");
+    }
+
+    #[test]
+    fn a_stat_without_a_steal_column_or_cpu_line_is_not_read() {
+        assert_eq!(CpuTimes::parse("cpu  1 2 3 4\n"), None);
+        assert_eq!(CpuTimes::parse("intr 5\n"), None);
+        assert_eq!(CpuTimes::parse(""), None);
+    }
 }

@@ -442,6 +442,11 @@ fn machine_and_commands(info: &RunInfo<'_>) -> String {
     let _ = writeln!(md, "| memory | {} GiB |", m.memory_gib);
     let _ = writeln!(md, "| kernel | {} |", m.kernel);
     let _ = writeln!(md, "| load average at start | {} |", m.load_average);
+    let steal = m.steal_during_runs.map_or_else(
+        || "not measured".to_owned(),
+        |share| format!("{:.1}% of the CPU time (/proc/stat)", share * 100.0),
+    );
+    let _ = writeln!(md, "| hypervisor steal during the runs | {steal} |");
     let _ = writeln!(md, "| loadlab | {} (commit {}) |", v.loadlab, v.commit);
     let _ = writeln!(md, "| rustc | {} |", v.rustc);
     let _ = writeln!(md, "| wrk | {} |", v.wrk);
