@@ -20,6 +20,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{Html, IntoResponse, Response};
+use futures_util::Stream;
 use serde_json::json;
 
 use crate::listen::error::json_error;
@@ -32,7 +33,7 @@ pub const PAGE: &str = include_str!("live.html");
 pub const STREAMS_MAX: usize = 32;
 
 /// Time between two events.
-pub const EVERY: Duration = Duration::from_secs(1);
+const EVERY: Duration = Duration::from_secs(1);
 
 /// Streams open now (every listener of the process: the limit is on its sockets and
 /// tasks).
@@ -97,18 +98,33 @@ pub(crate) async fn front_events(State(state): State<LiveState>) -> Response {
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         return refused;
     };
+    every_second(ticket, state, |state: &mut LiveState| front_snapshot(state)).into_response()
+}
+
+/// A live event stream, both paths' (`serve`'s `/live/events` too): `next(&mut state)`
+/// as an event at once, then one a second, while the stream holds `ticket`
+/// (dropped with it when the client goes).
+pub fn every_second<S, F>(
+    ticket: StreamTicket,
+    state: S,
+    next: F,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+where
+    S: Send + 'static,
+    F: FnMut(&mut S) -> serde_json::Value + Send + 'static,
+{
     let mut ticks = tokio::time::interval(EVERY);
     // A client that was slow to read gets the present, not a burst of the past.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stream = futures_util::stream::unfold(
-        (state, ticket, ticks),
-        |(state, ticket, mut ticks)| async move {
+    let start = (ticket, ticks, state, next);
+    Sse::new(futures_util::stream::unfold(
+        start,
+        |(ticket, mut ticks, mut state, mut next)| async move {
             ticks.tick().await;
-            let event = Event::default().data(front_snapshot(&state).to_string());
-            Some((Ok::<_, Infallible>(event), (state, ticket, ticks)))
+            let event = Event::default().data(next(&mut state).to_string());
+            Some((Ok(event), (ticket, ticks, state, next)))
         },
-    );
-    Sse::new(stream).into_response()
+    ))
 }
 
 /// One event of the front's stream: the time, the front's uptime, its configuration's

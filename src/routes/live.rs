@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime};
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use futures_util::Stream;
-use loadlab_front::live::{EVERY, StreamTicket};
+use loadlab_front::live::{StreamTicket, every_second};
 use serde_json::{Value, json};
 
 use crate::error::AppError;
@@ -31,18 +31,13 @@ pub async fn live_events(
         what: "the live event stream",
         retry_after_secs: 5,
     })?;
-    let mut ticks = tokio::time::interval(EVERY);
-    // A client that was slow to read gets the present, not a burst of the past.
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let start = (state, ticket, ticks, None::<Committed>);
-    let stream =
-        futures_util::stream::unfold(start, |(state, ticket, mut ticks, last)| async move {
-            ticks.tick().await;
-            let (data, now) = live_snapshot(&state, last);
-            let event = Event::default().data(data.to_string());
-            Some((Ok(event), (state, ticket, ticks, Some(now))))
-        });
-    Ok(Sse::new(stream))
+    // The writer's totals of the previous event, for this one's rates.
+    let start = (state, None::<Committed>);
+    Ok(every_second(ticket, start, |(state, last)| {
+        let (data, now) = live_snapshot(state, *last);
+        *last = Some(now);
+        data
+    }))
 }
 
 /// The writer's totals at one event, for the next event's rates.

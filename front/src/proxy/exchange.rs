@@ -34,9 +34,9 @@ use super::body::UpstreamBody;
 use super::connect::UpstreamIo;
 
 /// The largest response head read, in bytes (hyper's client allows about as much).
-pub(crate) const MAX_HEAD: usize = 400 * 1024;
+const MAX_HEAD: usize = 400 * 1024;
 /// The most headers a response head may have (hyper's default).
-pub(crate) const MAX_HEADERS: usize = 100;
+const MAX_HEADERS: usize = 100;
 /// The most bytes a chunk-size line or a trailer line may take.
 const MAX_LINE: usize = 8 * 1024;
 /// How much room each read asks for.

@@ -43,6 +43,7 @@ use loadlab_front::{Front, FrontConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::support::child::{ChildProcess, free_port, loadlab};
 use crate::support::{expect_error, spawn_app_with_front};
 
 /// Fast health checks so state changes show within a fraction of a second.
@@ -324,6 +325,35 @@ impl hyper::body::Body for SlowBody {
 }
 
 /// A `[[pools]]` table over `members` (address, weight).
+/// `loadlab front` on `config`, listening on a free port with `threads` front threads;
+/// more flags may follow. With the base URL of that port.
+fn front_command(config: &std::path::Path, threads: usize) -> (std::process::Command, String) {
+    let port = free_port();
+    let mut command = loadlab();
+    command.args(["front", "--config"]).arg(config).args([
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+        "--front-threads",
+        &threads.to_string(),
+    ]);
+    (command, format!("http://127.0.0.1:{port}"))
+}
+
+/// Starts a `loadlab front` process, ready once `base` answers `/front/status`; with a
+/// client for it.
+async fn start_front_process(
+    command: std::process::Command,
+    base: &str,
+) -> (ChildProcess, reqwest::Client) {
+    let child =
+        ChildProcess::start_ready("loadlab front", command, &format!("{base}/front/status")).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    (child, client)
+}
+
 fn pool(name: &str, members: &[(SocketAddr, u32)]) -> String {
     pool_of(name, "weight", members)
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::support::child::{ChildProcess, free_port, loadlab};
+use crate::support::child::{free_port, loadlab};
 
 /// A front on port 0 over the config file `path` (reloadable), with `admin` tokens.
 async fn spawn_front_file(path: &Path, admin: Option<&Path>) -> TestFront {
@@ -46,21 +46,8 @@ async fn a_sighup_from_1_1_to_3_1_costs_no_request_and_the_next_400_split_300_10
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("front.toml");
     std::fs::write(&path, pool("main", &[(a.addr, 1), (b.addr, 1)])).expect("write");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut command = loadlab();
-    command.args(["front", "--config"]).arg(&path).args([
-        "--bind",
-        &format!("127.0.0.1:{port}"),
-        "--front-threads",
-        "2",
-    ]);
-    let child =
-        ChildProcess::start_ready("loadlab front", command, &format!("{base}/front/status")).await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let (command, base) = front_command(&path, 2);
+    let (child, client) = start_front_process(command, &base).await;
     let before = split(&client, &format!("{base}/"), 100).await;
     assert_eq!(before.get("a"), Some(&50), "{before:?}");
 
@@ -262,12 +249,7 @@ async fn one_sighup_reloads_the_front_config_the_certificate_and_the_admin_token
         .arg("--admin-token-file")
         .arg(&tokens)
         .args(first.flags());
-    let child =
-        ChildProcess::start_ready("loadlab front", command, &format!("{base}/front/status")).await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let (child, client) = start_front_process(command, &base).await;
 
     // All three change; one signal.
     std::fs::write(&path, pool("main", &[(a.addr, 3), (b.addr, 1)])).expect("rewrite");

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::support::child::{ChildProcess, free_port, loadlab};
+use crate::support::child::loadlab;
 use crate::support::tls::{TestCert, TlsUpstream};
 
 /// The echo upstream's router, answering as `name`.
@@ -218,21 +218,8 @@ async fn a_failed_handshake_is_counted_as_tls_and_a_sighup_reads_a_changed_ca_fi
         https_member(&upstream, &ca_file)
     );
     std::fs::write(&path, config).expect("write");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut command = loadlab();
-    command.args(["front", "--config"]).arg(&path).args([
-        "--bind",
-        &format!("127.0.0.1:{port}"),
-        "--front-threads",
-        "1",
-    ]);
-    let child =
-        ChildProcess::start_ready("loadlab front", command, &format!("{base}/front/status")).await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let (command, base) = front_command(&path, 1);
+    let (child, client) = start_front_process(command, &base).await;
 
     let response = client.get(format!("{base}/x")).send().await.expect("sent");
     let error = expect_error(response, 502).await;
